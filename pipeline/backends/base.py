@@ -1,0 +1,57 @@
+"""The one small interface every inference backend implements (DESIGN §6).
+
+A backend module (`pipeline/backends/<name>.py`) keeps its heavy imports (torch_tensorrt,
+onnxruntime, ...) inside itself, and fails in `load()` with a message that says what to
+install when it cannot run on this machine.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised by `load()` when the backend cannot run here; the message says what to install."""
+
+
+@dataclass
+class BackendConfig:
+    model: str = "cliff"              # "cliff" | "pare"
+    checkpoint: str | None = None     # None -> random init, flagged untrained
+    device: str = "cpu"               # "cpu", "cuda", "cuda:0"
+    precision: str = "fp32"           # "fp32" | "fp16"
+    max_batch: int = 8                # largest batch (= max_persons) the backend must accept
+    channels_last: bool = False
+    cache_dir: str | None = None      # compile caches / engine files
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    name: str = "base"
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+
+    @abstractmethod
+    def load(self) -> None:
+        """Build/load the network. Raise BackendUnavailable with an install hint if impossible."""
+
+    @abstractmethod
+    def warmup(self) -> None:
+        """Run every batch size the backend will see so the first real frame is not slow."""
+
+    @abstractmethod
+    def infer(self, img, bbox_info) -> dict:
+        """img (B,3,224,224) float32 ImageNet-normalised (torch tensor or numpy), bbox_info (B,3).
+
+        Returns numpy float32 arrays: pred_pose (B,24,3,3), pred_shape (B,10),
+        pred_cam (B,3), var_pose (B,24). Any B >= 1 is accepted (split/padded internally).
+        """
+
+    @abstractmethod
+    def info(self) -> dict:
+        """name, device, precision, untrained flag, batch sizes, load/warm-up seconds, ..."""
+
+    def close(self) -> None:
+        """Release GPU memory / sessions. Optional."""
