@@ -28,14 +28,14 @@ class RecordResult:
 
 
 class MetricsEngine:
-    def __init__(self, max_window_s: float = 60.0, exporter=None, clock_ns=time.monotonic_ns):
+    def __init__(self, max_window_s: float = 60.0, exporter=None, dump=None, clock_ns=time.monotonic_ns):
         self._clock_ns = clock_ns
         self.window = TrailingWindow(max_seconds=max_window_s, clock_ns=clock_ns)
         self.measurer = FrameMeasurer()
         self.exporter = exporter          # a PrometheusExporter, or None
         self.last: FrameQuantities | None = None
         self.last_backend = ""
-        self.stage_log: list[dict] | None = None  # per-frame stamps for --dump-frames
+        self.dump = dump                  # a FrameDump (per-frame stamps for plots), or None
 
     def observe(self, frame: PosesFrame, arrival_ns: int | None = None, missed: int = 0) -> FrameQuantities:
         arrival = self._clock_ns() if arrival_ns is None else int(arrival_ns)
@@ -46,9 +46,8 @@ class MetricsEngine:
             self.last_backend = frame.backend
         if self.exporter is not None:
             self.exporter.observe_frame(q)
-        if self.stage_log is not None:
-            self.stage_log.append({"frame_id": frame.frame_id, "generation": frame.generation,
-                                   "persons": len(frame.persons), **{f"{k}_ns": v for k, v in frame.stamps_ns.items()}})
+        if self.dump is not None:
+            self.dump.write(frame)
         return q
 
     def update_worker(self, name: str, stats: Mapping[str, Any], t_ns: int | None = None) -> WorkerStats:
