@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 
@@ -74,13 +75,16 @@ class MediaPipeDetector(Detector):
             self._pose.close()
             self._pose = None
         try:
-            # model_complexity=1 is the only landmark model inside the wheel; 0 and 2 would be
-            # downloaded, which this pipeline never does
-            self._pose = self._mp_pose.Pose(
-                static_image_mode=self.static_image_mode, model_complexity=1,
-                smooth_landmarks=True, enable_segmentation=False,
-                min_detection_confidence=self.min_detection_confidence,
-                min_tracking_confidence=self.min_tracking_confidence)
+            with warnings.catch_warnings():
+                # protobuf 6 deprecates FieldDescriptor.label, which mediapipe 0.10.21 reads here
+                warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*label.*")
+                # model_complexity=1 is the only landmark model inside the wheel; 0 and 2 would
+                # be downloaded, which this pipeline never does
+                self._pose = self._mp_pose.Pose(
+                    static_image_mode=self.static_image_mode, model_complexity=1,
+                    smooth_landmarks=True, enable_segmentation=False,
+                    min_detection_confidence=self.min_detection_confidence,
+                    min_tracking_confidence=self.min_tracking_confidence)
         except AttributeError as e:
             import google.protobuf
             raise DetectorError(

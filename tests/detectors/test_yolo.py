@@ -1,0 +1,108 @@
+"""The YOLO backend on a randomly initialised model built from ultralytics' yaml (no weights)."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from pipeline.detectors import DetectorError, make_detector
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                                reason="ultralytics is not installed")
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    from ultralytics import YOLO
+    path = tmp_path_factory.mktemp("yolo") / "yolo_random.pt"
+    YOLO("yolo11n.yaml").save(str(path))
+    return path
+
+
+def check_well_formed(d, max_persons):
+    n = len(d)
+    assert d.boxes.shape == (n, 4) and d.boxes.dtype == np.float32
+    assert d.scores.shape == (n,) and d.scores.dtype == np.float32
+    assert d.track_ids.shape == (n,) and d.track_ids.dtype == np.int32
+    assert n <= max_persons and d.n_found >= n
+    if n:
+        areas = (d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])
+        assert (np.diff(areas) <= 0).all()
+
+
+def test_random_model_runs_seed_preset(random_weights, bus_rgb):
+    det = make_detector("yolo", model=random_weights, preset="seed", warmup=False)
+    det.setup()
+    d = det.detect(bus_rgb)
+    check_well_formed(d, 8)
+    info = det.info()
+    assert info["imgsz"] == 256 and info["thresholds"] == {"conf": 0.8, "iou": 0.4, "min_score": 0.7}
+    assert info["device"] == "cpu" and info["half"] is False and info["single_person"] is False
+    assert info["tracker"] in ("iou", "ultralytics:bytetrack")
+    det.close()
+
+
+def test_many_boxes_are_cut_and_tracked(random_weights, zidane_rgb):
+    # at confidence 0 an untrained model returns plenty of boxes: exercise the cut and the ids
+    det = make_detector("yolo", model=random_weights, conf=0.0, imgsz=160, max_persons=3,
+                        min_box_size=0, tracker="iou", warmup=False)
+    det.setup()
+    frame = zidane_rgb[::2, ::2]                 # a strided view, as from a ring slot
+    d1 = det.detect(frame)
+    check_well_formed(d1, 3)
+    assert d1.n_found > 3 and (d1.track_ids >= 0).all()
+    d2 = det.detect(frame)
+    np.testing.assert_array_equal(d1.track_ids, d2.track_ids)   # same boxes, same ids
+    det.reset()
+    d3 = det.detect(frame)
+    assert d3.track_ids.min() > d2.track_ids.max()              # new scene, new ids
+    det.close()
+
+
+def test_missing_weights_named(tmp_path):
+    missing = tmp_path / "yolo11n.pt"
+    det = make_detector("yolo", model=missing)
+    with pytest.raises(DetectorError, match="yolo11n.pt") as e:
+        det.setup()
+    assert "does not exist" in str(e.value) and "never downloads" in str(e.value)
+
+
+def test_file_that_is_not_a_model_named(tmp_path):
+    junk = tmp_path / "yolo_junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(DetectorError, match="yolo_junk.pt.*not a usable YOLO model"):
+        make_detector("yolo", model=junk).setup()
+
+
+def test_model_is_required_and_options_checked(random_weights):
+    with pytest.raises(DetectorError, match="weights file"):
+        make_detector("yolo")
+    for kw in (dict(imgsz=250), dict(conf=1.5), dict(preset="fast"), dict(tracker="sort")):
+        with pytest.raises(DetectorError):
+            make_detector("yolo", model=random_weights, **kw)
+
+
+def test_cpu_cannot_do_half_and_missing_cuda_is_clear(random_weights):
+    with pytest.raises(DetectorError, match="half"):
+        make_detector("yolo", model=random_weights, device="cpu", half=True).setup()
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(DetectorError, match="CUDA"):
+            make_detector("yolo", model=random_weights, device="cuda").setup()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lap") is not None, reason="lap is installed")
+def test_ultralytics_tracker_without_lap_is_refused(random_weights):
+    with pytest.raises(DetectorError, match="pip install lap"):
+        make_detector("yolo", model=random_weights, tracker="bytetrack").setup()
+
+
+@pytest.mark.gpu
+def test_half_precision_on_cuda(random_weights, bus_rgb):
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    det = make_detector("yolo", model=random_weights, device="cuda:0")
+    det.setup()
+    assert det.info()["half"] is True
+    check_well_formed(det.detect(bus_rgb), 8)
+    det.close()
