@@ -1,0 +1,250 @@
+"""Shared plumbing for the accelerated backends (compile, trt, onnx).
+
+- `build_network`: the POCO network from `pipeline.models.load_poco` (or a factory passed in
+  `options["network_factory"]`, used by tests and tools with stand-in networks).
+- `prepare_network`: BatchNorm folding and the fp16 policy.
+- `HostOutputs`: one device->host copy of all outputs per call, into pinned memory.
+
+Only imported by backends that already need torch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.backends.base import BackendConfig, BackendUnavailable
+from pipeline.backends.engine_cache import checkpoint_identity
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("pred_pose", "pred_shape", "pred_cam", "var_pose")
+OUTPUT_SHAPES = {"pred_pose": (24, 3, 3), "pred_shape": (10,), "pred_cam": (3,), "var_pose": (24,)}
+CROP = 224
+VARIANTS = ("cliff", "pare")
+PRECISIONS = ("fp32", "fp16")
+
+
+def validate_config(config: BackendConfig) -> None:
+    if config.model not in VARIANTS:
+        raise ValueError(f"model must be one of {VARIANTS}, got {config.model!r}")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r} "
+                         f"(bf16 is too lossy for POCO: 1.6e-1 on rotations)")
+    if not 1 <= int(config.max_batch) <= 64:
+        raise ValueError(f"max_batch (max_persons) must be in 1..64, got {config.max_batch}")
+
+
+def resolve_device(config: BackendConfig, backend: str, cpu_ok: bool) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"backend {backend!r} was asked for device {config.device!r} but this torch "
+                f"({torch.__version__}) sees no CUDA GPU; install a CUDA build of torch and an "
+                f"NVIDIA driver, or use device=cpu" + ("" if cpu_ok else
+                                                      f" with another backend (torch, onnx)"))
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    elif device.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+    elif not cpu_ok:
+        raise BackendUnavailable(f"backend {backend!r} needs a CUDA GPU (device=cuda)")
+    return device
+
+
+def network_identity(config: BackendConfig) -> str:
+    return checkpoint_identity(config.checkpoint, int(config.options.get("seed", 0)))
+
+
+def build_network(config: BackendConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The fp32 POCO network in eval mode on `device`."""
+    factory = config.options.get("network_factory")
+    if factory is None:
+        try:
+            from pipeline.models import load_poco
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"the POCO model code (pipeline.models.load_poco) cannot be imported: {exc}") from exc
+        factory = load_poco
+    if config.checkpoint is None:
+        # Untrained weights must still be reproducible: engine keys say "random-seed-N".
+        torch.manual_seed(int(config.options.get("seed", 0)))
+    model = factory(config.model, config.checkpoint, str(device))
+    return model.eval().to(device)
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Conv+BN pairs folded into the conv (in fp32, before any cast to fp16).
+
+    Folding first keeps BN's variance/epsilon arithmetic out of fp16 and saves a kernel per
+    conv. Uses torch.fx; a module that fx cannot trace is returned unchanged (logged)."""
+    from torch.fx.experimental.optimization import fuse
+    try:
+        return fuse(module.eval())
+    except Exception as exc:  # fx raises many types for untraceable code
+        log.warning("BatchNorm not folded (%s cannot be traced by torch.fx: %s)",
+                    type(module).__name__, exc)
+        return module
+
+
+class _HalfIsland(nn.Module):
+    """Runs the wrapped part in fp16 and hands fp32 back to the rest of the network."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, x, *args, **kwargs):
+        out = self.inner(x.half(), *args, **kwargs)
+        return torch.utils._pytree.tree_map(
+            lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, out)
+
+
+@dataclass
+class PreparedNetwork:
+    module: nn.Module
+    precision_detail: str     # what really runs in which precision
+    bn_folded: bool
+
+
+def prepare_network(model: nn.Module, precision: str, channels_last: bool,
+                    fold_bn: bool = True) -> PreparedNetwork:
+    """fp16 policy: the backbone (≈all the FLOPs) runs in fp16; the iterative regressor,
+    the 6D->rotation Gram-Schmidt and the uncertainty head stay fp32 because they are tiny at
+    these batch sizes and are where fp16 error would land directly on the rotations."""
+    target = model.backbone if hasattr(model, "backbone") else None
+    folded = False
+    if fold_bn:
+        if target is not None:
+            new = fold_batchnorm(target)
+            folded = new is not target
+            model.backbone = target = new
+        else:
+            new = fold_batchnorm(model)
+            folded = new is not model
+            model = new
+    if precision == "fp16":
+        if target is not None:
+            model.backbone = _HalfIsland(target)
+            detail = "fp16 backbone, fp32 head/uncertainty"
+        else:
+            model = model.half()
+            detail = "fp16 whole network"
+    else:
+        detail = "fp32"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return PreparedNetwork(model, detail, folded)
+
+
+class FlatNetwork(nn.Module):
+    """The network with its four outputs packed into one (B, 253) fp32 tensor, so a compiled
+    graph / engine / ONNX graph has a single output and the host needs a single copy."""
+
+    def __init__(self, net: nn.Module, channels_last: bool = False):
+        super().__init__()
+        self.net = net
+        self.channels_last = channels_last
+
+    def forward(self, img, bbox_info):
+        if self.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        return flatten_outputs(self.net(img, bbox_info))
+
+
+def as_input(x, device: torch.device, dtype=torch.float32, name: str = "input") -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    return x.to(device=device, dtype=dtype, non_blocking=True)
+
+
+def check_inputs(img, bbox_info) -> int:
+    if tuple(img.shape[1:]) != (3, CROP, CROP) or img.ndim != 4:
+        raise ValueError(f"img must be (B,3,{CROP},{CROP}), got {tuple(img.shape)}")
+    if bbox_info.ndim != 2 or bbox_info.shape[1] != 3:
+        raise ValueError(f"bbox_info must be (B,3), got {tuple(bbox_info.shape)}")
+    if img.shape[0] != bbox_info.shape[0]:
+        raise ValueError(f"img has {img.shape[0]} crops but bbox_info {bbox_info.shape[0]} rows")
+    if img.shape[0] < 1:
+        raise ValueError("empty batch: call infer only with at least one person")
+    return int(img.shape[0])
+
+
+def flatten_outputs(out: dict, rows: int | None = None) -> torch.Tensor:
+    """(B, 253) fp32: all four outputs side by side, so one copy moves them to the host."""
+    missing = [k for k in OUTPUT_NAMES if k not in out]
+    if missing:
+        raise RuntimeError(f"network output lacks {missing}; got keys {sorted(out)}")
+    parts = [out[k].reshape(out[k].shape[0], -1).float() for k in OUTPUT_NAMES]
+    flat = torch.cat(parts, dim=1)
+    return flat if rows is None else flat[:rows]
+
+
+FLAT_WIDTH = sum(int(np.prod(s)) for s in OUTPUT_SHAPES.values())
+
+
+def split_flat(flat: np.ndarray) -> dict:
+    """Inverse of flatten_outputs on the host; returns owned float32 arrays."""
+    out, col = {}, 0
+    b = flat.shape[0]
+    for k in OUTPUT_NAMES:
+        width = int(np.prod(OUTPUT_SHAPES[k]))
+        out[k] = np.array(flat[:, col:col + width], dtype=np.float32).reshape(b, *OUTPUT_SHAPES[k])
+        col += width
+    return out
+
+
+def run_chunked(fn, img: torch.Tensor, bbox_info: torch.Tensor, sizes, scratch: torch.Tensor | None):
+    """Run `fn(img, bbox) -> (b, 253)` over any batch using only `sizes` (split + pad).
+
+    Each chunk's rows are copied out before the next call because a CUDA-graph replay
+    reuses its output memory. Returns (flat (n, 253) on the device, scratch buffer)."""
+    from pipeline.backends import batching
+    n = img.shape[0]
+    chunks = batching.plan(n, sizes)
+    if len(chunks) == 1:
+        c = chunks[0]
+        flat = fn(batching.pad_rows(img, c.run_size), batching.pad_rows(bbox_info, c.run_size))
+        return flat[:n], scratch
+    if scratch is None or scratch.shape[0] < n:
+        scratch = torch.empty((n, FLAT_WIDTH), dtype=torch.float32, device=img.device)
+    for c in chunks:
+        flat = fn(batching.pad_rows(img[c.start:c.stop], c.run_size),
+                  batching.pad_rows(bbox_info[c.start:c.stop], c.run_size))
+        scratch[c.start:c.stop].copy_(flat[:c.count])
+    return scratch[:n], scratch
+
+
+class HostOutputs:
+    """Pinned host buffer that receives the (B, 253) output block in one async copy."""
+
+    def __init__(self, device: torch.device, max_rows: int):
+        self.device = device
+        pin = device.type == "cuda"
+        self.buf = torch.empty((max_rows, FLAT_WIDTH), dtype=torch.float32, pin_memory=pin)
+
+    def fetch(self, flat: torch.Tensor) -> dict:
+        rows = flat.shape[0]
+        if rows > self.buf.shape[0]:
+            self.buf = torch.empty((rows, FLAT_WIDTH), dtype=torch.float32,
+                                   pin_memory=self.device.type == "cuda")
+        dst = self.buf[:rows]
+        dst.copy_(flat, non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        return split_flat(dst.numpy())
+
+
+def oom_message(backend: str, config: BackendConfig, exc: BaseException) -> str:
+    lower = ("; or use precision=fp16" if config.precision == "fp32" else "")
+    return (f"{backend}: out of GPU memory while warming up batch sizes up to "
+            f"{config.max_batch} ({config.precision}): {exc}. Lower max_persons "
+            f"(inference.max_persons, now {config.max_batch}){lower}, or free the GPU")
