@@ -1,0 +1,241 @@
+"""Seed relay sink against a test relay written from the wire format alone."""
+import io
+import pickle
+import socket
+import struct
+import threading
+import time
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+from pipeline.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
+from pipeline.sinks.base import SinkError
+from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
+
+SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Test-side decoder: refuses every global except what a float32 ndarray needs."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
+def _read_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+class FakeRelay:
+    """Listens on an ephemeral port; decodes packets; optionally talks garbage back."""
+
+    def __init__(self, port=0, garbage=False):
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", port))
+        self.srv.listen(1)
+        self.srv.settimeout(0.2)
+        self.port = self.srv.getsockname()[1]
+        self.packets, self.errors, self.garbage = [], [], garbage
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(0.2)
+            with conn:
+                while not self.stop.is_set():
+                    try:
+                        if self.garbage:
+                            conn.sendall(b"\x80\x04garbage-not-for-unpickling" * 50)
+                        header = _read_exact(conn, 12)
+                    except socket.timeout:
+                        continue
+                    except (EOFError, OSError):
+                        break
+                    try:
+                        conn.settimeout(2.0)
+                        assert header[:4] == b"SMPL", header[:4]
+                        length, crc = struct.unpack(">II", header[4:])
+                        payload = _read_exact(conn, length)
+                        conn.settimeout(0.2)
+                        assert zlib.crc32(payload) & 0xFFFFFFFF == crc
+                        self.packets.append((payload, NumpyOnlyUnpickler(io.BytesIO(payload)).load()))
+                    except Exception as e:  # recorded and asserted on by the test
+                        self.errors.append(e)
+                        break
+
+    def wait_packets(self, n, timeout=5.0):
+        end = time.monotonic() + timeout
+        while len(self.packets) < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return len(self.packets) >= n
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
+        self.srv.close()
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _fast_sink(port, **kw):
+    return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
+
+
+def test_packets_well_formed(make_frame, make_person):
+    relay = FakeRelay()
+    sink = _fast_sink(relay.port)
+    sink.open()
+    try:
+        person = make_person(3, global_orient=[np.pi, 0, 0], pred_cam=[0.9, 0.1, -0.2])
+        for i in range(5):
+            sink.send(make_frame(i, [person]))
+            time.sleep(0.02)
+        sink.send(make_frame(6, []))
+        assert relay.wait_packets(6), (relay.packets, relay.errors, sink.stats())
+        assert not relay.errors
+        for payload, d in relay.packets:
+            assert list(d) == ["poses_body", "poses_root", "betas", "trans"]
+            for k, shape in SHAPES.items():
+                assert d[k].dtype == np.float32 and d[k].shape == shape
+            assert payload[:2] == b"\x80\x04"  # protocol 4, the seed's default
+            assert b"numpy.core.multiarray" in payload  # NumPy-1.x-loadable name
+        d = relay.packets[0][1]
+        # root: diag(1,-1,-1) @ R(pi about X) = identity
+        assert np.allclose(d["poses_root"], 0, atol=1e-5)
+        assert np.allclose(d["trans"], [[0.1, -0.2 + 0.8, 0.0]], atol=1e-6)
+        assert np.allclose(d["poses_body"], person.body_pose[None])
+        last = relay.packets[-1][1]  # nobody detected: T-pose at the origin
+        assert all(np.all(last[k] == 0) for k in SHAPES)
+        assert sink.stats()["sent"] == 6
+    finally:
+        sink.close()
+        relay.close()
+
+
+def test_full_translation_and_track_choice(make_frame, make_person):
+    small = make_person(1, box=(0, 0, 10, 10), transl=[0.5, 0.2, 4.0])
+    big = make_person(2, box=(0, 0, 300, 300), transl=[0.1, 0.2, 5.0])
+    fr = make_frame(0, [small, big])
+    assert np.allclose(relay_arrays(fr, "crop", "largest")["betas"], big.betas[None])
+    assert np.allclose(relay_arrays(fr, "crop", "first")["betas"], small.betas[None])
+    assert np.allclose(relay_arrays(fr, "crop", track_id=1)["betas"], small.betas[None])
+    assert np.all(relay_arrays(fr, "crop", track_id=9)["trans"] == 0)
+    full = relay_arrays(fr, "full", "largest")["trans"][0]
+    # the same rigid flip applied to the body: pelvis at F @ (transl + J0)
+    from pipeline.skeleton import DEFAULT_REST_JOINTS
+    pelvis_cam = big.transl + DEFAULT_REST_JOINTS[0]
+    assert np.allclose(full + DEFAULT_REST_JOINTS[0], np.diag([1, -1, -1]) @ pelvis_cam, atol=1e-5)
+
+
+def test_root_flip_matches_matrix_product(make_frame, make_person):
+    go = np.array([0.3, -1.2, 2.0])
+    d = relay_arrays(make_frame(0, [make_person(0, global_orient=go)]))
+    expect = np.diag([1, -1, -1]) @ axis_angle_to_rotmat(go)
+    assert np.allclose(axis_angle_to_rotmat(d["poses_root"][0]), expect, atol=1e-5)
+
+
+def test_legacy_and_native_payloads_decode_to_the_same_arrays(make_frame, make_person):
+    arrays = relay_arrays(make_frame(0, [make_person(0)]))
+    for mode in ("legacy", "native"):
+        d = NumpyOnlyUnpickler(io.BytesIO(encode_payload(arrays, mode))).load()
+        for k in SHAPES:
+            assert np.array_equal(d[k], arrays[k])
+
+
+def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_person):
+    port = _free_port()
+    sink = _fast_sink(port, queue_size=4)
+    sink.open()
+    try:
+        fr = make_frame(0, [make_person(0)])
+        t0 = time.perf_counter()
+        for i in range(300):
+            sink.send(fr)
+        per_send_ms = (time.perf_counter() - t0) / 300 * 1e3
+        assert per_send_ms < 5, per_send_ms
+        st = sink.stats()
+        assert st["sent"] == 0 and st["dropped"] >= 296 and st["queued"] <= 4
+        relay = FakeRelay(port=port)
+        try:
+            deadline = time.monotonic() + 5
+            while not relay.packets and time.monotonic() < deadline:
+                sink.send(fr)
+                time.sleep(0.02)
+            assert relay.packets and not relay.errors
+        finally:
+            relay.close()
+        # relay gone again: sink keeps accepting frames and reconnects later
+        for i in range(20):
+            sink.send(fr)
+        relay2 = FakeRelay(port=port)
+        try:
+            deadline = time.monotonic() + 5
+            while not relay2.packets and time.monotonic() < deadline:
+                sink.send(fr)
+                time.sleep(0.02)
+            assert relay2.packets
+            assert sink.stats()["reconnects"] >= 1
+        finally:
+            relay2.close()
+    finally:
+        t0 = time.perf_counter()
+        sink.close()
+        assert time.perf_counter() - t0 < 3
+
+
+def test_relay_sending_garbage_back_is_ignored(make_frame, make_person):
+    relay = FakeRelay(garbage=True)
+    sink = _fast_sink(relay.port)
+    sink.open()
+    try:
+        for i in range(10):
+            sink.send(make_frame(i, [make_person(0)]))
+            time.sleep(0.02)
+        assert relay.wait_packets(5)
+        assert not relay.errors
+        assert sink.stats()["ignored_bytes"] > 0
+    finally:
+        sink.close()
+        relay.close()
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(SinkError, match="port"):
+        RemiSink(port=70000).open()
+    with pytest.raises(SinkError, match="translation"):
+        RemiSink(translation="weird").open()
+    with pytest.raises(SinkError, match="track_id"):
+        RemiSink(track_id=-3).open()
+    with pytest.raises(SinkError, match="resolve"):
+        RemiSink(host="no-such-host.invalid").open()
+    sink = RemiSink()
+    with pytest.raises(SinkError, match="live settings"):
+        sink.set("colour", "red")
