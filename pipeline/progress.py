@@ -1,0 +1,92 @@
+"""The foreground `pipeline start` display: one live status line and a final summary."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _publisher(status: dict) -> dict:
+    for w in status.get("workers", []):
+        if w["name"] == "publisher" or w["module"].endswith(".publisher"):
+            return w
+    return {}
+
+
+def progress_line(status: dict) -> str:
+    pub = _publisher(status)
+    extras = pub.get("extras", {})
+    states = " ".join(f"{w['name']}:{_short(w['state'])}" + (f"(r{w['restarts']})" if w.get("restarts") else "")
+                      for w in status.get("workers", []))
+    return (f"[{status.get('uptime_s', 0):6.1f}s] {pub.get('fps', 0.0):5.1f} fps | "
+            f"capture→publish p50 {extras.get('latency_p50_ms', 0.0):6.1f} ms "
+            f"p99 {extras.get('latency_p99_ms', 0.0):6.1f} ms | persons {extras.get('persons', 0)} | {states}")
+
+
+def _short(state: str) -> str:
+    return {"running": "ok", "starting": "start", "restarting": "RESTART", "failed": "FAILED"}.get(state, state)
+
+
+class LiveLine:
+    """Rewrites one terminal line; without a terminal prints a line every `every` seconds."""
+
+    def __init__(self, stream=None, every: float = 2.0):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every
+        self._last = 0.0
+        self._width = 0
+
+    def show(self, status: dict) -> None:
+        line = progress_line(status)
+        if self.tty:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._width = len(line)
+            self.stream.flush()
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+def summary(status: dict) -> str:
+    pub = _publisher(status)
+    extras = pub.get("extras", {})
+    lines = [f"run {status.get('run_id')}: {status.get('uptime_s', 0):.1f} s, source {status.get('source')}",
+             f"published {pub.get('frames_out', 0)} frames, {pub.get('fps', 0.0):.1f} fps at the end, "
+             f"capture→publish latency p50 {extras.get('latency_p50_ms', 0.0):.1f} ms "
+             f"p99 {extras.get('latency_p99_ms', 0.0):.1f} ms"]
+    lines.append(status_table(status))
+    return "\n".join(lines)
+
+
+def status_table(status: dict) -> str:
+    cols = ("worker", "pid", "gen", "state", "fps", "p50 ms", "p99 ms", "in", "out", "drops", "cpu %",
+            "rss MB", "restarts", "info")
+    rows = []
+    for w in status.get("workers", []):
+        info = w.get("info") or {}
+        note = info.get("description") or ", ".join(f"{k}={v}" for k, v in info.items()
+                                                     if k in ("model", "backend", "source", "native_endpoint"))
+        if info.get("untrained"):
+            note = (note + "; UNTRAINED").strip("; ")
+        rows.append((w["name"], str(w.get("pid") or "-"), str(w["generation"]), w["state"],
+                     f"{w['fps']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", str(w["frames_in"]),
+                     str(w["frames_out"]), str(w["drops"]), f"{w['cpu_percent']:.0f}",
+                     f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), note))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:<{n}}}" for n in widths)
+    return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])

@@ -1,0 +1,119 @@
+"""Capture worker (DESIGN §5): a source's RGB frames into the frames ring, in place.
+
+The source comes from the top-level ``source:`` config (spec + options, see
+`pipeline.sources.open_source`). Each frame is copied once, straight into the ring slot,
+with a strictly increasing ``frame_id`` (continuing after a restart from the ring's last
+id), ``t_capture_ns``, ``source_epoch`` and the ``capture``/``frame_written`` stamps.
+
+Resolution changes: the ring is sized once (``rings.frames.max_height/max_width``); a frame
+larger than that is downscaled (aspect kept) to fit, and every record carries its own
+height/width, so a source may change resolution mid-stream without re-creating the ring.
+
+End of a file or folder: ``source.at_end: loop`` reopens it (``source_epoch`` + 1),
+``stop`` asks the supervisor to stop the pipeline.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pipeline.records import stamp
+from pipeline.worker import WROTE, Worker, WorkerError
+
+
+@dataclass
+class Params:
+    max_fps: float = 0.0   # 0 = as delivered by the source; else drop frames above this rate
+
+
+class Capture(Worker):
+    input = None
+    output = "frames"
+    Params = Params
+
+    def setup(self) -> None:
+        from pipeline.sources import SourceError, open_source
+
+        src = self.ctx.shared.get("source") or {}
+        self.spec = src.get("spec", "sample")
+        self.options = dict(src.get("options") or {})
+        self.at_end = src.get("at_end", "loop")
+        self._open_source, self._source_error = open_source, SourceError
+        try:
+            self.source = open_source(self.spec, **self.options)
+        except SourceError as exc:
+            raise WorkerError(str(exc)) from exc
+        ring = self.out.ring
+        _, self.max_h, self.max_w, _ = (None, *ring.dtype["pixels"].shape)
+        self.frame_id = max(ring.last_frame_id + 1, 0)
+        self.epoch = 0
+        self.downscaled = 0
+        self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
+        self._last_ns = 0
+        self.log.info("capturing from %s", self.source.describe())
+
+    def process(self, _item):
+        try:
+            frame = self.source.read()
+        except self._source_error as exc:
+            raise WorkerError(str(exc)) from exc
+        if frame is None:
+            return self._at_end()
+        rgb = frame.rgb
+        if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            self.drops += 1  # zero-size or odd-shaped frame: skip it, never crash
+            return None
+        t_capture = int(frame.t_capture_ns) or time.monotonic_ns()
+        if self._min_interval_ns and t_capture - self._last_ns < self._min_interval_ns:
+            self.drops += 1
+            return None
+        self._last_ns = t_capture
+        rec = self.out.begin()
+        if rec is None:
+            return None
+        h, w = rgb.shape[:2]
+        if h > self.max_h or w > self.max_w:
+            rgb = self._fit(rgb)
+            h, w = rgb.shape[:2]
+        rec["pixels"][:h, :w] = rgb
+        rec["height"], rec["width"] = h, w
+        rec["frame_id"] = self.frame_id
+        rec["t_capture_ns"] = t_capture
+        rec["source_epoch"] = self.epoch + int(getattr(frame, "source_epoch", 0) or 0)
+        rec["stamps_ns"] = 0
+        stamp(rec, "capture", t_capture)
+        stamp(rec, "frame_written", time.monotonic_ns())
+        self.frame_id += 1
+        return WROTE if self.out.commit() is not None else None
+
+    def _fit(self, rgb):
+        import cv2
+
+        scale = min(self.max_h / rgb.shape[0], self.max_w / rgb.shape[1])
+        size = (max(1, int(rgb.shape[1] * scale)), max(1, int(rgb.shape[0] * scale)))
+        self.downscaled += 1
+        self.extras["downscaled"] = self.downscaled
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+    def _at_end(self):
+        if self.at_end == "loop" and not self.source.is_live:
+            self.source.close()
+            try:
+                self.source = self._open_source(self.spec, **self.options)
+            except self._source_error as exc:
+                raise WorkerError(str(exc)) from exc
+            self.epoch += 1
+            return None
+        self.finish(f"end of source {self.source.describe()}")
+        return None
+
+    def stop(self) -> None:
+        source = getattr(self, "source", None)
+        if source is not None:
+            source.close()
+
+    def info(self) -> dict:
+        source = getattr(self, "source", None)
+        return {"source": source.describe() if source is not None else str(self.spec),
+                "fps": getattr(source, "fps", None), "live": getattr(source, "is_live", None),
+                "max_size": f"{self.max_w}x{self.max_h}"}
