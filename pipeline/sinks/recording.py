@@ -1,0 +1,274 @@
+"""Recording sink: every published frame to one `.npz` file, for offline use (DESIGN §7).
+
+While running, frames are buffered and written every `chunk_frames` frames as a separate
+chunk file `<path>.parts/chunk_000000.npz` (written to a temp name, fsynced, then renamed),
+so a crash loses at most the frames of the unfinished chunk. `close()` concatenates the
+chunks into `<path>` and removes the parts folder. `load_recording` reads either the final
+file or, after a crash, the parts folder.
+
+Layout (all plain arrays, no pickle; N frames, M person rows over all frames):
+
+    frame arrays (N,...): frame_id, t_capture_ns, generation, source_epoch, frame_height,
+        frame_width, n_found, n_persons, stamps_ns (N, len(stage_names)), model, backend,
+        precision, untrained
+    person arrays (M,...): person_frame (index into the frame arrays), track_id, box,
+        score, global_orient, body_pose, betas, transl, pred_cam, joint_uncertainty,
+        joints (M, 24, 3; NaN where has_joints is False), has_joints
+    stage_names, format_version
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.poses import Person, PosesFrame
+from pipeline.records import NUM_BETAS, NUM_JOINTS, STAGES
+from pipeline.sinks.base import Sink, SinkError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+FRAME_FIELDS = {
+    "frame_id": np.int64, "t_capture_ns": np.int64, "generation": np.int32,
+    "source_epoch": np.int32, "frame_height": np.int32, "frame_width": np.int32,
+    "n_found": np.int32, "n_persons": np.int32, "untrained": np.bool_,
+    "model": "U24", "backend": "U24", "precision": "U8",
+}
+PERSON_FIELDS = {
+    "track_id": (np.int32, ()), "box": (np.float32, (4,)), "score": (np.float32, ()),
+    "global_orient": (np.float32, (3,)), "body_pose": (np.float32, (69,)),
+    "betas": (np.float32, (NUM_BETAS,)), "transl": (np.float32, (3,)),
+    "pred_cam": (np.float32, (3,)), "joint_uncertainty": (np.float32, (NUM_JOINTS,)),
+}
+
+
+def parts_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".parts")
+
+
+class RecordingSink(Sink):
+    name = "recording"
+
+    def __init__(self, path, chunk_frames: int = 100, overwrite: bool = False):
+        self.path = Path(path)
+        self.chunk_frames = chunk_frames
+        self.overwrite = overwrite
+        self._parts: Path | None = None
+        self._buf_frames: list[PosesFrame] = []
+        self._frames_written = 0
+        self._chunk_index = 0
+        self._counts = dict(frames=0, chunks=0, write_errors=0, dropped=0)
+        self._closed = False
+
+    def open(self) -> None:
+        path = self.path
+        if path.suffix != ".npz":
+            raise SinkError(f"recording: path must end in .npz, got {str(path)!r} (set sinks.recording.path)")
+        if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
+            raise SinkError(f"recording: chunk_frames must be a positive integer, got {self.chunk_frames!r}")
+        if not path.parent.is_dir():
+            raise SinkError(f"recording: folder {str(path.parent)!r} does not exist or is not a folder; "
+                            f"create it or choose another sinks.recording.path")
+        if path.exists() and not self.overwrite:
+            raise SinkError(f"recording: {str(path)!r} already exists; choose a new path or set "
+                            f"sinks.recording.overwrite=true")
+        parts = parts_dir(path)
+        if parts.exists():
+            raise SinkError(f"recording: {str(parts)!r} is left from an interrupted recording; read it with "
+                            f"load_recording({str(path)!r}) or delete it, then start again")
+        try:
+            parts.mkdir()
+            meta = parts / "meta.json"
+            with open(meta, "w") as f:  # proves the folder is writable now, not mid-run
+                json.dump({"format_version": FORMAT_VERSION, "started_unix": time.time()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            shutil.rmtree(parts, ignore_errors=True)
+            raise SinkError(f"recording: cannot write in {str(path.parent)!r} ({e.strerror or e}); "
+                            f"choose a writable sinks.recording.path") from None
+        self._parts = parts
+        self._closed = False
+        log.info("recording to %s (chunks of %d frames in %s)", path, self.chunk_frames, parts)
+
+    def send(self, frame: PosesFrame, image=None) -> None:
+        if self._parts is None:
+            raise SinkError("recording: send() before open()")
+        self._buf_frames.append(frame)
+        self._counts["frames"] += 1
+        if len(self._buf_frames) >= self.chunk_frames:
+            self._flush_chunk()
+
+    def _flush_chunk(self) -> bool:
+        if not self._buf_frames:
+            return True
+        arrays = frames_to_arrays(self._buf_frames, first_frame_index=self._frames_written)
+        final = self._parts / f"chunk_{self._chunk_index:06d}.npz"
+        tmp = final.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as e:
+            self._counts["write_errors"] += 1
+            log.error("recording: writing %s failed (%s); keeping the frames in memory to retry", final, e)
+            limit = 10 * self.chunk_frames
+            if len(self._buf_frames) > limit:  # bounded memory if the disk stays broken
+                drop = len(self._buf_frames) - limit
+                del self._buf_frames[:drop]
+                self._counts["dropped"] += drop
+            return False
+        self._frames_written += len(self._buf_frames)
+        self._chunk_index += 1
+        self._counts["chunks"] += 1
+        self._buf_frames = []
+        return True
+
+    def close(self) -> None:
+        if self._closed or self._parts is None:
+            return
+        self._closed = True
+        if not self._flush_chunk():
+            log.error("recording: last chunk could not be written; %s keeps what was saved", self._parts)
+            return
+        try:
+            rec = _load_parts(self._parts)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, **rec)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.error("recording: consolidating into %s failed (%s); the chunks stay in %s", self.path, e, self._parts)
+            return
+        shutil.rmtree(self._parts, ignore_errors=True)
+        log.info("recording: %d frames saved to %s", rec["frame_id"].shape[0], self.path)
+
+    def stats(self) -> dict:
+        return dict(self._counts, buffered=len(self._buf_frames))
+
+
+def frames_to_arrays(frames: list[PosesFrame], first_frame_index: int = 0) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, dtype in FRAME_FIELDS.items():
+        if name == "n_persons":
+            values = [len(f.persons) for f in frames]
+        else:
+            values = [getattr(f, name) for f in frames]
+        out[name] = np.array(values, dtype=dtype).reshape(len(frames))
+    out["stamps_ns"] = np.array([[f.stamps_ns.get(s, 0) for s in STAGES] for f in frames],
+                                dtype=np.int64).reshape(len(frames), len(STAGES))
+    persons = [(first_frame_index + i, p) for i, f in enumerate(frames) for p in f.persons]
+    out["person_frame"] = np.array([i for i, _ in persons], dtype=np.int64)
+    for name, (dtype, shape) in PERSON_FIELDS.items():
+        out[name] = np.array([getattr(p, name) for _, p in persons], dtype=dtype).reshape((len(persons),) + shape)
+    joints = np.full((len(persons), NUM_JOINTS, 3), np.nan, np.float32)
+    has = np.zeros(len(persons), bool)
+    for k, (_, p) in enumerate(persons):
+        if p.joints is not None:
+            joints[k] = p.joints
+            has[k] = True
+    out["joints"], out["has_joints"] = joints, has
+    out["stage_names"] = np.array(STAGES, dtype="U16")
+    out["format_version"] = np.array(FORMAT_VERSION)
+    return out
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _load_parts(parts: Path) -> dict[str, np.ndarray]:
+    chunks = sorted(parts.glob("chunk_*.npz"))
+    if not chunks:
+        return frames_to_arrays([])
+    loaded = [_load_npz(c) for c in chunks]
+    out = {}
+    for key in loaded[0]:
+        if key in ("stage_names", "format_version"):
+            out[key] = loaded[0][key]
+        else:
+            out[key] = np.concatenate([c[key] for c in loaded])
+    return out
+
+
+@dataclass
+class Recording:
+    """A loaded recording: the arrays of the module docstring, plus convenient views."""
+    arrays: dict[str, np.ndarray]
+    path: Path
+    complete: bool  # False when read from the parts of an interrupted recording
+
+    def __len__(self) -> int:
+        return int(self.arrays["frame_id"].shape[0])
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def track_ids(self) -> list[int]:
+        return sorted(int(t) for t in np.unique(self.arrays["track_id"]))
+
+    def frame(self, i: int) -> PosesFrame:
+        a = self.arrays
+        stages = [str(s) for s in a["stage_names"]]
+        rows = np.nonzero(a["person_frame"] == i)[0]
+        persons = [
+            Person(**{name: (a[name][r].item() if a[name][r].ndim == 0 else a[name][r].copy())
+                      for name in PERSON_FIELDS},
+                   joints=a["joints"][r].copy() if a["has_joints"][r] else None)
+            for r in rows
+        ]
+        return PosesFrame(
+            frame_id=int(a["frame_id"][i]), t_capture_ns=int(a["t_capture_ns"][i]),
+            generation=int(a["generation"][i]), source_epoch=int(a["source_epoch"][i]),
+            frame_height=int(a["frame_height"][i]), frame_width=int(a["frame_width"][i]),
+            model=str(a["model"][i]), backend=str(a["backend"][i]), precision=str(a["precision"][i]),
+            untrained=bool(a["untrained"][i]), n_found=int(a["n_found"][i]),
+            stamps_ns={s: int(v) for s, v in zip(stages, a["stamps_ns"][i]) if v},
+            persons=persons,
+        )
+
+    def frames(self):
+        for i in range(len(self)):
+            yield self.frame(i)
+
+    def track(self, track_id: int) -> dict[str, np.ndarray]:
+        """Every row of one track, in frame order, with its frame's id and capture time."""
+        a = self.arrays
+        rows = np.nonzero(a["track_id"] == track_id)[0]
+        out = {name: a[name][rows] for name in list(PERSON_FIELDS) + ["joints", "has_joints", "person_frame"]}
+        out["frame_id"] = a["frame_id"][a["person_frame"][rows]]
+        out["t_capture_ns"] = a["t_capture_ns"][a["person_frame"][rows]]
+        return out
+
+
+def load_recording(path) -> Recording:
+    """Read a recording written by RecordingSink (or the chunks an interrupted one left)."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            arrays = _load_npz(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{str(path)!r} is not a readable posepipe recording ({e})") from None
+        complete = True
+    elif parts_dir(path).is_dir():
+        log.warning("recording %s was not closed; reading the chunks in %s", path, parts_dir(path))
+        arrays, complete = _load_parts(parts_dir(path)), False
+    else:
+        raise FileNotFoundError(f"no recording at {str(path)!r} (nor an interrupted one at {str(parts_dir(path))!r})")
+    missing = [k for k in list(FRAME_FIELDS) + list(PERSON_FIELDS) + ["person_frame", "stamps_ns"] if k not in arrays]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a posepipe recording: missing arrays {missing}")
+    return Recording(arrays=arrays, path=path, complete=complete)
