@@ -27,10 +27,18 @@ class ControlError(RuntimeError):
     """The supervisor did not answer or answered with an error."""
 
 
+IPC_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux
+
+
 def make_endpoints(run_dir, transport: str = "ipc", host: str = "127.0.0.1") -> dict:
     if transport == "ipc":
-        return {"router": f"ipc://{run_dir.socket_path('control')}",
-                "events": f"ipc://{run_dir.socket_path('events')}"}
+        paths = [str(run_dir.socket_path("control")), str(run_dir.socket_path("events"))]
+        if max(map(len, paths)) <= IPC_PATH_MAX:
+            return {"router": f"ipc://{paths[0]}", "events": f"ipc://{paths[1]}"}
+        log.warning("run directory path is too long for ipc sockets (%d > %d characters); using "
+                    "tcp://127.0.0.1 instead (set POSEPIPE_RUNTIME_DIR to a shorter path)",
+                    max(map(len, paths)), IPC_PATH_MAX)
+        transport, host = "tcp", "127.0.0.1"
     if transport == "tcp":
         return {"router": f"tcp://{host}:*", "events": f"tcp://{host}:*"}
     raise ValueError(f"control transport {transport!r} — allowed: ipc, tcp")

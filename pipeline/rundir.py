@@ -54,8 +54,10 @@ def base_dir() -> Path:
 
 
 def new_run_id() -> str:
-    # Only [A-Za-z0-9_.]: the run id is part of every ring's /dev/shm name.
-    return f"{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
+    # Only [A-Za-z0-9_.]: the run id is part of every ring's /dev/shm name. An optional tag
+    # (POSEPIPE_RUN_TAG, used by tests) lets a caller recognise its own runs' rings.
+    tag = "".join(c for c in os.environ.get("POSEPIPE_RUN_TAG", "") if c.isalnum())[:16]
+    return f"{tag}{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
 
 
 @dataclass

@@ -98,9 +98,9 @@ class Supervisor:
             try:
                 self._prepare()
                 self._start_all()
-            except StartError as exc:
-                self.error = str(exc)
-                log.debug("start failed: %s", exc)
+            except Exception as exc:  # StartError, or a bug/OS error while setting up
+                self.error = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
+                log.debug("start failed", exc_info=True)
                 self._shutdown()
                 return 2
             self.state = "running"
@@ -418,7 +418,11 @@ class Supervisor:
         self._stop_requested = True
         self.state = "stopping"
         grace = self.cfg.supervisor.shutdown_grace
-        if self.server is not None:
+        if self.server is None:
+            for ws in self.workers.values():
+                if ws.alive():
+                    self._kill(ws)
+        else:
             try:
                 self.final_status = self.status()
             except Exception:

@@ -71,7 +71,9 @@ class Publisher(Worker):
             self.latencies.append((now - t_capture) / 1e6)
         self.persons = int(rec["count"])
         self.published += 1
-        frame = from_record(rec)
+        # rec[()] is the np.void scalar: its S-fields come back as bytes without NUL padding
+        # (bytes() of the 0-d array field would keep the padding).
+        frame = from_record(rec[()])
         frame.generation = int(rec["generation"])
         image = self._image(rec) if self._want_image else None
         for sink in self.sinks:

@@ -1,0 +1,155 @@
+"""Shared fixtures.
+
+* ``pipeline_env`` — a private runtime dir (POSEPIPE_RUNTIME_DIR) and run tag
+  (POSEPIPE_RUN_TAG) for the test, and afterwards the leak check: no /dev/shm ring of the
+  test's runs, no ipc socket file, no run directory, no child process may remain. Any
+  leftover is killed/removed and the test fails. Tests that start pipelines use it.
+* ``small_video`` — a generated 320x240 MJPG clip (OpenCV) with a moving box.
+* ``small_config`` — a YAML for a tiny, fast pipeline (320x240 sample, random native port).
+* ``run_cli`` — run ``python -m pipeline.cli ...`` in a subprocess with the test's env.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def _children():
+    import psutil
+
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture
+def pipeline_env(tmp_path, monkeypatch):
+    import psutil
+
+    tag = "t" + uuid.uuid4().hex[:8]
+    # Short: ipc socket paths must fit in 108 bytes.
+    runtime = Path(f"/tmp/ppt-{tag}")
+    monkeypatch.setenv("POSEPIPE_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("POSEPIPE_RUN_TAG", tag)
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    before = set(_children())
+    yield {"runtime": runtime, "tag": tag, "tmp": tmp_path}
+
+    problems = []
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        leftovers = [p for p in _children() if p not in before and _alive(p)]
+        if not leftovers:
+            break
+        time.sleep(0.1)
+    else:
+        for p in leftovers:
+            problems.append(f"child process {p.pid} {' '.join(_cmdline(p))[:120]}")
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    shm = sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}"))
+    for name in shm:
+        problems.append(f"/dev/shm/{name}")
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except OSError:
+            pass
+    if runtime.exists():
+        for path in runtime.rglob("*"):
+            if path.is_socket():
+                problems.append(f"socket file {path}")
+            elif path.is_dir() and path.parent == runtime:
+                problems.append(f"run directory {path}")
+    shutil.rmtree(runtime, ignore_errors=True)
+    assert not problems, "leaked: " + "; ".join(problems)
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(p):
+    try:
+        return p.cmdline()
+    except Exception:
+        return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def small_video(tmp_path) -> Path:
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    assert writer.isOpened(), "OpenCV cannot write MJPG test videos"
+    for i in range(45):
+        img = np.full((240, 320, 3), 40, np.uint8)
+        cv2.rectangle(img, (20 + 4 * i, 60), (80 + 4 * i, 200), (0, 200, 255), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+SMALL_CONFIG = """
+source:
+  spec: sample
+  options: {{width: 320, height: 240, fps: 30}}
+rings:
+  frames: {{slots: 6, max_height: 240, max_width: 320}}
+  max_persons: 4
+workers:
+  capture: {{module: workers.capture, health_timeout: 3, restart_delay: 0.2}}
+  detection: {{module: workers.standin_detection, health_timeout: 3, restart_delay: 0.2}}
+  inference: {{module: workers.standin_inference, health_timeout: 3, restart_delay: 0.2}}
+  publisher: {{module: workers.publisher, health_timeout: 3, restart_delay: 0.2}}
+sinks:
+  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
+supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
+"""
+
+
+@pytest.fixture
+def small_config(tmp_path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_CONFIG.format(port=free_port()))
+    return path
+
+
+@pytest.fixture
+def run_cli(pipeline_env):
+    def run(*args, timeout=60, check=False):
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, cwd=REPO, env=dict(os.environ))
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pipeline {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+    return run

@@ -1,0 +1,48 @@
+"""Helpers for tests that drive a real, detached pipeline (processes, rings, sockets)."""
+from __future__ import annotations
+
+import time
+
+from pipeline import rundir
+from pipeline.client import NativeClient
+from pipeline.control import ControlClient
+
+
+def request(cmd, args=None, timeout_s=5.0):
+    _, endpoints = rundir.current_run()
+    with ControlClient(endpoints["router"]) as client:
+        return client.request(cmd, args, timeout_s=timeout_s)
+
+
+def workers(status) -> dict:
+    return {w["name"]: w for w in status["workers"]}
+
+
+def native_endpoint(status) -> str:
+    return workers(status)["publisher"]["info"]["native_endpoint"]
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # the supervisor may be between states
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def receive_frames(endpoint, n, timeout=15.0):
+    frames = []
+    deadline = time.monotonic() + timeout
+    with NativeClient(endpoint) as client:
+        while len(frames) < n and time.monotonic() < deadline:
+            frame = client.receive(timeout=0.5)
+            if frame is not None:
+                frames.append(frame)
+    assert len(frames) >= n, f"received only {len(frames)} of {n} frames from {endpoint}"
+    return frames

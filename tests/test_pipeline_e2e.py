@@ -1,0 +1,77 @@
+"""End to end with real processes, rings and sockets: start -> frames through every stage to
+a native-stream subscriber -> stop, with nothing left behind (the pipeline_env fixture)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+def test_detached_start_stream_status_set_stop(run_cli, small_config):
+    out = run_cli("start", "--detach", "--config", small_config, check=True)
+    assert "started run" in out.stdout
+    try:
+        status = request("status")
+        assert status["state"] == "running"
+        assert {w["state"] for w in status["workers"]} == {"running"}
+        frames = receive_frames(native_endpoint(status), 10)
+        ids = [f.frame_id for f in frames]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        f = frames[-1]
+        assert (f.frame_width, f.frame_height) == (320, 240)
+        assert f.model == "standin" and f.untrained and len(f.persons) == 1
+        np.testing.assert_array_equal(f.persons[0].box, [0, 0, 320, 240])
+        assert f.persons[0].body_pose.shape == (69,) and not f.persons[0].body_pose.any()
+        for stage in ("capture", "frame_written", "detect_start", "detect_end", "infer_start", "infer_end",
+                      "publish"):
+            assert stage in f.stamps_ns, stage
+        stamps = [f.stamps_ns[s] for s in ("capture", "frame_written", "detect_end", "infer_end", "publish")]
+        assert stamps == sorted(stamps)
+
+        status = wait_for(lambda: (s := request("status")) and
+                          all(w["frames_out"] > 0 for w in s["workers"]) and s, what="stats in status")
+        w = workers(status)
+        assert w["inference"]["info"]["untrained"] is True
+        assert "stand-in" in w["detection"]["info"]["description"]
+        assert all(x["rss_bytes"] > 0 and x["pid"] for x in status["workers"])
+
+        table = run_cli("status", check=True).stdout
+        for name in ("capture", "detection", "inference", "publisher"):
+            assert name in table
+        assert run_cli("set", "inference", "delay_ms=5", check=True).stdout.strip() == "inference.delay_ms = 5.0"
+        bad = run_cli("set", "inference", "nope=1")
+        assert bad.returncode != 0 and "no live setting" in bad.stderr or "one live setting" in bad.stderr
+        watch = run_cli("watch", "--count", "3", check=True).stdout.splitlines()
+        assert len(watch) == 3 and all(line.startswith("frame ") for line in watch)
+    finally:
+        stop = run_cli("stop")
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped run" in stop.stdout
+    assert run_cli("status").returncode != 0
+
+
+def test_foreground_seconds_prints_summary(run_cli, small_config):
+    proc = run_cli("start", "--config", small_config, "--seconds", "3", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "published" in proc.stdout and "stopped (--seconds 3 elapsed)" in proc.stdout
+    assert "fps" in proc.stderr  # the live progress line
+
+
+def test_video_at_end_stop_finishes_cleanly(run_cli, small_config, small_video):
+    proc = run_cli("start", "--config", small_config, "--source", small_video,
+                   "source.at_end=stop", "source.options={realtime: false}", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "capture finished: end of source" in proc.stdout
+
+
+def test_oversized_frames_are_downscaled_into_the_ring(run_cli, small_config):
+    run_cli("start", "--detach", "--config", small_config, "rings.frames.max_height=120",
+            "rings.frames.max_width=160", check=True)
+    try:
+        frames = receive_frames(native_endpoint(request("status")), 3)
+        assert (frames[-1].frame_width, frames[-1].frame_height) == (160, 120)
+    finally:
+        assert run_cli("stop").returncode == 0
