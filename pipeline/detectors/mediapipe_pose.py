@@ -24,6 +24,11 @@ INSTALL_HINT = ("install it without its unneeded extras: "
                 "'protobuf>=4.25,<7'")
 
 
+# pid of the process that built a MediaPipe graph. A forked child inherits this value, and
+# mediapipe crashes (native abort) in a forked child once the parent has run a graph.
+_GRAPH_BUILT_IN_PID: int | None = None
+
+
 class MediaPipeDetector(Detector):
     kind = "mediapipe"
     single_person = True
@@ -71,6 +76,11 @@ class MediaPipeDetector(Detector):
         self._ready = True
 
     def _build(self) -> None:
+        global _GRAPH_BUILT_IN_PID
+        if _GRAPH_BUILT_IN_PID not in (None, os.getpid()):
+            raise DetectorError(
+                "mediapipe already ran in the parent of this forked process and would crash here; "
+                "start detection workers with the 'spawn' start method (multiprocessing.get_context('spawn'))")
         if self._pose is not None:
             self._pose.close()
             self._pose = None
@@ -93,6 +103,7 @@ class MediaPipeDetector(Detector):
                 f"pip install 'protobuf>=4.25,<7'") from e
         except Exception as e:  # a broken or partial wheel: model files missing, etc.
             raise DetectorError(f"mediapipe pose could not start: {e}; {INSTALL_HINT}") from e
+        _GRAPH_BUILT_IN_PID = os.getpid()
 
     def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:
         result = self._pose.process(self._prepare(rgb, height, width))

@@ -76,6 +76,9 @@ class YoloDetector(Detector):
         self.device = "cpu"
         self.half = False
         self._model = None
+        # ultralytics' trackers restart their ids at reset(); shifting them keeps ours unique
+        self._id_offset = 0
+        self._max_id = -1
 
     def setup(self) -> None:
         path = self.model_path
@@ -159,6 +162,9 @@ class YoloDetector(Detector):
         if self.tracker in ("bytetrack", "botsort"):
             ids = (b.id.cpu().numpy().astype(np.int32) if b is not None and b.id is not None
                    else np.full(len(boxes), -1, np.int32))
+            ids = np.where(ids >= 0, ids + self._id_offset, -1).astype(np.int32)
+            if len(ids):
+                self._max_id = max(self._max_id, int(ids.max()))
         keep = scores > self.min_score
         boxes, scores = boxes[keep], scores[keep]
         ids = ids[keep] if ids is not None else None
@@ -170,6 +176,7 @@ class YoloDetector(Detector):
         predictor = getattr(self._model, "predictor", None)
         for t in getattr(predictor, "trackers", None) or []:
             t.reset()
+        self._id_offset = self._max_id + 1
 
     def info(self) -> dict:
         return {"kind": self.kind, "model": str(self.model_path), "device": self.device, "half": self.half,

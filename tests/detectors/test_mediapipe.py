@@ -73,3 +73,22 @@ def test_bad_options():
         make_detector("mediapipe", visibility=2.0)
     with pytest.raises(DetectorError):
         make_detector("mediapipe", max_side=-5)
+
+
+def _setup_in_child() -> None:
+    import os
+    det = make_detector("mediapipe")
+    try:
+        det.setup()
+    except DetectorError as e:
+        os._exit(3 if "spawn" in str(e) else 4)
+    os._exit(0)
+
+
+def test_forked_child_after_parent_use_gets_clear_error(still):
+    # `still` has built a graph in this process; a forked child must refuse, not crash
+    import multiprocessing as mp
+    child = mp.get_context("fork").Process(target=_setup_in_child)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 3

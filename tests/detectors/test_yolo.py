@@ -18,6 +18,21 @@ def random_weights(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def confident_weights(tmp_path_factory):
+    """Random weights whose class-0 logit is pushed up: every anchor is a 'person' at ~1.0,
+    so NMS leaves a fixed set of boxes per image - enough to exercise the cut and the ids."""
+    import torch
+    from ultralytics import YOLO
+    path = tmp_path_factory.mktemp("yolo") / "yolo_confident.pt"
+    model = YOLO("yolo11n.yaml")
+    with torch.no_grad():
+        for branch in model.model.model[-1].cv3:
+            branch[-1].bias[0] = 12.0
+    model.save(str(path))
+    return path
+
+
 def check_well_formed(d, max_persons):
     n = len(d)
     assert d.boxes.shape == (n, 4) and d.boxes.dtype == np.float32
@@ -41,10 +56,14 @@ def test_random_model_runs_seed_preset(random_weights, bus_rgb):
     det.close()
 
 
-def test_many_boxes_are_cut_and_tracked(random_weights, zidane_rgb):
-    # at confidence 0 an untrained model returns plenty of boxes: exercise the cut and the ids
-    det = make_detector("yolo", model=random_weights, conf=0.0, imgsz=160, max_persons=3,
-                        min_box_size=0, tracker="iou", warmup=False)
+@pytest.mark.parametrize("tracker", [
+    "iou",
+    pytest.param("bytetrack", marks=pytest.mark.skipif(importlib.util.find_spec("lap") is None,
+                                                       reason="ultralytics' trackers need `pip install lap`")),
+])
+def test_many_boxes_are_cut_and_tracked(confident_weights, zidane_rgb, tracker):
+    det = make_detector("yolo", model=confident_weights, imgsz=160, max_persons=3,
+                        min_box_size=0, tracker=tracker, warmup=False)
     det.setup()
     frame = zidane_rgb[::2, ::2]                 # a strided view, as from a ring slot
     d1 = det.detect(frame)
@@ -55,6 +74,7 @@ def test_many_boxes_are_cut_and_tracked(random_weights, zidane_rgb):
     det.reset()
     d3 = det.detect(frame)
     assert d3.track_ids.min() > d2.track_ids.max()              # new scene, new ids
+    assert det.info()["tracker"] == {"iou": "iou", "bytetrack": "ultralytics:bytetrack"}[tracker]
     det.close()
 
 
