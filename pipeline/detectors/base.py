@@ -48,6 +48,32 @@ class Detections:
     def count(self) -> int:
         return len(self.boxes)
 
+    def to_record(self, rec) -> None:
+        """Write into a detections-ring record (`records.detections_dtype`) in place.
+
+        Only the person fields are touched (count, n_found, boxes, scores, track_ids); the
+        header and frame reference belong to the caller. Unused slots are zeroed, ids -1.
+        """
+        cap = rec["boxes"].shape[0]
+        n = min(len(self), cap)
+        rec["count"] = n
+        rec["n_found"] = max(self.n_found, n)
+        rec["boxes"][:n] = self.boxes[:n]
+        rec["boxes"][n:] = 0
+        rec["scores"][:n] = self.scores[:n]
+        rec["scores"][n:] = 0
+        rec["track_ids"][:n] = self.track_ids[:n]
+        rec["track_ids"][n:] = -1
+
+    @classmethod
+    def from_record(cls, rec) -> "Detections":
+        """Copy the persons out of a detections-ring record (no view into the ring is kept)."""
+        n = int(rec["count"])
+        if not 0 <= n <= rec["boxes"].shape[0]:
+            raise ValueError(f"detections record count {n} outside 0..{rec['boxes'].shape[0]}")
+        return cls(boxes=np.array(rec["boxes"][:n]), scores=np.array(rec["scores"][:n]),
+                   track_ids=np.array(rec["track_ids"][:n]), n_found=max(int(rec["n_found"]), n))
+
 
 def check_frame(rgb) -> tuple[int, int]:
     """Reject anything that is not an HxWx3 uint8 image; return (H, W)."""

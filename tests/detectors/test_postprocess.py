@@ -93,3 +93,42 @@ def test_detections_validates_lengths():
 def test_check_frame_rejects_bad_frames(frame):
     with pytest.raises(DetectorError):
         check_frame(frame)
+
+
+def test_record_round_trip_and_cut():
+    from pipeline.records import detections_dtype
+    rec = np.zeros((), detections_dtype(2))
+    d = postprocess(boxes_of(30, 90, 60), [0.1, 0.2, 0.3], 500, 500, PostConfig(), track_ids=[4, 5, 6])
+    d.to_record(rec)
+    assert rec["count"] == 2 and rec["n_found"] == 3
+    back = Detections.from_record(rec)
+    np.testing.assert_array_equal(back.boxes, d.boxes[:2])
+    np.testing.assert_array_equal(back.track_ids, [5, 6])
+    Detections().to_record(rec)
+    assert rec["count"] == 0 and (rec["track_ids"] == -1).all() and not rec["boxes"].any()
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+
+    box = st.tuples(st.floats(-100, 700), st.floats(-100, 700), st.floats(0, 400), st.floats(0, 400))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(box, max_size=20), st.integers(1, 6), st.sampled_from(["area", "score"]),
+           st.floats(0, 50))
+    def test_postprocess_invariants(raw, max_persons, order, min_size):
+        b = np.array([[x, y, x + w, y + h] for x, y, w, h in raw], np.float32).reshape(-1, 4)
+        scores = np.linspace(0.1, 0.9, len(b), dtype=np.float32)
+        d = postprocess(b, scores, 480, 640, PostConfig(max_persons=max_persons, order=order,
+                                                        min_box_size=min_size))
+        assert len(d) <= max_persons and len(d) <= d.n_found <= len(b)
+        assert len(d) == min(max_persons, d.n_found)
+        key = ((d.boxes[:, 2] - d.boxes[:, 0]) * (d.boxes[:, 3] - d.boxes[:, 1])
+               if order == "area" else d.scores)
+        assert (np.diff(key) <= 0).all()
+        side = np.maximum(d.boxes[:, 2] - d.boxes[:, 0], d.boxes[:, 3] - d.boxes[:, 1])
+        assert (side >= min_size).all()
+        for row in d.boxes:
+            assert any(np.array_equal(row, r) for r in b)
+except ImportError:  # hypothesis is a test extra; the example tests above still run
+    pass
