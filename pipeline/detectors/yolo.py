@@ -121,11 +121,11 @@ class YoloDetector(Detector):
         if dev in (None, "auto"):
             dev = "cuda:0" if cuda else "cpu"
         dev = str(dev)
-        if dev.startswith("cuda") and not cuda:
-            raise DetectorError(f"yolo device {dev!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
         if not (dev == "cpu" or dev.startswith("cuda") or dev.isdigit()):
             raise DetectorError(f"yolo device must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
         on_gpu = dev != "cpu"
+        if on_gpu and not cuda:
+            raise DetectorError(f"yolo device {dev!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
         half = on_gpu if self.half_request is None else bool(self.half_request)
         if half and not on_gpu:
             raise DetectorError("yolo half precision needs a CUDA device; use half=False on the CPU")
