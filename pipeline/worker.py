@@ -102,12 +102,15 @@ class Output:
         self._rec = None
         self._writer.abort()
 
-    def write(self, record):
-        """Copy a whole record; returns its seq, or None when another generation owns the ring."""
+    def write(self, record, keep_generation: bool = False):
+        """Copy a whole record; returns its seq, or None when another generation owns the ring
+        (or its frame_id is not newer). `keep_generation`: a relay (the publisher) keeps the
+        generation of the worker that produced the record instead of stamping its own."""
         if not self._writer.may_write():
             self.suppressed += 1
             return None
-        record["generation"] = self.generation
+        if not keep_generation:
+            record["generation"] = self.generation
         seq = self._writer.write(record)
         if seq is not None:
             self.written += 1

@@ -50,6 +50,22 @@ def pipeline_env(tmp_path, monkeypatch):
     yield {"runtime": runtime, "tag": tag, "tmp": tmp_path}
 
     problems = []
+    # A detached supervisor is not our child (its parent CLI exited): find it by its pid file.
+    if runtime.exists():
+        for run in runtime.iterdir():
+            pid_file = run / "supervisor.pid"
+            if run.is_symlink() or not pid_file.is_file():
+                continue
+            try:
+                proc = psutil.Process(int(pid_file.read_text()))
+            except (psutil.Error, ValueError):
+                continue
+            problems.append(f"supervisor {proc.pid} of run {run.name} still running")
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except psutil.TimeoutExpired:
+                proc.kill()
     deadline = time.monotonic() + 8.0
     while time.monotonic() < deadline:
         leftovers = [p for p in _children() if p not in before and _alive(p)]

@@ -64,7 +64,9 @@ class Publisher(Worker):
         rec = item.record  # our own copy
         now = time.monotonic_ns()
         stamp(rec, "publish", now)
-        if self.out.write(rec) is None:
+        # The published record keeps the generation of the inference worker that produced it:
+        # that is what swaps, A/B runs and metrics need to tell results apart.
+        if self.out.write(rec, keep_generation=True) is None:
             return None  # not newer than what was published (or another generation owns the ring)
         t_capture = int(rec["t_capture_ns"])
         if t_capture:
@@ -74,7 +76,6 @@ class Publisher(Worker):
         # rec[()] is the np.void scalar: its S-fields come back as bytes without NUL padding
         # (bytes() of the 0-d array field would keep the padding).
         frame = from_record(rec[()])
-        frame.generation = int(rec["generation"])
         image = self._image(rec) if self._want_image else None
         for sink in self.sinks:
             try:

@@ -1,0 +1,112 @@
+"""Faults with real processes: kill -9 of every worker and of the supervisor, a frozen
+(SIGSTOPped) worker, restart policy `never`, and a slow stage that must not make latency grow."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from pipeline import rundir
+from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+def _restarted(name, old_gen):
+    w = workers(request("status"))[name]
+    return w["generation"] > old_gen and w["state"] == "running" and w
+
+
+def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_config):
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    try:
+        status = request("status")
+        last_id = receive_frames(native_endpoint(status), 3)[-1].frame_id
+        for name in ("capture", "detection", "inference", "publisher"):
+            w = workers(request("status"))[name]
+            os.kill(w["pid"], signal.SIGKILL)
+            new = wait_for(lambda: _restarted(name, w["generation"]), timeout=20, what=f"{name} restart")
+            assert new["restarts"] >= 1 and new["pid"] != w["pid"]
+            frames = receive_frames(native_endpoint(request("status")), 3)
+            assert frames[0].frame_id > last_id, f"frame ids went back after killing {name}"
+            ids = [f.frame_id for f in frames]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            last_id = frames[-1].frame_id
+            if name == "inference":
+                assert frames[-1].generation == new["generation"]
+    finally:
+        stop = run_cli("stop")
+    assert stop.returncode == 0, stop.stderr
+
+
+def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    status = request("status")
+    worker_pids = [w["pid"] for w in status["workers"]]
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                             for p in worker_pids), timeout=5, what="workers to exit after the supervisor died")
+    leftovers = [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+    assert leftovers, "expected the killed supervisor to leave its rings behind"
+    assert run_cli("status").returncode != 0
+    stop = run_cli("stop")
+    assert stop.returncode == 0 and "cleaned up 1 stale run" in stop.stdout, stop.stdout + stop.stderr
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+    # And a leftover from another killed run is cleaned by the next start as well.
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    os.kill(request("status")["pid"], signal.SIGKILL)
+    time.sleep(1.5)
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    runs = [p for p in pipeline_env["runtime"].iterdir() if p.is_dir() and not p.is_symlink()]
+    assert len(runs) == 1, runs
+    assert run_cli("stop").returncode == 0
+
+
+def test_frozen_worker_is_killed_by_health_timeout_and_restarted(run_cli, small_config):
+    run_cli("start", "--detach", "--config", small_config, "workers.detection.health_timeout=1.5", check=True)
+    try:
+        w = workers(request("status"))["detection"]
+        os.kill(w["pid"], signal.SIGSTOP)
+        wait_for(lambda: _restarted("detection", w["generation"]), timeout=15, what="frozen worker restart")
+        assert not psutil.pid_exists(w["pid"]) or psutil.Process(w["pid"]).status() == psutil.STATUS_ZOMBIE
+        receive_frames(native_endpoint(request("status")), 3)
+    finally:
+        assert run_cli("stop").returncode == 0
+
+
+def test_restart_never_leaves_worker_failed(run_cli, small_config):
+    run_cli("start", "--detach", "--config", small_config, "workers.detection.restart=never", check=True)
+    try:
+        w = workers(request("status"))["detection"]
+        os.kill(w["pid"], signal.SIGKILL)
+        wait_for(lambda: workers(request("status"))["detection"]["state"] == "failed", timeout=10,
+                 what="detection marked failed")
+        time.sleep(1.0)
+        again = workers(request("status"))["detection"]
+        assert again["generation"] == w["generation"] and again["restarts"] == 0
+    finally:
+        assert run_cli("stop").returncode == 0
+
+
+def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config):
+    delay_ms = 120  # inference at ~8 fps behind a 30 fps capture
+    run_cli("start", "--detach", "--config", small_config, f"inference.delay_ms={delay_ms}", check=True)
+    try:
+        frames = receive_frames(native_endpoint(request("status")), 25, timeout=30)
+        lat = sorted((f.stamps_ns["publish"] - f.t_capture_ns) / 1e6 for f in frames[5:])
+        p99 = lat[int(0.99 * (len(lat) - 1))]
+        # Bounded by ~ one frame interval + the stage time + scheduling, not growing with time.
+        assert p99 < delay_ms + 250, lat
+        assert lat[-1] < delay_ms + 250
+        gaps = [b.frame_id - a.frame_id for a, b in zip(frames, frames[1:])]
+        assert max(gaps) > 1, "a slow stage must skip frames, not queue them"
+        status = wait_for(lambda: (s := request("status")) and workers(s)["inference"]["drops"] > 0 and s,
+                          what="drops counted")
+        w = workers(status)
+        assert w["inference"]["drops"] > 0
+        assert w["publisher"]["extras"]["latency_p99_ms"] < delay_ms + 250
+    finally:
+        assert run_cli("stop").returncode == 0
