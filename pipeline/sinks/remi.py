@@ -231,7 +231,8 @@ class RemiSink(Sink):
             out = dict(self._counts, queued=len(self._queue), connected=self._connected,
                        reconnects=max(0, self._counts["connects"] - 1))
         if self._smoother is not None:
-            out["smoothing"] = self._smoother.stats()
+            # flat scalars: the publisher forwards only those (metrics builds filter rows from them)
+            out.update({f"smoothing_{k}": v for k, v in self._smoother.stats().items()})
         return out
 
     def close(self) -> None:

@@ -230,7 +230,10 @@ class VmcSink(Sink):
                 log.warning("vmc sink: send to %s:%d failed (%s); will keep trying", self.host, self.port, e)
 
     def stats(self) -> dict:
-        return dict(self._counts)
+        out = dict(self._counts)
+        if self._smoother is not None:
+            out.update({f"smoothing_{k}": v for k, v in self._smoother.stats().items()})
+        return out
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

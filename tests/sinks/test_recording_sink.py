@@ -86,3 +86,15 @@ def test_load_rejects_foreign_files(tmp_path):
         load_recording(bad)
     with pytest.raises(FileNotFoundError):
         load_recording(tmp_path / "none.npz")
+
+
+def test_registry_builds_my_sinks(tmp_path):
+    from pipeline.sinks import build_sink
+    from pipeline.sinks.remi import RemiSink
+    from pipeline.sinks.vmc import VmcSink
+    from pipeline.sinks.recording import RecordingSink as R
+    assert isinstance(build_sink("remi", {"port": 9999, "translation": "full"}), RemiSink)
+    assert isinstance(build_sink("vmc", {"port": 39539}), VmcSink)
+    assert isinstance(build_sink("recording", {"path": str(tmp_path / "r.npz")}), R)
+    with pytest.raises(SinkError, match="not a known option"):
+        build_sink("remi", {"colour": 1})

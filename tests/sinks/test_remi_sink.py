@@ -248,3 +248,20 @@ def test_fast_legacy_path_matches_general_pickler(make_frame, make_person):
         buf = io.BytesIO()
         _LegacyNumpyPickler(buf, protocol=PICKLE_PROTOCOL).dump(arrays)
         assert encode_payload(arrays, "legacy") == buf.getvalue()
+
+
+def test_live_smoothing_switch_and_flat_stats(make_frame, make_person):
+    sink = _fast_sink(_free_port(), smoothing="moderate")
+    sink.open()
+    try:
+        for i in range(5):
+            sink.send(make_frame(i, [make_person(0)]))
+        sink.set("smoothing", "smooth")
+        sink.send(make_frame(6, [make_person(0)]))
+        st = sink.stats()
+        assert st["smoothing_preset"] == "smooth" and st["smoothing_frames"] == 6
+        assert all(isinstance(v, (int, float, str, bool)) for v in st.values())
+        with pytest.raises(SinkError, match="choose one of"):
+            sink.set("smoothing", "jelly")
+    finally:
+        sink.close()
