@@ -45,7 +45,9 @@ _DEPTH_SLABS = 12
 class OverlayRenderer:
     def __init__(self, rgb: bool = True, mesh_alpha: float = 0.65, joint_radius: int = 4,
                  thickness: int = 2, font_scale: float = 0.7, draw_boxes: bool = True,
-                 draw_text: bool = True, rest_joints=None):
+                 draw_text: bool = True, rest_joints=None, cull: str = "back"):
+        if cull not in ("back", "front", "none"):
+            raise ValueError(f"cull must be 'back', 'front' or 'none', got {cull!r}")
         import cv2  # heavy-ish; only the display/output path needs it
         self._cv2 = cv2
         self.rgb = rgb
@@ -56,6 +58,7 @@ class OverlayRenderer:
         self.draw_boxes = draw_boxes
         self.draw_text = draw_text
         self.rest_joints = rest_joints
+        self.cull = cull  # "front" if a mesh's faces wind clockwise seen from outside
         self.last_draw_ms = 0.0
 
     def _c(self, bgr):
@@ -115,11 +118,12 @@ class OverlayRenderer:
         centre = tri.mean(axis=1)
         normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         facing = -(normal * centre).sum(axis=1)               # > 0: towards the camera at the origin
-        keep = (facing > 0) & np.all(tri[:, :, 2] > 1e-3, axis=1)
+        visible = {"back": facing > 0, "front": facing < 0, "none": np.ones(len(facing), bool)}[self.cull]
+        keep = visible & np.all(tri[:, :, 2] > 1e-3, axis=1)
         if not np.any(keep):
             return
         tri, centre, normal, facing = tri[keep], centre[keep], normal[keep], facing[keep]
-        cos = facing / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1) + 1e-12)
+        cos = np.abs(facing) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centre, axis=1) + 1e-12)
         shade = np.clip((0.35 + 0.65 * cos) * _SHADE_LEVELS, 0, _SHADE_LEVELS - 1).astype(np.int32)
         uv = project(tri, w, h)
         # Work only in the mesh's bounding rectangle: full-frame copies and blends cost more

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pipeline.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
+from pipeline.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
 

@@ -85,7 +85,6 @@ def test_empty_frame_hold_and_tpose(make_frame):
     sink = VmcSink(port=9, on_empty="hold")
     sink.open()
     try:
-        import socket
         from pythonosc.osc_bundle import OscBundle
         b = OscBundle(sink.build_bundle(make_frame(0, [])))
         assert [m.address for m in b] == ["/VMC/Ext/T", "/VMC/Ext/OK"]
