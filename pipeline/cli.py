@@ -371,6 +371,10 @@ def doctor_report() -> list[str]:
 
 
 def main(argv=None):
+    # OpenCV prints its own multi-line warnings (e.g. for a missing camera) straight to stderr;
+    # our error line already says what went wrong.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's own "[tcp @ 0x...]" lines
     try:
         cli.main(args=argv, prog_name="pipeline", standalone_mode=True)
     except KeyboardInterrupt:

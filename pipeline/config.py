@@ -155,8 +155,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         set_dotted(raw, expand_key(key, raw), value)
     for flag, value in (flags or {}).items():
         if value is not None:
+            _check_flag_target(raw, flag, value)
             set_dotted(raw, FLAG_KEYS[flag], value)
     return validate(raw)
+
+
+def _check_flag_target(raw: dict, flag: str, value) -> None:
+    """--backend/--model need a worker whose Params has that field; say which one does not."""
+    parts = FLAG_KEYS[flag].split(".")
+    if parts[0] != "workers":
+        return
+    worker, param = parts[1], parts[-1]
+    wraw = raw.get("workers", {}).get(worker)
+    if not isinstance(wraw, dict) or "module" not in wraw:
+        raise ConfigError(f"--{flag} {value}: there is no `workers.{worker}` in the config")
+    cls = load_worker_class(wraw["module"], f"workers.{worker}")
+    names = {f.name for f in dataclasses.fields(cls.Params)} if dataclasses.is_dataclass(cls.Params) else set()
+    if param not in names:
+        what = f" ({cls.description})" if getattr(cls, "description", "") else ""
+        raise ConfigError(f"--{flag} {value}: workers.{worker} runs {wraw['module']}{what}, which has no "
+                          f"`{param}` setting; set workers.{worker}.module to the real worker")
 
 
 def read_yaml(path) -> dict:
