@@ -31,10 +31,11 @@ def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path
 
         wait_for(lambda: counts()[1] > 10, what="publisher output")
         c0, p0 = counts()
-        time.sleep(2.0)
+        time.sleep(3.0)
         c1, p1 = counts()
-        # "full rate": the publisher keeps up with capture (heartbeat counters lag a little)
-        assert p1 - p0 >= 0.8 * (c1 - c0) > 0, (c0, c1, p0, p1)
+        # "full rate": the publisher keeps up with capture. Counters come from heartbeats
+        # (every 0.5 s, not in step across workers), hence the slack of about one second.
+        assert c1 - c0 > 30 and p1 - p0 >= (c1 - c0) - 30, (c0, c1, p0, p1)
         extras = workers(request("status"))["publisher"]["extras"]
         assert extras.get("remi_sent", 0) == 0 and extras.get("remi_dropped", 0) > 0
 
