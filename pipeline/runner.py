@@ -171,10 +171,9 @@ class Runner:
             self.last_loop = time.monotonic()
             self._apply_commands()
             if self.paused:
+                # `latest` readers resume at the newest item; `next` readers count what the
+                # ring overwrote meanwhile as drops.
                 self.stop_event.wait(0.05)
-                if reader is not None:
-                    reader.cursor = reader.ring.newest_seq()  # resume at "now", not at a backlog
-                    reader._returned = reader.cursor
                 continue
             item = None
             if reader is not None:

@@ -75,3 +75,25 @@ def test_oversized_frames_are_downscaled_into_the_ring(run_cli, small_config):
         assert (frames[-1].frame_width, frames[-1].frame_height) == (160, 120)
     finally:
         assert run_cli("stop").returncode == 0
+
+
+def test_pause_and_resume_a_worker(run_cli, small_config):
+    from pipeline.client import NativeClient
+
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    try:
+        endpoint = native_endpoint(request("status"))
+        before = receive_frames(endpoint, 2)[-1].frame_id
+        assert run_cli("pause", "detection", check=True).stdout.strip() == "detection paused"
+        assert workers(request("status"))["detection"]["state"] == "paused"
+        with NativeClient(endpoint) as client:
+            client.receive(timeout=0.5)  # at most what was in flight
+            assert client.receive(timeout=1.0) is None, "frames kept flowing while detection was paused"
+        run_cli("resume", "detection", check=True)
+        after = receive_frames(endpoint, 2)
+        assert after[0].frame_id > before
+        assert workers(request("status"))["detection"]["state"] == "running"
+        bad = run_cli("pause", "nosuchworker")
+        assert bad.returncode != 0 and "unknown worker 'nosuchworker'" in bad.stderr
+    finally:
+        assert run_cli("stop").returncode == 0
