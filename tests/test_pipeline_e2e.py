@@ -97,3 +97,24 @@ def test_pause_and_resume_a_worker(run_cli, small_config):
         assert bad.returncode != 0 and "unknown worker 'nosuchworker'" in bad.stderr
     finally:
         assert run_cli("stop").returncode == 0
+
+
+def test_ctrl_c_stops_a_foreground_pipeline_cleanly(pipeline_env, small_config):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(small_config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+        receive_frames(native_endpoint(request("status")), 3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped (SIGINT)" in out
