@@ -83,7 +83,7 @@ class CompileBackend(Backend):
 
         import torch._dynamo
         # One specialised graph per batch size must not hit dynamo's recompile limit.
-        limit = max(len(sizes) + 4, 8)
+        limit = 4 * len(sizes) + 8
         for attr in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, attr):
                 setattr(torch._dynamo.config, attr, max(getattr(torch._dynamo.config, attr), limit))

@@ -1,0 +1,144 @@
+"""CUDA-only checks (skipped without a GPU; run by tools/device/run_bench.sh on the device machine).
+
+Agreement is measured on a calibrated random POCO-CLIFF checkpoint against eager fp32 with
+TF32 off; bound from issue 11: fp16 <= 3e-2 max abs on rotation-matrix entries.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pipeline.backends.base import BackendConfig, BackendUnavailable  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+ROT_TOL_FP16 = 3e-2
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return Path(os.environ.get("POSEPIPE_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def cliff_checkpoint(cache_dir):
+    from pipeline.testing import make_checkpoint
+    path = cache_dir / "poco_cliff_random_calibrated.pt"  # same name as tools/bench.py: made once
+    if not path.exists():
+        make_checkpoint("cliff", path, calibrate_bn=True, seed=0)
+    return path
+
+
+def crops(n, seed=0):
+    from pipeline.models.preprocess import normalise
+    from pipeline.testing.checkpoints import synthetic_images
+    img = torch.from_numpy(normalise(synthetic_images(n, seed=seed)))
+    rng = np.random.default_rng(seed)
+    return img, torch.from_numpy((rng.standard_normal((n, 3)) * 0.3).astype(np.float32))
+
+
+def eager_fp32(checkpoint, img, bbox):
+    from pipeline.models import load_poco
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = load_poco("cliff", checkpoint, "cuda")
+    with torch.inference_mode():
+        out = model(img.cuda(), bbox.cuda())
+    return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def max_diff(a, b, key):
+    d = np.abs(a[key].astype(np.float64) - b[key])
+    assert np.isfinite(d).all(), f"{key} has NaN/inf"
+    return float(d.max())
+
+
+def test_compile_fp16_agrees_with_eager_fp32_and_splits(cliff_checkpoint, cache_dir):
+    from pipeline.backends.compile import CompileBackend
+    cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
+                        max_batch=2, cache_dir=str(cache_dir))
+    be = CompileBackend(cfg)
+    be.load()
+    be.warmup()
+    info = be.info()
+    assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["precision"] == "fp16"
+    img, bbox = crops(5)  # 5 > max_batch: split 2+2+1
+    ref = eager_fp32(cliff_checkpoint, img, bbox)
+    got = be.infer(img.cuda(), bbox.cuda())
+    rot = max_diff(got, ref, "pred_pose")
+    print(f"compile fp16 vs eager fp32: rotmat {rot:.3e}, betas {max_diff(got, ref, 'pred_shape'):.3e}, "
+          f"warm-up {info['warmup_s']} s")
+    assert rot <= ROT_TOL_FP16
+    # numpy input and batch 1 give the same rows
+    one = be.infer(img[:1].numpy(), bbox[:1].numpy())
+    assert np.abs(one["pred_pose"] - got["pred_pose"][:1]).max() <= 1e-2
+    be.close()
+
+
+def test_eager_fp16_island_agrees(cliff_checkpoint):
+    from pipeline.backends import network as net
+    from pipeline.models import load_poco
+    img, bbox = crops(4, seed=1)
+    ref = eager_fp32(cliff_checkpoint, img, bbox)
+    prepared = net.prepare_network(load_poco("cliff", cliff_checkpoint, "cuda"), "fp16", channels_last=True)
+    with torch.inference_mode():
+        flat = net.FlatNetwork(prepared.module, channels_last=True)(img.cuda(), bbox.cuda())
+    got = net.split_flat(flat.cpu().numpy())
+    assert max_diff(got, ref, "pred_pose") <= ROT_TOL_FP16
+
+
+def test_oom_at_warmup_names_what_to_lower(tmp_path):
+    from pipeline.backends.compile import CompileBackend
+    from standin import standin_factory
+    cfg = BackendConfig(model="cliff", device="cuda", precision="fp16", max_batch=3,
+                        cache_dir=str(tmp_path), options={"network_factory": standin_factory})
+    be = CompileBackend(cfg)
+    be.load()
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    be._run = oom
+    with pytest.raises(RuntimeError, match=r"max_persons.*now 3"):
+        be.warmup()
+
+
+def test_compile_standin_every_batch_size_matches_eager(tmp_path):
+    from pipeline.backends.compile import CompileBackend
+    from standin import make_standin, standin_factory
+    cfg = BackendConfig(model="cliff", device="cuda", max_batch=4, cache_dir=str(tmp_path),
+                        options={"network_factory": standin_factory, "keep_fp32": True,
+                                 "batch_sizes": "pow2"})
+    be = CompileBackend(cfg)
+    be.load()
+    be.warmup()
+    model = make_standin(0).cuda()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    for n in (1, 3, 4, 7):
+        img, bbox = crops(n, seed=n)
+        with torch.inference_mode():
+            ref = {k: v.cpu().numpy() for k, v in model(img.cuda(), bbox.cuda()).items()}
+        got = be.infer(img.cuda(), bbox.cuda())
+        assert max_diff(got, ref, "pred_pose") < 1e-3, n
+
+
+def test_trt_agrees_or_says_what_is_missing(cliff_checkpoint, cache_dir):
+    from pipeline.backends.trt import TrtBackend
+    cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
+                        max_batch=2, cache_dir=str(cache_dir))
+    be = TrtBackend(cfg)
+    try:
+        be.load()
+    except BackendUnavailable as exc:
+        assert "posepipe[trt]" in str(exc)
+        pytest.skip(f"TensorRT not installed on this GPU machine: {exc}")
+    be.warmup()
+    img, bbox = crops(3, seed=2)  # 3 > max_batch=2: split
+    ref = eager_fp32(cliff_checkpoint, img, bbox)
+    assert max_diff(be.infer(img.cuda(), bbox.cuda()), ref, "pred_pose") <= ROT_TOL_FP16
+    again = TrtBackend(cfg)
+    again.load()
+    assert again.info()["engine_built"] is False
