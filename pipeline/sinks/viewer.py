@@ -12,9 +12,11 @@ The viewer never slows the pipeline: `send()` only stores a reference to the new
 returns; a background thread draws at most `max_hz` times a second and whatever arrived in
 between is dropped (counted in `stats()`). The page offers no action that touches files.
 
-Scene node names: ``/persons/<variant>/<track>/{skeleton,joints,mesh}`` where `<track>` is
-the track id, or ``u<index>`` for untracked persons; nodes of a track that is absent from the
-newest frame are removed. Coordinates: see `pipeline.viewer_scene` (camera frame x right,
+Scene node names: ``/persons/<variant>/<track>/{skeleton,joints}`` where `<track>` is the
+track id, or ``u<index>`` for untracked persons; nodes of a track that is absent from the
+newest frame are removed. Skinned meshes live at ``/meshes/<variant>/<n>``: a track's mesh is
+hidden (not removed) when the track leaves and reused by the next new track, because removing
+a skinned mesh can crash viser 1.1.1's browser client. Coordinates: see `pipeline.viewer_scene` (camera frame x right,
 y down, z forward is shown in a y-up view frame, ``diag(1, -1, -1)``).
 """
 from __future__ import annotations
@@ -135,7 +137,8 @@ class _PersonNodes:
         self.mesh_rest_joints: np.ndarray | None = None
 
     def remove(self) -> None:
-        for handle in (self.skeleton, self.joints, self.mesh):
+        """Remove the skeleton nodes; the mesh (if any) is left to the caller's pool."""
+        for handle in (self.skeleton, self.joints):
             if handle is not None:
                 handle.remove()
 
@@ -204,6 +207,12 @@ class ViewerSink(Sink):
         self._gui: dict = {}
         self._counts = collections.Counter()
         self._warned: set[str] = set()
+        # Skinned meshes are never removed while the server runs: viser 1.1.1's browser client
+        # can crash ("Cannot read properties of null (reading 'remove')", blank page) when a
+        # skinned mesh unmounts. A mesh whose track left is hidden and reused for the next
+        # track of the same variant: (handle, rest joints) per variant.
+        self._mesh_pool: dict[str, list[tuple[object, np.ndarray]]] = {}
+        self._mesh_serial = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -256,6 +265,7 @@ class ViewerSink(Sink):
                 log.exception("viewer server stop failed")
             self.server = None
         self._nodes.clear()
+        self._mesh_pool.clear()
         self._gui.clear()
 
     def _check_port_free(self) -> None:
@@ -382,7 +392,11 @@ class ViewerSink(Sink):
             self._draw_person(f"/persons/{variant}/{key}", variant, person, person_nodes)
         for key in list(nodes):
             if key not in seen:
-                nodes.pop(key).remove()
+                gone = nodes.pop(key)
+                gone.remove()
+                if gone.mesh is not None:
+                    gone.mesh.visible = False
+                    self._mesh_pool.setdefault(variant, []).append((gone.mesh, gone.mesh_rest_joints))
 
     def _draw_person(self, base: str, variant: str, person: Person, nodes: _PersonNodes) -> None:
         scene = self.server.scene
@@ -391,7 +405,7 @@ class ViewerSink(Sink):
         joint_colors = vs.uncertainty_colors(person.joint_uncertainty, *self.uncertainty_range)
 
         if self.smpl is not None:
-            self._draw_mesh(base, color, person, nodes)
+            self._draw_mesh(variant, color, person, nodes)
         else:
             segments = vs.bone_segments(pose.joints).astype(np.float32)
             if nodes.skeleton is None:
@@ -408,14 +422,21 @@ class ViewerSink(Sink):
             nodes.joints.points = points
             nodes.joints.colors = joint_colors
 
-    def _draw_mesh(self, base: str, color, person: Person, nodes: _PersonNodes) -> None:
+    def _draw_mesh(self, variant: str, color, person: Person, nodes: _PersonNodes) -> None:
         root_position = vs.CAM_TO_VIEW @ np.asarray(person.transl, dtype=np.float64)
-        if nodes.mesh is None:
+        pool = self._mesh_pool.get(variant)
+        if nodes.mesh is None and pool:
+            # Reused meshes keep the body shape of the track they were made for.
+            nodes.mesh, nodes.mesh_rest_joints = pool.pop()
+            nodes.mesh.position = root_position
+            nodes.mesh.visible = True
+        elif nodes.mesh is None:
             verts, rest_joints = self.smpl.shaped(person.betas)
             nodes.mesh_rest_joints = rest_joints
+            self._mesh_serial += 1
             # Bind pose = rest joints with identity rotations; later frames move only bones.
             nodes.mesh = self.server.scene.add_mesh_skinned(
-                f"{base}/mesh", verts, self.smpl.faces.astype(np.uint32),
+                f"/meshes/{variant}/{self._mesh_serial}", verts, self.smpl.faces.astype(np.uint32),
                 bone_wxyzs=np.tile([1.0, 0.0, 0.0, 0.0], (vs.NUM_JOINTS, 1)),
                 bone_positions=rest_joints,
                 skin_weights=self.smpl.skin_weights,

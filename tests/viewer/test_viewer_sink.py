@@ -153,3 +153,17 @@ def test_malformed_smpl_data_is_rejected():
         SmplMeshData(vertices=verts, faces=faces, skin_weights=weights[:, :10], rest_joints=joints)
     with pytest.raises(SinkError, match="faces"):
         SmplMeshData(vertices=verts, faces=faces + 10_000, skin_weights=weights, rest_joints=joints)
+
+
+def test_mesh_of_a_track_that_left_is_hidden_and_reused(viewer_factory):
+    sink = viewer_factory(smpl=_box_smpl())
+    sink.open()
+    sink.send(make_frame(0, [make_person(1), make_person(2)]))
+    assert wait_for(lambda: sink.stats()["drawn"] == 1)
+    mesh_2 = sink._nodes["A"]["2"].mesh
+    sink.send(make_frame(1, [make_person(1)]))
+    assert wait_for(lambda: sink.person_node_names() == {"/persons/A/1"})
+    assert not mesh_2.visible and not mesh_2._impl.removed
+    sink.send(make_frame(2, [make_person(1), make_person(9)]))
+    assert wait_for(lambda: sink.person_node_names() == {"/persons/A/1", "/persons/A/9"})
+    assert sink._nodes["A"]["9"].mesh is mesh_2 and mesh_2.visible
