@@ -34,7 +34,30 @@ def _source_value(text):
     return int(text) if text.strip().isdigit() else text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live next to the worker they drive; imported only when used.
+LAZY_COMMANDS = {
+    "record": ("pipeline.metrics.record_cmd", "record"),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        module_name, attr = LAZY_COMMANDS[name]
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            fail(f"`pipeline {name}` is not available: {exc}")
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose):
     """posepipe: real-time 3D human pose and shape (SMPL) from video."""

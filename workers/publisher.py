@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 
 from pipeline.records import stamp
-from pipeline.worker import WROTE, Worker, WorkerError
+from pipeline.worker import WROTE, SettingError, Worker, WorkerError
 
 LATENCY_WINDOW = 300
 
@@ -120,6 +120,21 @@ class Publisher(Worker):
             for k, v in (sink.stats() or {}).items():
                 if isinstance(v, (int, float, str)):
                     self.extras[f"{sink.name}_{k}"] = v
+
+    def on_set(self, key, value):
+        """`pipeline set publisher <sink>.<key>=value` goes to that sink's `set()`."""
+        from pipeline.sinks import SinkError
+
+        sink_name, _, sink_key = key.partition(".")
+        sink = next((s for s in self.sinks if s.name == sink_name), None)
+        if sink is None or not sink_key:
+            raise SettingError(f"publisher settings are <sink>.<key>; running sinks: "
+                               f"{', '.join(s.name for s in self.sinks) or '(none)'}")
+        try:
+            result = sink.set(sink_key, value)
+        except SinkError as exc:
+            raise SettingError(str(exc)) from exc
+        return value if result is None else result
 
     def stop(self) -> None:
         for sink in getattr(self, "sinks", []):
