@@ -110,3 +110,41 @@ def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config
         assert w["publisher"]["extras"]["latency_p99_ms"] < delay_ms + 250
     finally:
         assert run_cli("stop").returncode == 0
+
+
+def test_max_restarts_within_window_gives_up(run_cli, small_config):
+    run_cli("start", "--detach", "--config", small_config, "workers.detection.max_restarts=2",
+            "workers.detection.restart_delay=0.1", "workers.detection.restart_window=60", check=True)
+    try:
+        for attempt in range(3):
+            w = workers(request("status"))["detection"]
+            assert w["state"] == "running", w
+            os.kill(w["pid"], signal.SIGKILL)
+            if attempt < 2:
+                wait_for(lambda: _restarted("detection", w["generation"]), timeout=10, what="restart")
+        final = wait_for(lambda: (d := workers(request("status"))["detection"])["state"] == "failed" and d,
+                         timeout=10, what="detection given up")
+        assert final["restarts"] == 2 and final["generation"] == 3
+        assert {w["state"] for n, w in workers(request("status")).items() if n != "detection"} == {"running"}
+    finally:
+        assert run_cli("stop").returncode == 0
+
+
+def test_unclean_stop_gives_nonzero_exit(pipeline_env, small_config):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(small_config),
+                             "workers.publisher.health_timeout=60", "supervisor.shutdown_grace=1.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+        os.kill(workers(request("status"))["publisher"]["pid"], signal.SIGSTOP)  # cannot obey stop/SIGTERM
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err
+    assert "NOT cleanly" in out and "publisher needed SIGKILL" in err
