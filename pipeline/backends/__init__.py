@@ -1,0 +1,35 @@
+"""Inference backends (DESIGN §6). `get_backend(name)` imports only the module asked for."""
+from __future__ import annotations
+
+import importlib
+
+from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
+
+BACKEND_NAMES = ("torch", "compile", "trt", "onnx")
+
+__all__ = ["Backend", "BackendConfig", "BackendUnavailable", "BACKEND_NAMES", "get_backend"]
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The Backend subclass implemented in `pipeline/backends/<name>.py`."""
+    key = str(name).strip().lower()
+    if key not in BACKEND_NAMES:
+        raise ValueError(f"unknown inference backend {name!r}; allowed: {', '.join(BACKEND_NAMES)}")
+    try:
+        module = importlib.import_module(f"pipeline.backends.{key}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"pipeline.backends.{key}":
+            raise BackendUnavailable(f"backend {key!r} is not part of this installation "
+                                     f"(pipeline/backends/{key}.py missing)") from exc
+        raise BackendUnavailable(f"backend {key!r} needs the package {exc.name!r}; install it "
+                                 f"(e.g. pip install {exc.name})") from exc
+    found = [obj for obj in vars(module).values()
+             if isinstance(obj, type) and issubclass(obj, Backend) and obj is not Backend
+             and obj.__module__ == module.__name__]
+    named = [cls for cls in found if getattr(cls, "name", None) == key]
+    if named:
+        return named[0]
+    if len(found) == 1:
+        return found[0]
+    raise BackendUnavailable(f"pipeline/backends/{key}.py defines {len(found)} Backend classes "
+                             f"({[c.__name__ for c in found]}); expected one with name={key!r}")

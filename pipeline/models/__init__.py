@@ -30,11 +30,14 @@ def normalise_variant(name: str) -> str:
 
 def load_poco(variant: str = "cliff", checkpoint: str | os.PathLike | None = None, device="cpu",
               mean_params: str | os.PathLike | None = DEFAULT_MEAN_PARAMS,
-              allow_unsafe_checkpoint: bool = False):
+              allow_unsafe_checkpoint: bool = False, calibrate_bn: bool = True, seed: int | None = None):
     """Build POCO-CLIFF or POCO-PARE in eval mode on `device`.
 
-    checkpoint=None -> random init, `model.untrained = True`, mean parameters from `mean_params`
-    when that file exists, else documented defaults (pipeline.models.mean_params). With a
+    checkpoint=None -> random init (official init scheme; `seed` makes it reproducible),
+    `model.untrained = True`, BatchNorm statistics calibrated on one small batch of synthetic
+    images unless `calibrate_bn=False` (so fp16 stays finite), mean parameters from
+    `mean_params` when that file exists, else documented defaults
+    (pipeline.models.mean_params). With a
     checkpoint every part is loaded strictly (CheckpointError otherwise) and the mean
     parameters are the checkpoint's own `head.init_*` buffers.
     """
@@ -45,9 +48,16 @@ def load_poco(variant: str = "cliff", checkpoint: str | os.PathLike | None = Non
     from pipeline.models.poco import PocoModel
 
     variant = normalise_variant(variant)
+    if seed is not None:
+        torch.manual_seed(seed)
     model = PocoModel(variant)
     if checkpoint is None:
+        from pipeline.models.init import calibrate_batchnorm, official_init
+
+        official_init(model)
         model.set_mean_params(load_mean_params(mean_params))
+        if calibrate_bn:
+            calibrate_batchnorm(model, batches=1, batch_size=2, seed=0 if seed is None else seed)
         log.warning("POCO-%s runs with RANDOM (untrained) weights: poses are meaningless. "
                     "Put the official checkpoint at data/poco_%s.pt to get real poses.",
                     variant.upper(), variant)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,7 +48,9 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_checkpoint: bool = Fal
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_checkpoint)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Weights only load failed" in msg or "weights_only" in msg:
+        # torch files are zip archives (or, legacy, a pickle starting with protocol byte 0x80)
+        looks_like_torch = is_zip_magic or magic[:1] == b"\x80"
+        if looks_like_torch and ("Unsupported global" in msg or "Weights only load failed" in msg):
             raise CheckpointError(
                 f"checkpoint {path} contains Python objects beyond plain tensors, which could run code "
                 f"when loaded; refusing. If you trust this file, pass allow_unsafe_checkpoint=True "
@@ -57,7 +58,7 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_checkpoint: bool = Fal
                 f"need it. ({msg.splitlines()[0]})") from exc
         raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint ({msg.splitlines()[0]}); "
                               f"expected a .pt file saved with torch.save") from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) on bad bytes
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if is_zip_magic or isinstance(exc, EOFError):
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({size} bytes; {first}); "

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.models.init import synthetic_images  # noqa: F401  (re-exported for tests)
+
 FORMATS = ("raw", "model", "state_dict", "prefixed")
 _FLOW_LAYERS = {"cliff": 1, "pare": 3}
 _CONTEXT_DIM = 512
@@ -20,78 +22,17 @@ _NUM_NF_RV = 9
 _FLOW_HIDDEN = 64
 
 
-def synthetic_images(n: int, seed: int = 0, res: int = 224) -> np.ndarray:
-    """(n,res,res,3) uint8 images with image-like statistics: smooth colour fields, a bright
-    person-sized blob and some fine noise."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    imgs = []
-    for _ in range(n):
-        low = rng.uniform(0, 255, (8, 8, 3)).astype(np.float32)
-        img = cv2.resize(low, (res, res), interpolation=cv2.INTER_CUBIC)
-        cx, cy = rng.uniform(0.35, 0.65, 2) * res
-        yy, xx = np.mgrid[0:res, 0:res]
-        blob = np.exp(-(((xx - cx) / (0.12 * res)) ** 2 + ((yy - cy) / (0.35 * res)) ** 2))
-        img = img * (1 - 0.6 * blob[..., None]) + 0.6 * blob[..., None] * rng.uniform(0, 255, 3)
-        img += rng.normal(0, 8, img.shape)
-        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(imgs)
-
-
-def _official_init(model) -> None:
-    """Initialisation as the official code does for a fresh network (weights, BN affine)."""
-    from torch import nn
-
-    for name, m in model.backbone.named_modules():
-        if isinstance(m, nn.Conv2d):
-            if model.variant == "cliff":
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            else:
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-
-
-def calibrate_batchnorm(model, batches: int = 2, batch_size: int = 4, seed: int = 0) -> None:
-    """Set BN running_mean/var to the statistics of realistic inputs (cumulative average)."""
-    import torch
-    from torch import nn
-
-    from pipeline.models.preprocess import bbox_info, normalise
-
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for i in range(batches):
-            img = torch.from_numpy(normalise(synthetic_images(batch_size, seed=seed + i)))
-            centres = rng.uniform(200, 1000, (batch_size, 2))
-            sides = rng.uniform(150, 700, batch_size)
-            info = torch.from_numpy(bbox_info(centres, sides, (1280, 720)))
-            model(img, info)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    model.eval()
-
-
 def build_random_model(variant: str, seed: int = 0, calibrate_bn: bool = True, mean_params=None):
     """A random-initialised PocoModel (eval mode) with official-style init."""
     import torch
 
+    from pipeline.models.init import calibrate_batchnorm, official_init
     from pipeline.models.mean_params import load_mean_params
     from pipeline.models.poco import PocoModel
 
     torch.manual_seed(seed)
     model = PocoModel(variant)
-    _official_init(model)
+    official_init(model)
     model.set_mean_params(load_mean_params(mean_params))
     if calibrate_bn:
         calibrate_batchnorm(model, seed=seed)

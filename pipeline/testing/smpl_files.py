@@ -35,8 +35,6 @@ def make_synthetic_smpl(directory: str | os.PathLike, seed: int = 0, num_shape: 
     posedirs (6890,3,207), J_regressor (24,6890) csc sparse (or dense), weights (6890,24),
     kintree_table (2,24) uint32, f (13776,3) uint32, J (24,3). Returns the file path.
     """
-    import scipy.sparse
-
     rng = np.random.default_rng(seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -54,7 +52,7 @@ def make_synthetic_smpl(directory: str | os.PathLike, seed: int = 0, num_shape: 
         "v_template": verts,
         "shapedirs": rng.normal(0.0, 0.01, (N_VERTS, 3, num_shape)),
         "posedirs": rng.normal(0.0, 0.001, (N_VERTS, 3, 207)),
-        "J_regressor": scipy.sparse.csc_matrix(reg) if sparse_regressor else reg,
+        "J_regressor": _sparse(reg) if sparse_regressor else reg,
         "weights": weights,
         "kintree_table": kintree,
         "f": rng.integers(0, N_VERTS, (N_FACES, 3)).astype(np.uint32),
@@ -67,6 +65,16 @@ def make_synthetic_smpl(directory: str | os.PathLike, seed: int = 0, num_shape: 
     with open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=2)
     return path
+
+
+def _sparse(dense: np.ndarray):
+    """The real file stores J_regressor as scipy.sparse.csc_matrix (so loading it needs scipy)."""
+    try:
+        import scipy.sparse
+    except ImportError as exc:
+        raise RuntimeError("a sparse J_regressor (as in the real SMPL file) needs scipy: pip install scipy; "
+                           "or call make_synthetic_smpl(..., sparse_regressor=False)") from exc
+    return scipy.sparse.csc_matrix(dense)
 
 
 def make_mean_params(path: str | os.PathLike) -> Path:

@@ -1,0 +1,145 @@
+"""Architecture facts (parameter counts, official key names) and forward-pass behaviour."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import load_poco, param_count
+from pipeline.models.init import synthetic_images
+from pipeline.models.preprocess import bbox_info, normalise
+from pipeline.testing import official_state_dict
+
+# flow_head.cond_layer: Linear(2048 -> 512) for CLIFF, Linear(3072 -> 512) for PARE
+COND_LAYER = {"cliff": 2048 * 512 + 512, "pare": 3072 * 512 + 512}
+
+
+def _weights_numel(state):
+    """Learned numbers in a state dict (no BN running stats, no SMPL buffers/params)."""
+    return sum(v.numel() for k, v in state.items()
+               if not k.startswith("smpl.") and "running_" not in k and "num_batches" not in k
+               and not k.endswith(("init_pose", "init_shape", "init_cam", "temperature", "flow.mask")))
+
+
+def test_cliff_parameter_counts(cliff_random):
+    n = param_count(cliff_random)
+    assert n == 79_393_253
+    # official inference forward also evaluates flow_head.cond_layer (output unused): ~80.4 M
+    assert abs(n + COND_LAYER["cliff"] - 80.4e6) < 0.05e6
+    assert abs(_weights_numel(official_state_dict(cliff_random)) - 82.6e6) < 0.05e6
+
+
+def test_pare_parameter_counts(pare_random):
+    n = param_count(pare_random)
+    assert n == 34_557_782
+    assert abs(_weights_numel(official_state_dict(pare_random)) - 36.6e6) < 0.05e6
+
+
+CLIFF_KEYS = {
+    "backbone.conv1.weight": (64, 3, 3, 3),
+    "backbone.layer1.0.downsample.0.weight": (256, 64, 1, 1),
+    "backbone.transition1.0.0.weight": (48, 256, 3, 3),
+    "backbone.transition1.1.0.0.weight": (96, 256, 3, 3),
+    "backbone.transition3.3.0.1.running_var": (384,),
+    "backbone.stage3.3.fuse_layers.2.0.1.0.weight": (192, 48, 3, 3),
+    "backbone.stage4.2.fuse_layers.3.0.0.0.weight": (48, 48, 3, 3),
+    "backbone.stage4.2.fuse_layers.0.3.0.weight": (48, 384, 1, 1),
+    "backbone.stage4.2.branches.3.3.bn2.bias": (384,),
+    "backbone.incre_modules.0.0.downsample.0.weight": (128, 48, 1, 1),
+    "backbone.incre_modules.3.0.conv3.weight": (1024, 256, 1, 1),
+    "backbone.downsamp_modules.2.0.bias": (1024,),
+    "backbone.final_layer.0.weight": (2048, 1024, 1, 1),
+    "backbone.final_layer.1.running_mean": (2048,),
+    "head.fc1.weight": (1024, 2208),
+    "head.decpose.weight": (144, 1024),
+    "head.init_pose": (1, 144),
+    "head.init_shape": (1, 10),
+    "head.init_cam": (1, 3),
+    "uncert_head.uncert_fc_poseNet.weight": (216, 216),
+    "uncert_head.uncert_fc_featNet.weight": (216, 2048),
+    "uncert_head.uncert_fc1.weight": (24, 432),
+}
+PARE_KEYS = {
+    "backbone.transition1.0.0.weight": (32, 256, 3, 3),
+    "backbone.stage4.2.fuse_layers.0.3.0.weight": (32, 256, 1, 1),
+    "backbone.final_layer.weight": (24, 32, 1, 1),
+    "backbone.upsample_stage_2.1.weight": (64, 64, 3, 3),
+    "backbone.upsample_stage_4.9.weight": (256, 256, 3, 3),
+    "backbone.upsample_stage_4.10.running_var": (256,),
+    "head.keypoint_deconv_layers.0.weight": (128, 480, 3, 3),
+    "head.smpl_deconv_layers.4.running_mean": (128,),
+    "head.keypoint_final_layer.weight": (25, 128, 1, 1),
+    "head.smpl_final_layer.weight": (64, 128, 1, 1),
+    "head.pose_mlp.weight": (1, 6, 128, 24, 1, 1),
+    "head.shape_mlp.weight": (10, 1536),
+    "head.cam_mlp.weight": (3, 1536),
+    "head.temperature": (),
+    "head.init_pose": (1, 144),
+    "uncert_head.uncert_fc1.weight": (512, 3288),
+    "uncert_head.uncert_fc2.weight": (24, 512),
+}
+
+
+@pytest.mark.parametrize("variant,keys", [("cliff", CLIFF_KEYS), ("pare", PARE_KEYS)])
+def test_official_key_names_and_shapes(variant, keys, request):
+    model = request.getfixturevalue(f"{variant}_random")
+    state = model.state_dict()
+    for key, shape in keys.items():
+        assert key in state, key
+        assert tuple(state[key].shape) == shape, key
+    assert not any("bias" in k for k in state if k.startswith("backbone.stage") and ".conv" in k)
+    if variant == "pare":
+        assert "head.pose_mlp.bias" not in state
+
+
+def _inputs(n, seed=0):
+    img = torch.from_numpy(normalise(synthetic_images(n, seed=seed)))
+    rng = np.random.default_rng(seed)
+    info = torch.from_numpy(bbox_info(rng.uniform(200, 900, (n, 2)), rng.uniform(150, 600, n), (1280, 720)))
+    return img, info
+
+
+@pytest.fixture(scope="module", params=["cliff", "pare"])
+def calibrated(request):
+    return load_poco(request.param, checkpoint=None, seed=0)   # random init, BN calibrated
+
+
+def test_forward_shapes_ranges_determinism_and_batching(calibrated):
+    model = calibrated
+    assert model.untrained is True and not model.training
+    img, info = _inputs(3)
+    with torch.inference_mode():
+        out = model(img, info)
+        again = model(img[:1], info[:1])
+        singles = [model(img[i:i + 1], info[i:i + 1]) for i in (1, 2)]
+    assert out["pred_pose"].shape == (3, 24, 3, 3)
+    assert out["pred_shape"].shape == (3, 10) and out["pred_cam"].shape == (3, 3)
+    assert out["var_pose"].shape == (3, 24)
+    for v in out.values():
+        assert torch.isfinite(v).all()
+    assert ((out["var_pose"] > 0) & (out["var_pose"] < 1)).all()
+    r = out["pred_pose"]
+    assert torch.allclose(r.transpose(-1, -2) @ r, torch.eye(3).expand_as(r), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(3, 24), atol=1e-5)
+    # batch of N == N batches of 1
+    for i, single in zip((0, 1, 2), [again] + singles):
+        for k in out:
+            assert torch.allclose(out[k][i:i + 1], single[k], atol=2e-4, rtol=1e-4), k
+    # determinism: the same input gives bit-identical output
+    with torch.inference_mode():
+        repeat = model(img[:1], info[:1])
+    for k in repeat:
+        assert torch.equal(repeat[k], again[k])
+
+
+def test_bbox_info_matters_only_for_cliff(calibrated):
+    img, info = _inputs(1, seed=4)
+    with torch.inference_mode():
+        a = calibrated(img, info)
+        b = calibrated(img, info + 0.5)
+    changed = not torch.allclose(a["pred_cam"], b["pred_cam"])
+    assert changed == (calibrated.variant == "cliff")
+
+
+def test_random_init_is_reproducible_with_seed():
+    a = load_poco("pare", seed=3, calibrate_bn=False)
+    b = load_poco("pare", seed=3, calibrate_bn=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
