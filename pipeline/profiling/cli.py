@@ -14,7 +14,7 @@ DEFAULT_START_SECONDS = 10.0
 
 
 @click.command(name="profile", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=str, default=None,
               help="Output directory (default: ./profile-<date>-<time>).")
 @click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between samples.")
 @click.option("--seconds", type=float, default=None,

@@ -110,7 +110,8 @@ class ProcessSampler:
                 num_threads = proc.num_threads()
                 threads = proc.threads() if self.per_thread else []
                 create = proc.create_time() if tracked is None else 0.0
-                if proc.status() == psutil.STATUS_ZOMBIE:
+                # A process being torn down (killed, not yet reaped) reads as zombie or with no memory.
+                if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) or mem.rss == 0:
                     raise psutil.ZombieProcess(pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self._tracked.pop(pid, None)

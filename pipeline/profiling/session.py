@@ -79,13 +79,13 @@ class ProfileResult:
 def check_out_dir(path) -> Path:
     """Create the output directory and prove it is writable, before any sampling starts."""
     path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ProfileError(f"output path {path} exists and is not a directory; pick another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ProfileError(f"cannot create output directory {path}: {exc.strerror or exc}; "
                            f"pick another --out") from exc
-    if not path.is_dir():
-        raise ProfileError(f"output path {path} exists and is not a directory; pick another --out")
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass

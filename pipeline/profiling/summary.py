@@ -9,7 +9,9 @@ The source worker (capture) is different: its `process()` mostly *waits* for the
 file frame, so its busy time minus its main thread's CPU time is reported as time spent waiting
 on the source. Verdicts, in order:
 
-1. a data-path stage busy >= `SATURATED` is the bottleneck ("inference busy 97 %");
+1. a data-path stage busy >= `SATURATED` is the bottleneck ("inference busy 97 %"); so is the
+   busiest stage when fewer frames are published than captured (`KEEPS_UP`): frames are being
+   skipped somewhere, even if no stage looks saturated (e.g. it was starved during a restart);
 2. else, when capture waits on the source most of the time, the source sets the pace;
 3. else, when the workers together use nearly every core, the machine is CPU-starved;
 4. else nothing is saturated; the busiest stage is named as the one to watch.
@@ -28,6 +30,8 @@ from pipeline.metrics.percentiles import STAGE_SPANS, percentiles, stage_latenci
 SATURATED = 0.8
 SOURCE_WAIT = 0.5
 CPU_STARVED = 0.9
+KEEPS_UP = 0.9              # published/captured rate at or above which the pipeline keeps up
+PUBLISHER = "publisher"
 SOURCE_WORKERS = ("capture",)
 OFF_PATH_WORKERS = ("metrics",)    # read the published ring; they never hold a frame back
 # Span of the published stamps that measures each worker's own work (fallback when heartbeats are silent).
@@ -163,6 +167,11 @@ def find_bottleneck(loads: Sequence[StageLoad], ncores: int | None = None,
     for s in sources:
         if not math.isnan(s.source_wait):
             evidence.append(f"{s.worker} waits on the source {_pct(s.source_wait)}")
+    captured = max((s.items_per_s for s in sources if not math.isnan(s.items_per_s)), default=math.nan)
+    published = by_name[PUBLISHER].items_per_s if PUBLISHER in by_name else math.nan
+    keeps_up = math.isnan(captured) or math.isnan(published) or published >= KEEPS_UP * captured
+    if not (math.isnan(captured) or math.isnan(published)):
+        evidence.append(f"published {published:.1f}/s of {captured:.1f}/s captured")
     total_cpu = sum(x.cpu_percent for x in loads if not math.isnan(x.cpu_percent))
     evidence.append(f"all workers CPU {total_cpu:.0f} % of {100 * ncores} %")
     result = Bottleneck(None, "unknown", "", ", ".join(evidence), loads, dict(latency_ms or {}))
@@ -171,10 +180,12 @@ def find_bottleneck(loads: Sequence[StageLoad], ncores: int | None = None,
     if top is None:
         result.headline = "unknown: no stage reported processing times (did frames flow?)"
         return result
-    if top.busy >= SATURATED:
+    if top.busy >= SATURATED or not keeps_up:
         result.stage, result.kind = top.worker, "stage"
         result.headline = (f"{top.worker} (busy {_pct(top.busy)}: {top.ms_per_item:.1f} ms per item at "
                            f"{top.items_per_s:.1f} items/s)")
+        if not keeps_up:
+            result.headline += f"; only {published:.1f} of {captured:.1f} frames/s are published"
     elif not math.isnan(wait) and wait >= SOURCE_WAIT:
         result.stage, result.kind = sources[0].worker, "source"
         result.headline = (f"the source (capture waits on it {_pct(wait)}; no stage is saturated, busiest "

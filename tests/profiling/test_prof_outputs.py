@@ -10,7 +10,7 @@ from pipeline.profiling.plots import save_all, series_of, utilisation_figure
 from pipeline.profiling.sampler import ProcessSample, ThreadSample
 from pipeline.profiling.summary import latency_table
 from pipeline.profiling.timeline import COLUMNS, Timeline
-from test_trace import pipelined_frames
+from test_prof_trace import pipelined_frames
 
 WORKERS = ("capture", "detection", "inference", "publisher")
 

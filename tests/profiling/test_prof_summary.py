@@ -82,3 +82,14 @@ def test_stamps_load_and_latency_table():
     table = latency_table(frames)
     assert table["inference"][50] == pytest.approx(40, abs=0.01)
     assert table["end_to_end"][99] == pytest.approx(50, abs=0.01)
+
+
+def test_falling_behind_the_source_names_the_busiest_stage():
+    loads = [StageLoad("capture", busy=0.98, cpu_percent=3, items_per_s=30),
+             StageLoad("detection", busy=0.05, items_per_s=24), StageLoad("inference", busy=0.7, items_per_s=13),
+             StageLoad("publisher", busy=0.01, items_per_s=13)]
+    b = find_bottleneck(loads, ncores=2)
+    assert (b.stage, b.kind) == ("inference", "stage")
+    assert "published 13.0/s of 30.0/s captured" in b.evidence and "frames/s are published" in b.headline
+    loads[3].items_per_s = loads[2].items_per_s = 29.5   # keeps up: the source sets the pace
+    assert find_bottleneck(loads, ncores=2).kind == "source"
