@@ -37,6 +37,7 @@ def _source_value(text):
 # Commands that live next to the worker they drive; imported only when used.
 LAZY_COMMANDS = {
     "record": ("pipeline.metrics.record_cmd", "record"),
+    "profile": ("pipeline.profiling.cli", "profile"),
 }
 
 
@@ -241,6 +242,28 @@ def set_cmd(worker, settings):
             fail(str(exc))
         _, result = _request("set", {"worker": worker, "key": key, "value": value})
         click.echo(f"{worker}.{key} = {result.get('value')!r}")
+
+
+@cli.command()
+@click.argument("worker")
+@click.argument("settings", nargs=-1)
+@click.option("--timeout", default=330.0, show_default=True, help="Seconds to wait for the new generation.")
+def swap(worker, settings, timeout):
+    """Replace a worker without a gap: pipeline swap WORKER key=value ... (params of the new generation)."""
+    params = {}
+    for item in settings:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as exc:
+            fail(str(exc))
+        node = params
+        *head, last = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    _, result = _request("swap", {"worker": worker, "params": params}, timeout_s=timeout)
+    click.echo(f"{worker}: generation {result['old_generation']} -> {result['generation']} "
+               f"({result['seconds']:.2f} s to ready)")
 
 
 @cli.command()
