@@ -112,3 +112,9 @@ def test_cli_start_profiles_and_stops(pipeline_env, small_config, tmp_path):
     assert "bottleneck:" in proc.stdout and "profiler overhead" in proc.stdout
     assert "stopped run" in proc.stderr
     assert (out / "trace.json").exists() and not (out / "utilisation.png").exists()
+
+
+def test_reachable_as_pipeline_profile(pipeline_env, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "profile", "--out", tmp_path / "p", "--seconds", "1"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO, env=dict(os.environ))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no pipeline is running"), proc.stderr
