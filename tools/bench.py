@@ -29,7 +29,11 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, this file's folder is sys.path[0]; tools/ holds modules (e.g. profile.py)
+# that would shadow the standard library for torch.compile, so import from the repo root.
+_TOOLS = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TOOLS]
+sys.path.insert(0, str(_TOOLS.parent))
 
 log = logging.getLogger("bench")
 
