@@ -110,26 +110,21 @@ def matrix_to_wxyz(rot: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4), scalar first, w >= 0."""
     rot = np.asarray(rot, dtype=np.float64)
     m = rot.reshape(-1, 3, 3)
-    out = np.empty((m.shape[0], 4))
-    trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    # Pick the numerically largest component per matrix (Shepperd's method).
-    cand = np.stack([trace, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
-    which = np.argmax(cand, axis=1)
-    for i in range(m.shape[0]):
-        r = m[i]
-        if which[i] == 0:
-            s = 2.0 * np.sqrt(max(1.0 + trace[i], 1e-12))
-            q = (0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s)
-        elif which[i] == 1:
-            s = 2.0 * np.sqrt(max(1.0 + r[0, 0] - r[1, 1] - r[2, 2], 1e-12))
-            q = ((r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s)
-        elif which[i] == 2:
-            s = 2.0 * np.sqrt(max(1.0 + r[1, 1] - r[0, 0] - r[2, 2], 1e-12))
-            q = ((r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s)
-        else:
-            s = 2.0 * np.sqrt(max(1.0 + r[2, 2] - r[0, 0] - r[1, 1], 1e-12))
-            q = ((r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s)
-        out[i] = q
+    r00, r01, r02 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    r10, r11, r12 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    r20, r21, r22 = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
+    # Four equivalent formulas, each stable when its pivot (4*w^2, 4*x^2, ...) is large;
+    # pick the largest pivot per matrix (Shepperd's method), all vectorised.
+    pivots = np.stack([1 + r00 + r11 + r22, 1 + r00 - r11 - r22,
+                       1 - r00 + r11 - r22, 1 - r00 - r11 + r22], axis=1)
+    s = 2.0 * np.sqrt(np.maximum(pivots, 1e-12))
+    cands = np.stack([
+        np.stack([s[:, 0] / 4, (r21 - r12) / s[:, 0], (r02 - r20) / s[:, 0], (r10 - r01) / s[:, 0]], 1),
+        np.stack([(r21 - r12) / s[:, 1], s[:, 1] / 4, (r01 + r10) / s[:, 1], (r02 + r20) / s[:, 1]], 1),
+        np.stack([(r02 - r20) / s[:, 2], (r01 + r10) / s[:, 2], s[:, 2] / 4, (r12 + r21) / s[:, 2]], 1),
+        np.stack([(r10 - r01) / s[:, 3], (r02 + r20) / s[:, 3], (r12 + r21) / s[:, 3], s[:, 3] / 4], 1),
+    ], axis=1)
+    out = cands[np.arange(len(m)), np.argmax(pivots, axis=1)]
     out *= np.where(out[:, :1] < 0, -1.0, 1.0)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out.reshape(rot.shape[:-2] + (4,))

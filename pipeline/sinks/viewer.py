@@ -390,6 +390,9 @@ class ViewerSink(Sink):
             if person_nodes is None:
                 person_nodes = nodes[key] = _PersonNodes()
             self._draw_person(f"/persons/{variant}/{key}", variant, person, person_nodes)
+            # Hand the GIL to the publisher loop between persons: this thread runs pure-Python
+            # scene updates and would otherwise hold it for a whole switch interval (5 ms).
+            time.sleep(0)
         for key in list(nodes):
             if key not in seen:
                 gone = nodes.pop(key)

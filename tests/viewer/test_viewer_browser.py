@@ -92,6 +92,8 @@ def test_viewer_in_headless_chromium(tmp_path, viewer_factory):
                 args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800})
             try:
                 page = context.new_page()
+                page_errors = []
+                page.on("pageerror", lambda exc: page_errors.append(str(exc)))
                 page.goto(sink.url)
                 page.locator('label:text-is("FPS")').wait_for(timeout=90_000)
                 assert _poll(lambda: sink.stats()["clients"] >= 1), "browser never connected to the viewer"
@@ -121,6 +123,7 @@ def test_viewer_in_headless_chromium(tmp_path, viewer_factory):
                 assert _poll(lambda: records == [("Optimal", 5.0)])
                 assert _poll(lambda: _field(page, "Record status")
                              == "recording Optimal 5 s")
+                assert page_errors == [], f"viewer page raised: {page_errors}"
             finally:
                 context.close()
     finally:
