@@ -10,8 +10,12 @@ delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped`
 Each spawn bumps the worker's generation; the ring owner is set to it so stale writers of an
 older generation can never write again.
 
-Hook for make-before-break swaps: `_spawn(ws, generation)` starts a generation beside a
-running one; a swap waits for its `ready`, calls `ring.set_owner(new)`, then stops the old.
+Make-before-break swap (`swap <worker> key=value...`): a new generation with the changed
+params starts beside the running one and reads the same input, but cannot write (the output
+ring's owner is still the old generation). When it says `ready` (models loaded, warmed up)
+the supervisor hands it the ring with `ring.set_owner(new)`, and stops the old one. The ring
+refuses a frame_id that is not newer, so nothing is published twice; the gap is at most the
+new worker's next item. If the new generation fails to start, the old one keeps running.
 """
 from __future__ import annotations
 
@@ -89,6 +93,9 @@ class Supervisor:
         self._pending: dict = {}        # forwarded command id -> (client identity, client cmd id, deadline)
         self._next_cmd = 1
         self._unclean: list[str] = []
+        self._generations: dict = {}    # worker name -> last generation handed out
+        self._swaps: dict = {}          # worker name -> (candidate WorkerState, client, cmd id, t0)
+        self._retiring: list = []       # (WorkerState, SIGKILL deadline) of swapped-out generations
 
     # ---- entry point ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -162,13 +169,15 @@ class Supervisor:
                 reason = ws.fatal or f"exited with code {ws.exit_code}" + _log_tail(ws.log_path)
                 raise StartError(f"worker {ws.name} ({ws.cfg.module}) could not start: {reason}")
 
-    def _spawn(self, ws: WorkerState) -> None:
-        ws.generation += 1
+    def _spawn(self, ws: WorkerState, take_output: bool = True) -> None:
+        """Start the next generation of `ws`; `take_output=False` leaves the output ring's
+        writer token with the current owner (the first half of a swap)."""
+        self._generations[ws.name] = ws.generation = self._generations.get(ws.name, 0) + 1
         ws.state = "starting"
         ws.identity = None
         ws.stats, ws.fatal, ws.finished, ws.exit_code = {}, "", "", None
         out_ring = self.rings.get(ws.cfg.output) if ws.cfg.output else None
-        if out_ring is not None:
+        if out_ring is not None and take_output:
             out_ring.set_owner(ws.generation)
         spec = {
             "name": ws.name, "module": ws.cfg.module, "generation": ws.generation,
@@ -223,6 +232,8 @@ class Supervisor:
         now = time.monotonic()
         for ws in self.workers.values():
             self._check_worker(ws, now)
+        self._check_swaps(now)
+        self._reap_retired()
         for cid, (client, client_id, deadline) in list(self._pending.items()):
             if now > deadline:
                 del self._pending[cid]
@@ -296,6 +307,8 @@ class Supervisor:
     # ---- messages -------------------------------------------------------------------------------
     def _worker_for(self, identity: bytes, name: str, generation: int) -> WorkerState | None:
         ws = self.workers.get(name)
+        if name in self._swaps and self._swaps[name][0].generation == generation:
+            ws = self._swaps[name][0]
         if ws is None or generation != ws.generation:
             return None  # a message from an older generation or an unknown worker
         if ws.identity is None:
@@ -361,10 +374,13 @@ class Supervisor:
             elif cmd.cmd in ("set", "pause", "resume"):
                 self._forward(identity, cmd, args)
                 return
+            elif cmd.cmd == "swap":
+                self._start_swap(identity, cmd, args)
+                return
             elif cmd.cmd == "ping":
                 result = {"pid": os.getpid()}
             else:
-                raise ValueError(f"unknown command {cmd.cmd!r}; known: status, stop, set, pause, resume, ping")
+                raise ValueError(f"unknown command {cmd.cmd!r}; known: status, stop, set, pause, resume, swap, ping")
         except ValueError as exc:
             self.server.send(identity, Reply(cmd.id, False, error=str(exc)))
             return
@@ -383,6 +399,87 @@ class Supervisor:
         if cmd.cmd in ("pause", "resume"):
             ws.state = "paused" if cmd.cmd == "pause" else "running"
         self.server.send(ws.identity, Command(fid, cmd.cmd, {k: v for k, v in args.items() if k != "worker"}))
+
+    # ---- make-before-break swap -----------------------------------------------------------------
+    def _start_swap(self, client: bytes, cmd: Command, args: dict) -> None:
+        import copy
+        import dataclasses
+
+        from pipeline.config import ConfigError, build_dataclass, deep_merge, load_worker_class
+
+        name, changes = args.get("worker"), args.get("params", {})
+        ws = self.workers.get(name) if isinstance(name, str) else None
+        if ws is None:
+            raise ValueError(f"unknown worker {name!r}; running: {', '.join(self.workers)}")
+        if not isinstance(changes, dict):
+            raise ValueError("swap params must be a mapping of key -> value")
+        if ws.state != "running":
+            raise ValueError(f"worker {name} is {ws.state}; a swap needs it running")
+        if name in self._swaps:
+            raise ValueError(f"a swap of {name} is already in progress")
+        params = deep_merge(copy.deepcopy(ws.cfg.params or {}), changes)
+        try:
+            cls = load_worker_class(ws.cfg.module, f"workers.{name}")
+            params_obj = build_dataclass(cls.Params, params, f"workers.{name}.params")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        cand = WorkerState(name, dataclasses.replace(ws.cfg, params=params, params_obj=params_obj))
+        cand.generation = ws.generation
+        self._swaps[name] = (cand, client, cmd.id, time.monotonic())
+        self._spawn(cand, take_output=False)
+        self._publish("swap_started", worker=name, generation=cand.generation, params=changes)
+
+    def _check_swaps(self, now: float) -> None:
+        for name, (cand, client, cid, t0) in list(self._swaps.items()):
+            old = self.workers[name]
+            if cand.state == "running":  # ready: hand over the output, retire the old generation
+                out_ring = self.rings.get(cand.cfg.output) if cand.cfg.output else None
+                if out_ring is not None:
+                    out_ring.set_owner(cand.generation)
+                cand.restarts, cand.total_restarts = old.restarts, old.total_restarts
+                self.workers[name] = cand
+                del self._swaps[name]
+                self._retire(old)
+                result = {"worker": name, "old_generation": old.generation, "generation": cand.generation,
+                          "seconds": round(now - t0, 3)}
+                self.server.send(client, Reply(cid, True, result))
+                self._publish("swapped", **result)
+                continue
+            failed = cand.proc.poll() is not None
+            if not failed and now - cand.started_at > cand.cfg.start_timeout:
+                cand.fatal = cand.fatal or f"no `ready` within start_timeout={cand.cfg.start_timeout:g} s"
+                failed = True
+            if failed or old.state not in ("running", "paused") or self._stop_requested:
+                reason = cand.fatal or (f"exited with code {cand.proc.poll()}" + _log_tail(cand.log_path)
+                                        if cand.proc.poll() is not None else f"{name} is {old.state}")
+                self._kill(cand)
+                if cand.proc is not None:
+                    cand.proc.wait(5)
+                del self._swaps[name]
+                self.server.send(client, Reply(cid, False, error=f"swap of {name} failed; generation "
+                                                                   f"{old.generation} keeps running: {reason}"))
+                self._publish("swap_failed", worker=name, generation=cand.generation, reason=reason)
+
+    def _retire(self, ws: WorkerState) -> None:
+        ws.state = "retiring"
+        if ws.identity is not None:
+            self.server.send(ws.identity, Command(0, "stop", {}))
+        else:
+            ws.proc.terminate()
+        self._retiring.append((ws, time.monotonic() + self.cfg.supervisor.shutdown_grace))
+
+    def _reap_retired(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for ws, deadline in self._retiring:
+            if ws.proc.poll() is not None:
+                continue
+            if force or now > deadline:
+                ws.proc.kill()
+                ws.proc.wait(5)
+                continue
+            keep.append((ws, deadline))
+        self._retiring = keep
 
     def _publish(self, kind: str, **data) -> None:
         if self.server is not None:
@@ -437,6 +534,11 @@ class Supervisor:
                 pass
             self._stop_group(rest, grace)
             self.server.close()
+        for cand, *_ in self._swaps.values():
+            self._kill(cand)
+            cand.proc.wait(5)
+        self._swaps.clear()
+        self._reap_retired(force=True)
         for ws in self.workers.values():  # a worker that never got a socket (start failure)
             if ws.alive():
                 self._kill(ws)

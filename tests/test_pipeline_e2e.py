@@ -118,3 +118,38 @@ def test_ctrl_c_stops_a_foreground_pipeline_cleanly(pipeline_env, small_config):
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped (SIGINT)" in out
+
+
+def test_swap_is_make_before_break(run_cli, small_config):
+    import psutil
+
+    from pipeline.client import NativeClient
+
+    run_cli("start", "--detach", "--config", small_config, check=True)
+    try:
+        old = workers(request("status"))["inference"]
+        endpoint = native_endpoint(request("status"))
+        with NativeClient(endpoint) as client:
+            client.receive(timeout=5)
+            out = run_cli("swap", "inference", "delay_ms=2", check=True).stdout
+            assert f"generation {old['generation']} -> {old['generation'] + 1}" in out
+            frames = []
+            while len([f for f in frames if f.generation == old["generation"] + 1]) < 5:
+                f = client.receive(timeout=5)
+                assert f is not None, "no output after the swap"
+                frames.append(f)
+        ids = [f.frame_id for f in frames]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids), "a frame was published twice"
+        gens = [f.generation for f in frames]
+        assert gens == sorted(gens), "an old-generation frame came after the new generation took over"
+        new = workers(request("status"))["inference"]
+        assert new["generation"] == old["generation"] + 1 and new["state"] == "running" and new["restarts"] == 0
+        wait_for(lambda: not psutil.pid_exists(old["pid"]) or
+                 psutil.Process(old["pid"]).status() == psutil.STATUS_ZOMBIE, timeout=5, what="old generation exit")
+        bad = run_cli("swap", "inference", "delay_ms=-1")
+        assert bad.returncode != 0 and "must be >= 0" in bad.stderr and "keeps running" in bad.stderr
+        bad = run_cli("swap", "inference", "nope=1")
+        assert bad.returncode != 0 and "workers.inference.params.nope is not a known key" in bad.stderr
+        assert workers(request("status"))["inference"]["generation"] == new["generation"]
+    finally:
+        assert run_cli("stop").returncode == 0
