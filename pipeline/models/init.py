@@ -7,16 +7,17 @@ import numpy as np
 
 def synthetic_images(n: int, seed: int = 0, res: int = 224) -> np.ndarray:
     """(n,res,res,3) uint8 images with image-like statistics: smooth colour fields, a bright
-    person-sized blob and some fine noise."""
-    import cv2
+    person-sized blob and some fine noise. Needs only numpy and torch (no OpenCV)."""
+    import torch
+    import torch.nn.functional as F
 
     rng = np.random.default_rng(seed)
+    low = torch.from_numpy(rng.uniform(0, 255, (n, 3, 8, 8)).astype(np.float32))
+    fields = F.interpolate(low, size=(res, res), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).numpy()
+    yy, xx = np.mgrid[0:res, 0:res]
     imgs = []
-    for _ in range(n):
-        low = rng.uniform(0, 255, (8, 8, 3)).astype(np.float32)
-        img = cv2.resize(low, (res, res), interpolation=cv2.INTER_CUBIC)
+    for img in fields:
         cx, cy = rng.uniform(0.35, 0.65, 2) * res
-        yy, xx = np.mgrid[0:res, 0:res]
         blob = np.exp(-(((xx - cx) / (0.12 * res)) ** 2 + ((yy - cy) / (0.35 * res)) ** 2))
         img = img * (1 - 0.6 * blob[..., None]) + 0.6 * blob[..., None] * rng.uniform(0, 255, 3)
         img += rng.normal(0, 8, img.shape)
