@@ -7,6 +7,7 @@ well-formed poses record: every detected person with a zero pose, mean-zero beta
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ class StandinInference(Worker):
     description = STANDIN
 
     def setup(self) -> None:
-        if self.params.delay_ms < 0:
+        if not math.isfinite(self.params.delay_ms) or self.params.delay_ms < 0:
             raise ValueError(f"workers.{self.name}.params.delay_ms = {self.params.delay_ms} — must be >= 0")
         self.frames = self.rings["frames"]
 
@@ -72,8 +73,9 @@ class StandinInference(Worker):
     def on_set(self, key, value):
         if key != "delay_ms":
             raise SettingError(f"{self.name} has one live setting, delay_ms (got {key!r})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SettingError(f"delay_ms = {value!r} — expected a number >= 0")
+        # NaN/inf would pass `< 0` and then crash process() inside time.sleep (found by fuzzing).
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise SettingError(f"delay_ms = {value!r} — expected a finite number >= 0")
         self.params.delay_ms = float(value)
         return self.params.delay_ms
 
