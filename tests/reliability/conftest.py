@@ -196,6 +196,16 @@ class LivePipeline:
         self.seen_pids.update(w["pid"] for w in ws.values() if w["pid"])
         return ws
 
+    def logs(self, lines: int = 15) -> str:
+        """The last lines of every worker log of this run (for failure messages)."""
+        out = []
+        for path in [self.run.path.parent / "detached.log", *sorted(self.run.path.glob("*.log"))]:
+            if not path.is_file():
+                continue
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
     def close_views(self) -> None:
         if self.published is not None:
             self.published.close()
