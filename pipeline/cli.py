@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -197,7 +198,7 @@ def stop(timeout):
     from pipeline import rundir
 
     try:
-        run, _ = rundir.current_run()
+        run, endpoints = rundir.current_run()
     except rundir.NotRunning as exc:
         removed = rundir.cleanup_stale()
         if removed:
@@ -205,7 +206,15 @@ def stop(timeout):
             return
         fail(str(exc))
     pid = rundir.supervisor_pid(run.path)
-    _request("stop")
+    from pipeline.control import ControlClient, ControlError
+
+    try:
+        with ControlClient(endpoints["router"]) as client:
+            client.request("stop", timeout_s=5.0)
+    except ControlError as exc:
+        # A supervisor that no longer answers still gets the orderly SIGTERM path.
+        click.echo(f"{exc}; sending SIGTERM to pid {pid}", err=True)
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while rundir.is_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -365,7 +374,6 @@ def _probe(module: str) -> tuple[bool, str]:
 
 def doctor_report() -> list[str]:
     import platform
-    from pathlib import Path
 
     from pipeline.config import DEFAULT_CONFIG_PATH
 

@@ -352,8 +352,6 @@ def _check_ranges(cfg: PipelineConfig) -> None:
     s = cfg.supervisor
     if s.seconds is not None and s.seconds <= 0:
         raise ConfigError(f"supervisor.seconds = {s.seconds!r} — must be > 0 (or null to run until stopped)")
-    if cfg.control.host not in ("127.0.0.1", "localhost", "::1") and cfg.control.transport == "tcp":
-        pass  # binding elsewhere is allowed when the user asks for it explicitly
 
 
 def build_dataclass(cls, data, path: str):

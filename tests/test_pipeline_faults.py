@@ -9,7 +9,6 @@ import time
 import psutil
 import pytest
 
-from pipeline import rundir
 from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
 
 pytestmark = [pytest.mark.timeout(180)]
