@@ -153,3 +153,75 @@ def test_swap_is_make_before_break(run_cli, small_config):
         assert workers(request("status"))["inference"]["generation"] == new["generation"]
     finally:
         assert run_cli("stop").returncode == 0
+
+
+def test_stages_in_process_with_image_sink_and_failing_sink():
+    """The stand-ins and the publisher against real rings, without processes: the frame's
+    pixels reach a `wants_image` sink, and a raising sink is counted, not fatal."""
+    import uuid
+
+    from pipeline.records import detections_dtype, frames_dtype, poses_dtype
+    from pipeline.ring import Ring
+    from pipeline.sinks.base import Sink
+    from pipeline.worker import WROTE, Output, WorkerContext
+    from workers.publisher import Params as PubParams
+    from workers.publisher import Publisher
+    from workers.standin_detection import StandinDetection
+    from workers.standin_inference import Params as InfParams
+    from workers.standin_inference import StandinInference
+
+    run_id = "u" + uuid.uuid4().hex[:10]
+    rings = {"frames": Ring.create("frames", frames_dtype(48, 64), 4, run_id),
+             "detections": Ring.create("detections", detections_dtype(2), 4, run_id),
+             "poses": Ring.create("poses", poses_dtype(2), 4, run_id),
+             "published": Ring.create("published", poses_dtype(2), 4, run_id)}
+
+    class ImageSink(Sink):
+        name = "img"
+        wants_image = True
+        got = []
+
+        def send(self, frame, image=None):
+            self.got.append((frame, image))
+
+    class BrokenSink(Sink):
+        name = "broken"
+
+        def send(self, frame, image=None):
+            raise ConnectionError("peer gone")
+
+    try:
+        def make(cls, params, gen=1):
+            w = cls(params, WorkerContext(cls.__name__, gen, rings, {"sinks": {}}))
+            w.out = Output(rings[cls.output], gen)
+            return w
+
+        det = make(StandinDetection, None)
+        inf = make(StandinInference, InfParams())
+        inf.setup()
+        pub = make(Publisher, PubParams(sinks=[]), gen=7)
+        pub.setup()
+        pub.sinks = [ImageSink(), BrokenSink()]
+        pub._want_image = True
+        readers = {n: rings[n].reader("next") for n in ("frames", "detections", "poses", "published")}
+
+        fw = rings["frames"].writer(1)
+        rec = fw.begin()
+        rec["frame_id"], rec["t_capture_ns"], rec["height"], rec["width"] = 5, 123, 40, 60
+        rec["pixels"][:40, :60] = np.arange(40 * 60 * 3, dtype=np.uint32).reshape(40, 60, 3) % 251
+        fw.commit()
+        det.input_valid = lambda item: readers["frames"].valid(item)
+        assert det.process(readers["frames"].read(timeout=1, copy=False)) is WROTE
+        assert inf.process(readers["detections"].read(timeout=1)) is WROTE
+        assert pub.process(readers["poses"].read(timeout=1)) is WROTE
+
+        frame, image = ImageSink.got[-1]
+        assert frame.frame_id == 5 and frame.generation == 1  # keeps the inference generation
+        np.testing.assert_array_equal(image, np.arange(40 * 60 * 3).reshape(40, 60, 3) % 251)
+        assert pub.sink_errors["broken"] == 1
+        assert readers["published"].read(timeout=1).record["stamps_ns"][-1] > 0  # publish stamp
+        pub.stop()
+    finally:
+        for r in rings.values():
+            r.close()
+            r.unlink()
