@@ -87,6 +87,11 @@ def status_table(status: dict) -> str:
                      f"{w['fps']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", str(w["frames_in"]),
                      str(w["frames_out"]), str(w["drops"]), f"{w['cpu_percent']:.0f}",
                      f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), note))
+    gpu = [w.get("extras", {}).get("gpu_mem_bytes") for w in status.get("workers", [])]
+    if any(isinstance(g, (int, float)) for g in gpu):  # workers on a GPU report gpu_mem_bytes in extras
+        cols = cols[:12] + ("gpu MB",) + cols[12:]
+        rows = [r[:12] + (f"{g / 2**20:.0f}" if isinstance(g, (int, float)) else "-",) + r[12:]
+                for r, g in zip(rows, gpu)]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{n}}}" for n in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
