@@ -27,6 +27,7 @@ from pipeline.sinks.base import Sink, SinkError
 log = logging.getLogger(__name__)
 
 VERSION = 1
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ARRAY_FIELDS = ("global_orient", "body_pose", "betas", "transl", "pred_cam", "joint_uncertainty", "joints")
 
 
@@ -86,6 +87,11 @@ class NativeSink(Sink):
                             f"running — set sinks.native.endpoint (e.g. tcp://127.0.0.1:5561)") from exc
         self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         log.info("native stream on %s", self.endpoint)
+        host = self.endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]") if self.endpoint.startswith("tcp://") else ""
+        if host and host not in LOOPBACK_HOSTS:
+            # DESIGN §12: loopback unless the user asked; say so, since anyone on the network can subscribe.
+            log.warning("native stream listens on %s, reachable from other machines (set sinks.native.endpoint "
+                        "to tcp://127.0.0.1:PORT to keep it local)", self.endpoint)
 
     def send(self, frame: PosesFrame, image=None) -> None:
         import zmq

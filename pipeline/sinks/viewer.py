@@ -249,6 +249,10 @@ class ViewerSink(Sink):
         self._thread = threading.Thread(target=self._draw_loop, name="viewer-draw", daemon=True)
         self._thread.start()
         log.info("viewer serving on %s", self.url)
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            # DESIGN §12: loopback unless the user asked; say so, since anyone on the network can connect.
+            log.warning("viewer listens on %s, reachable from other machines (set sinks.viewer.host=127.0.0.1 "
+                        "to keep it local)", self.url)
 
     def close(self) -> None:
         self._stop.set()
