@@ -1,0 +1,200 @@
+"""Detection worker (DESIGN §5): person boxes for the newest frame, into the detections ring.
+
+Reads the frames ring with policy ``latest`` as a zero-copy view of the slot, runs the
+detector on the pixels in place and re-checks the slot afterwards: a frame the capture
+worker overwrote while we looked at it is dropped and counted, never turned into boxes.
+The detections record carries the frame reference (slot + seq, so inference can find the
+same pixels and notice when they are gone) and every header field of the frame.
+
+Detector choice (`kind`): ``auto`` = YOLO when a ``data/yolo*.pt`` exists, else MediaPipe
+(one person only, said in `status`); ``center`` = a fixed centre square. A new
+``source_epoch`` (file looped, source changed) resets the detector so no tracker state or
+video-mode skeleton survives a scene cut.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from pipeline.records import stamp
+from pipeline.worker import WROTE, SettingError, Worker, WorkerError
+
+# Live settings (`pipeline set detection key=value`) and the detector attribute each one changes.
+LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": "post.min_box_size",
+        "order": "post.order"}
+
+
+@dataclass
+class Params:
+    kind: Literal["auto", "yolo", "mediapipe", "center"] = "auto"
+    model: Union[str, None] = None         # YOLO weights file (default: the first data/yolo*.pt)
+    preset: Union[str, None] = None        # yolo: "seed" = 256 px, conf 0.8, NMS 0.4, score > 0.7
+    conf: Union[float, None] = None
+    iou: Union[float, None] = None
+    imgsz: Union[int, None] = None
+    device: Union[str, None] = None        # yolo: cpu / cuda / 0 (default: cuda when present)
+    half: Union[bool, None] = None         # yolo: fp16 on GPU (default: on when on GPU)
+    tracker: str = "auto"                  # yolo: auto | iou | bytetrack | botsort | none
+    min_box_size: float = 16.0             # px; smaller boxes are dropped
+    order: Literal["area", "score"] = "area"
+    size: float = 1.0                      # center: side as a fraction of min(height, width)
+    data_dir: str = "data"
+
+
+class Detection(Worker):
+    input = "frames"
+    policy = "latest"
+    output = "detections"
+    copy_input = False  # the detector reads the pixels in the slot; we re-check it afterwards
+    Params = Params
+
+    def setup(self) -> None:
+        from pipeline.detectors import DetectorError, make_detector
+
+        p = self.params
+        max_persons = int(self.ctx.shared.get("max_persons") or self.out.ring.dtype["boxes"].shape[0])
+        options = {"max_persons": max_persons, "min_box_size": p.min_box_size, "order": p.order}
+        if p.kind == "center":
+            options["size"] = p.size
+        elif p.kind in ("yolo", "auto"):
+            yolo = {"model": p.model, "preset": p.preset, "conf": p.conf, "iou": p.iou, "imgsz": p.imgsz,
+                    "device": p.device, "half": p.half, "tracker": p.tracker}
+            options.update({k: v for k, v in yolo.items() if v is not None})
+        if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
+            # image folders are unrelated stills: a video-mode tracker would carry a false skeleton
+            options["static_image_mode"] = self._source_is_stills()
+        try:
+            self.detector = make_detector(p.kind, data_dir=p.data_dir, **options)
+            self.progress(f"loading the {self.detector.kind} person detector")
+            self.detector.setup()
+        except DetectorError as exc:
+            raise WorkerError(str(exc)) from exc
+        self.frames = self.out.ring
+        self.epoch = None
+        self.torn = 0       # frames overwritten while the detector looked at them
+        self.persons = 0
+        self.found_frames = 0
+        self.extras.update({"detector": self.detector.kind, "torn_frames": 0})
+        self.log.info("person detector: %s", self._describe())
+
+    def _source_is_stills(self) -> bool:
+        from pathlib import Path
+
+        spec = (self.ctx.shared.get("source") or {}).get("spec", "sample")
+        if spec == "sample":
+            return False  # a panning clip whose scene cuts bump source_epoch (-> reset)
+        if isinstance(spec, str) and not spec.startswith(("rtsp://", "rtmp://", "http://", "https://")):
+            path = Path(spec)
+            return path.is_dir() or any(ch in spec for ch in "*?[")
+        return False
+
+    def process(self, item):
+        t0 = time.monotonic_ns()
+        frame = item.record  # a view into the frames ring slot
+        height, width = int(frame["height"]), int(frame["width"])
+        epoch = int(frame["source_epoch"])
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                self.detector.reset()
+            self.epoch = epoch
+        if height == 0 or width == 0:
+            return self._write(item, frame, None, height, width, t0)  # an empty frame has nobody in it
+        try:
+            found = self.detector.detect(frame["pixels"][:height, :width])
+        except Exception:
+            if not self.input_valid(item):
+                return self._drop_torn()  # the pixels changed under the detector: not its fault
+            raise
+        if not self.input_valid(item):
+            return self._drop_torn()
+        return self._write(item, frame, found, height, width, t0)
+
+    def _drop_torn(self):
+        self.torn += 1
+        self.drops += 1
+        self.extras["torn_frames"] = self.torn
+        return None
+
+    def _write(self, item, frame, found, height, width, t0):
+        rec = self.out.begin()
+        if rec is None:
+            return None
+        for key in ("frame_id", "t_capture_ns", "source_epoch", "stamps_ns"):
+            rec[key] = frame[key]
+        # the header fields were read from a live slot: trust them only if it is still ours
+        if not self.input_valid(item):
+            self.out.abort()
+            return self._drop_torn()
+        rec["frame_slot"] = item.slot
+        rec["frame_seq"] = item.seq
+        rec["frame_height"], rec["frame_width"] = height, width
+        if found is None:
+            rec["count"] = rec["n_found"] = 0
+            rec["boxes"] = 0
+            rec["scores"] = 0
+            rec["track_ids"] = -1
+        else:
+            found.to_record(rec)
+        n = int(rec["count"])
+        self.persons = n
+        self.found_frames += n > 0
+        stamp(rec, "detect_start", t0)
+        stamp(rec, "detect_end", time.monotonic_ns())
+        if self.out.commit() is None:
+            return None
+        self.extras.update({"persons": n, "n_found": int(rec["n_found"]),
+                            "frames_with_person": self.found_frames})
+        return WROTE
+
+    def on_set(self, key, value):
+        if key not in LIVE:
+            raise SettingError(f"{self.name} live settings: {', '.join(LIVE)} (got {key!r})")
+        target, attr = self.detector, LIVE[key]
+        if "." in attr:
+            head, attr = attr.split(".")
+            target = getattr(target, head)
+        if not hasattr(target, attr):
+            raise SettingError(f"the {self.detector.kind} detector has no setting {key!r}")
+        if key == "order":
+            if value not in ("area", "score"):
+                raise SettingError(f"order = {value!r} — allowed: area, score")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingError(f"{key} = {value!r} — expected a number")
+        elif key == "min_box_size":
+            if value < 0:
+                raise SettingError(f"min_box_size = {value!r} — must be >= 0 pixels")
+            value = float(value)
+        elif not 0.0 <= value <= 1.0:
+            raise SettingError(f"{key} = {value!r} — must be in [0, 1]")
+        else:
+            value = float(value)
+        setattr(target, attr, value)
+        return value
+
+    def _describe(self) -> str:
+        d = self.detector
+        text = f"{d.kind} detector"
+        model = getattr(d, "model_path", None)
+        if model:
+            text += f" ({model})"
+        if d.single_person:
+            text += " — finds ONE person per frame"
+        return text
+
+    def info(self) -> dict:
+        det = getattr(self, "detector", None)
+        if det is None:
+            return {"detector": self.params.kind}
+        out = {"description": self._describe(), "detector": det.kind, "single_person": bool(det.single_person)}
+        try:
+            out.update({f"detector_{k}": v for k, v in det.info().items() if k not in ("kind", "single_person")})
+        except Exception as exc:  # info is for humans; never let it break `ready`
+            out["detector_info_error"] = str(exc)
+        return out
+
+    def stop(self) -> None:
+        det = getattr(self, "detector", None)
+        if det is not None:
+            det.close()
+

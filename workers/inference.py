@@ -1,0 +1,299 @@
+"""Inference worker (DESIGN §5, §6): every detected person of the newest frame through POCO in one batch.
+
+Reads the detections ring (policy ``latest``), finds the frame the boxes belong to in the
+frames ring by slot and checks that slot's seq before cropping AND after: if capture has
+overwritten it meanwhile the item is skipped and counted (`stale_frames`), so boxes of one
+frame are never applied to the pixels of another. Crops are cut straight from the ring slot
+(cv2 affine warp on CPU; on CUDA the frame goes to the GPU once and is cropped there), all
+persons run as one batch through the backend, and the outputs become SMPL parameters per
+person (smplx names, full-image translation, joint uncertainty, track id, box, score; SMPL
+joints when the licensed SMPL file exists). Frames without anybody still produce a record
+(count 0), so the detection rate can be measured downstream.
+
+No checkpoint -> random weights: said loudly once at start, in `info()` (`pipeline status`)
+and in every record (`untrained`).
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+
+from pipeline.records import stamp
+from pipeline.worker import WROTE, SettingError, Worker, WorkerError
+
+TIMING_WINDOW = 256
+
+
+@dataclass
+class Params:
+    model: Literal["poco-cliff", "poco-pare", "cliff", "pare"] = "poco-cliff"
+    checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
+    backend: Literal["torch", "compile", "trt", "onnx"] = "torch"
+    device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "fp16"] = "auto"   # auto: fp16 on CUDA, fp32 on CPU
+    channels_last: bool = False
+    smpl: Literal["auto", "off"] = "auto"  # auto: SMPL joints when data/smpl/SMPL_NEUTRAL.pkl exists
+    data_dir: str = "data"
+    threads: int = 0                      # torch CPU threads (0: torch's default)
+    backend_options: dict = field(default_factory=dict)   # passed to the backend (BackendConfig.options)
+
+
+class Inference(Worker):
+    input = "detections"
+    policy = "latest"
+    output = "poses"
+    reads = ("frames",)
+    Params = Params
+
+    def setup(self) -> None:
+        import torch
+
+        from pipeline.backends import BackendConfig, BackendUnavailable, get_backend
+        from pipeline.models import normalise_variant
+
+        p = self.params
+        if p.threads < 0:
+            raise WorkerError(f"workers.{self.name}.params.threads = {p.threads} — must be >= 0")
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        self.variant = normalise_variant(p.model)
+        self.model_name = f"poco-{self.variant}"
+        self.device = _resolve_device(p.device, torch)
+        precision = p.precision if p.precision != "auto" else ("fp16" if self.device.startswith("cuda") else "fp32")
+        checkpoint = self._checkpoint()
+        self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
+        config = BackendConfig(model=self.variant, checkpoint=checkpoint, device=self.device,
+                               precision=precision, max_batch=self.max_persons,
+                               channels_last=p.channels_last, cache_dir=str(Path(p.data_dir) / "engines"),
+                               options=dict(p.backend_options))
+        try:
+            self.backend = get_backend(p.backend)(config)
+            self.progress(f"loading POCO-{self.variant.upper()} ({p.backend} backend, {self.device}, {precision})")
+            self.backend.load()
+            self.progress("warming up")
+            self.backend.warmup()
+        except BackendUnavailable as exc:
+            raise WorkerError(f"inference backend {p.backend!r}: {exc}") from exc
+        binfo = self.backend.info()
+        self.untrained = bool(binfo.get("untrained", checkpoint is None))
+        self.precision = str(binfo.get("precision", precision))
+        self.backend_name = str(binfo.get("name", p.backend))
+        self.checkpoint = checkpoint
+        if self.untrained:
+            self.log.warning("*** %s runs RANDOM, UNTRAINED weights: every pose it outputs is meaningless. "
+                             "Put the official checkpoint at %s (or pass --checkpoint) for real poses. ***",
+                             self.model_name.upper(), Path(p.data_dir) / f"poco_{self.variant}.pt")
+        self.smpl = None
+        if p.smpl == "auto":
+            from pipeline.models import load_smpl
+
+            self.smpl = load_smpl(p.data_dir, device=self.device)
+        self.frames = self.rings["frames"]
+        self.gpu_crop = self.device.startswith("cuda")
+        self.stale = 0
+        self.empty = 0
+        self.bad_boxes = 0
+        self.batches = 0
+        self._t = {k: collections.deque(maxlen=TIMING_WINDOW) for k in ("crop", "model", "post")}
+        self._last_extras = 0.0
+        self.recorder = None
+        self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
+
+    def _checkpoint(self) -> str | None:
+        p = self.params
+        if p.checkpoint is not None:
+            # A named checkpoint must load: a typo never silently falls back to random weights.
+            return p.checkpoint
+        default = Path(p.data_dir) / f"poco_{self.variant}.pt"
+        return str(default) if default.is_file() else None
+
+    # ---------------------------------------------------------------------------- the loop
+    def process(self, item):
+        t0 = time.monotonic_ns()
+        det = item.record  # our own copy: detections records are small
+        count = int(det["count"])
+        if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
+            raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
+                             f"0..{self.max_persons}")
+        boxes, keep = _usable_boxes(det["boxes"][:count])
+        if len(keep) < count:
+            self.bad_boxes += count - len(keep)
+        height, width = int(det["frame_height"]), int(det["frame_width"])
+        out = None
+        if len(keep):
+            crops = self._crop(det, boxes)
+            if crops is None:
+                self.stale += 1
+                self.drops += 1
+                self.extras["stale_frames"] = self.stale
+                return None
+            out = self._infer(crops, boxes, (width, height))
+        rec = self.out.begin()
+        if rec is None:
+            return None
+        self._fill(rec, det, keep, out, height, width)
+        stamp(rec, "infer_start", t0)
+        stamp(rec, "infer_end", time.monotonic_ns())
+        if self.out.commit() is None:
+            return None
+        if not len(keep):
+            self.empty += 1
+        if self.recorder is not None:
+            self.recorder.step()
+        self._update_extras()
+        return WROTE
+
+    def _crop(self, det, boxes):
+        """Network input (B,3,224,224) cut from the referenced frame slot, or None when the slot
+        no longer holds that frame (before or after cropping)."""
+        from pipeline.models.preprocess import crop_cv2, normalise, square_boxes
+
+        t = time.perf_counter()
+        slot, seq = int(det["frame_slot"]), int(det["frame_seq"])
+        frames = self.frames
+        if not 0 <= slot < frames.slots or frames.slot_seq(slot) != seq:
+            return None
+        view = frames.slot_record(slot)
+        h, w = int(view["height"]), int(view["width"])
+        if (h, w) != (int(det["frame_height"]), int(det["frame_width"])) or h == 0 or w == 0:
+            return None  # not the frame the boxes were found in
+        pixels = view["pixels"][:h, :w]
+        centres, sides = square_boxes(boxes)
+        if self.gpu_crop:
+            import torch
+
+            from pipeline.models.preprocess import crop_torch
+
+            frame = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=False)
+            ok = frames.slot_seq(slot) == seq  # the copy above is the only read of the slot
+            img = crop_torch(frame.permute(2, 0, 1), centres, sides) if ok else None
+        else:
+            crops = np.stack([crop_cv2(pixels, c, s) for c, s in zip(centres, sides)])
+            ok = frames.slot_seq(slot) == seq
+            img = normalise(crops) if ok else None
+        self._t["crop"].append((time.perf_counter() - t) * 1000.0)
+        if not ok:
+            return None
+        return img, centres, sides
+
+    def _infer(self, crops, boxes, img_wh):
+        from pipeline.models.postprocess import to_smpl_params
+        from pipeline.models.preprocess import bbox_info
+
+        img, centres, sides = crops
+        info = bbox_info(centres, sides, img_wh)
+        t = time.perf_counter()
+        raw = self.backend.infer(img, info)
+        t1 = time.perf_counter()
+        params = to_smpl_params(raw, centres, sides, img_wh)
+        if self.smpl is not None:
+            params["joints"] = self.smpl.joints(params)
+        self._t["model"].append((t1 - t) * 1000.0)
+        self._t["post"].append((time.perf_counter() - t1) * 1000.0)
+        self.batches += 1
+        return params
+
+    def _fill(self, rec, det, keep, out, height, width) -> None:
+        rec[...] = 0
+        for key in ("frame_id", "t_capture_ns", "source_epoch", "stamps_ns"):
+            rec[key] = det[key]
+        n = len(keep)
+        rec["frame_height"], rec["frame_width"] = height, width
+        rec["count"] = n
+        rec["n_found"] = max(int(det["n_found"]), n)
+        rec["untrained"] = self.untrained
+        rec["model"] = self.model_name.encode()
+        rec["backend"] = self.backend_name.encode()[:24]
+        rec["precision"] = self.precision.encode()[:8]
+        rec["track_ids"][n:] = -1
+        if not n:
+            return
+        rec["track_ids"][:n] = det["track_ids"][keep]
+        rec["boxes"][:n] = det["boxes"][keep]
+        rec["scores"][:n] = det["scores"][keep]
+        for key in ("global_orient", "body_pose", "betas", "transl", "pred_cam", "joint_uncertainty"):
+            rec[key][:n] = out[key]
+        if "joints" in out:
+            rec["joints"][:n] = out["joints"]
+            rec["has_joints"] = 1
+
+    def _update_extras(self) -> None:
+        now = time.monotonic()
+        if now - self._last_extras < 0.5:
+            return
+        self._last_extras = now
+        for key, values in self._t.items():
+            if values:
+                p50, p99 = np.percentile(np.fromiter(values, np.float64), [50, 99])
+                self.extras[f"{key}_p50_ms"] = round(float(p50), 2)
+                self.extras[f"{key}_p99_ms"] = round(float(p99), 2)
+        self.extras.update({"stale_frames": self.stale, "empty_frames": self.empty,
+                            "bad_boxes": self.bad_boxes, "batches": self.batches})
+
+    # ---------------------------------------------------------------------------- control
+    def on_set(self, key, value):
+        if key != "profile":
+            raise SettingError(f"{self.name} has one live setting, profile=N (a torch profiler trace of "
+                               f"N frames); got {key!r}")
+        try:
+            from pipeline.profiling.torch_trace import TorchTraceError, TorchTraceRecorder, parse_profile_request
+        except ImportError as exc:
+            raise SettingError(f"profiling is not available in this installation: {exc}") from exc
+        default_dir = Path("profiles")
+        try:
+            n, out_dir = parse_profile_request(value, default_dir)
+            if self.recorder is None:
+                self.recorder = TorchTraceRecorder(out_dir)
+            return str(self.recorder.start(n, out_dir))
+        except TorchTraceError as exc:
+            raise SettingError(str(exc)) from exc
+
+    def info(self) -> dict:
+        backend = getattr(self, "backend", None)
+        if backend is None:
+            return {"model": f"poco-{self.params.model.split('-')[-1]}", "backend": self.params.backend}
+        out = {"model": self.model_name, "backend": self.backend_name, "device": self.device,
+               "precision": self.precision, "untrained": self.untrained,
+               "checkpoint": self.checkpoint or "none (random init)",
+               "smpl_joints": self.smpl is not None, "max_batch": self.max_persons}
+        if self.untrained:
+            out["description"] = f"{self.model_name} {self.backend_name}/{self.device} — UNTRAINED random weights"
+        return out
+
+    def stop(self) -> None:
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None and recorder.active:
+            try:
+                recorder.finish()
+            except Exception as exc:
+                self.log.warning("profiler trace could not be written: %s", exc)
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+def _resolve_device(device: str, torch) -> str:
+    name = str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise WorkerError(f"inference device {device!r} asked for but CUDA is not available here; "
+                              f"use --device cpu (or auto)")
+        return name
+    raise WorkerError(f"inference device {device!r} — allowed: auto, cpu, cuda, cuda:N")
+
+
+def _usable_boxes(boxes):
+    """Boxes the crop can use (finite, positive width and height) and their indices."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    ok = np.all(np.isfinite(b), axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    keep = np.flatnonzero(ok)
+    return b[keep], keep
