@@ -37,7 +37,7 @@ sys.path.insert(0, str(_TOOLS.parent))
 
 log = logging.getLogger("bench")
 
-ALL_BACKENDS = ("torch", "torch-fp16", "compile", "trt", "onnx")
+ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-frozen", "trt", "onnx")
 
 
 class EagerRunner:
@@ -90,9 +90,10 @@ def make_backend(name, args, checkpoint, device, max_batch):
     cfg = BackendConfig(model=args.variant, checkpoint=str(checkpoint), device=device,
                         precision="fp32" if name == "onnx" else "fp16", max_batch=max_batch,
                         cache_dir=str(cache_root(args)), options={})
-    if name == "compile":
+    if name in ("compile", "compile-frozen"):
         from pipeline.backends.compile import CompileBackend
-        cfg.options.update(batch_sizes=args.compile_sizes, allow_cpu=args.compile_cpu)
+        cfg.options.update(batch_sizes=args.compile_sizes, allow_cpu=args.compile_cpu,
+                           freezing=name == "compile-frozen")
         if args.compile_dynamic != "auto":
             cfg.options["dynamic"] = args.compile_dynamic == "true"
         return CompileBackend(cfg)
@@ -261,7 +262,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", choices=("cliff", "pare"), default="cliff")
     p.add_argument("--out", default="runs/bench")
-    p.add_argument("--backends", default=",".join(ALL_BACKENDS))
+    p.add_argument("--backends", default="torch,torch-fp16,compile,trt,onnx",
+                   help=f"comma list of {', '.join(ALL_BACKENDS)}")
     p.add_argument("--batches", default="1,2,4,8")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--iters", type=int, default=50)

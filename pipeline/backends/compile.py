@@ -14,6 +14,7 @@ Options (BackendConfig.options):
                   (False = one full compile per size, slowest to build).
     mode          torch.compile mode, default "reduce-overhead" on CUDA, "default" on CPU.
     fullgraph     bool, default False (a graph break is logged, not fatal).
+    freezing      bool, default False: Inductor freezing (weights become constants).
     keep_fp32     bool: run fp32 on CUDA (default: fp16 backbone on CUDA).
     allow_cpu     bool: opt in to Inductor on CPU (slow to build; no CUDA graphs there).
 """
@@ -88,8 +89,18 @@ class CompileBackend(Backend):
             if hasattr(torch._dynamo.config, attr):
                 setattr(torch._dynamo.config, attr, max(getattr(torch._dynamo.config, attr), limit))
         mode = opts.get("mode", "reduce-overhead" if cuda else "default")
-        self._compiled = torch.compile(module, mode=mode, fullgraph=bool(opts.get("fullgraph", False)),
-                                       dynamic=opts.get("dynamic", None))
+        kwargs = dict(fullgraph=bool(opts.get("fullgraph", False)), dynamic=opts.get("dynamic", None))
+        if opts.get("freezing", False):
+            # Freezing (weights as constants: folded, pre-laid-out) is an Inductor option, and
+            # torch.compile takes either a mode or options: spell reduce-overhead out.
+            if mode not in ("reduce-overhead", "default"):
+                raise ValueError(f"compile option freezing works with mode reduce-overhead or "
+                                 f"default, got {mode!r}")
+            kwargs["options"] = {"freezing": True,
+                                 "triton.cudagraphs": cuda and mode == "reduce-overhead"}
+        else:
+            kwargs["mode"] = mode
+        self._compiled = torch.compile(module, **kwargs)
         self._device = device
         self._sizes = sizes
         self._host = net.HostOutputs(device, int(cfg.max_batch))
@@ -99,7 +110,7 @@ class CompileBackend(Backend):
             "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
             "precision": precision, "precision_detail": prepared.precision_detail,
             "bn_folded": prepared.bn_folded, "channels_last": channels_last,
-            "mode": mode, "dynamic": opts.get("dynamic", None), "batch_sizes": list(sizes),
+            "mode": mode, "freezing": bool(opts.get("freezing", False)), "dynamic": opts.get("dynamic", None), "batch_sizes": list(sizes),
             "untrained": cfg.checkpoint is None, "checkpoint": net.network_identity(cfg),
             "cache_dir": str(cache_root) if cache_root else None,
             "load_s": round(time.perf_counter() - t0, 3), "warmed_up": False,
