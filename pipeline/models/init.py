@@ -42,7 +42,7 @@ def official_init(model) -> None:
             nn.init.constant_(m.bias, 0)
 
 
-def calibrate_batchnorm(model, batches: int = 2, batch_size: int = 4, seed: int = 0) -> None:
+def calibrate_batchnorm(model, batches: int = 1, batch_size: int = 4, seed: int = 0) -> None:
     """Set BN running_mean/var to the statistics of realistic inputs (cumulative average)."""
     import torch
     from torch import nn

@@ -103,40 +103,34 @@ def calibrated(request):
 
 
 def test_forward_shapes_ranges_determinism_and_batching(calibrated):
+    # few forward passes: CLIFF costs ~0.2 s per crop on the 2-core CI box
     model = calibrated
     assert model.untrained is True and not model.training
-    img, info = _inputs(3)
+    img, info = _inputs(2)
     with torch.inference_mode():
         out = model(img, info)
-        again = model(img[:1], info[:1])
-        singles = [model(img[i:i + 1], info[i:i + 1]) for i in (1, 2)]
-    assert out["pred_pose"].shape == (3, 24, 3, 3)
-    assert out["pred_shape"].shape == (3, 10) and out["pred_cam"].shape == (3, 3)
-    assert out["var_pose"].shape == (3, 24)
+        singles = [model(img[i:i + 1], info[i:i + 1]) for i in (0, 1)]
+        repeat = model(img[:1], info[:1])
+        shifted = model(img[:1], info[:1] + 0.5)
+    assert out["pred_pose"].shape == (2, 24, 3, 3)
+    assert out["pred_shape"].shape == (2, 10) and out["pred_cam"].shape == (2, 3)
+    assert out["var_pose"].shape == (2, 24)
     for v in out.values():
         assert torch.isfinite(v).all()
     assert ((out["var_pose"] > 0) & (out["var_pose"] < 1)).all()
     r = out["pred_pose"]
     assert torch.allclose(r.transpose(-1, -2) @ r, torch.eye(3).expand_as(r), atol=1e-5)
-    assert torch.allclose(torch.linalg.det(r), torch.ones(3, 24), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(2, 24), atol=1e-5)
     # batch of N == N batches of 1
-    for i, single in zip((0, 1, 2), [again] + singles):
+    for i, single in enumerate(singles):
         for k in out:
             assert torch.allclose(out[k][i:i + 1], single[k], atol=2e-4, rtol=1e-4), k
     # determinism: the same input gives bit-identical output
-    with torch.inference_mode():
-        repeat = model(img[:1], info[:1])
     for k in repeat:
-        assert torch.equal(repeat[k], again[k])
-
-
-def test_bbox_info_matters_only_for_cliff(calibrated):
-    img, info = _inputs(1, seed=4)
-    with torch.inference_mode():
-        a = calibrated(img, info)
-        b = calibrated(img, info + 0.5)
-    changed = not torch.allclose(a["pred_cam"], b["pred_cam"])
-    assert changed == (calibrated.variant == "cliff")
+        assert torch.equal(repeat[k], singles[0][k])
+    # bbox_info feeds the CLIFF regressor only
+    changed = not torch.allclose(shifted["pred_cam"], repeat["pred_cam"])
+    assert changed == (model.variant == "cliff")
 
 
 def test_random_init_is_reproducible_with_seed():
