@@ -77,3 +77,12 @@ def test_fp16_cuda_close_to_fp32(variant):
     for k in outs["fp32"]:
         assert np.isfinite(outs["fp16"][k]).all(), k
     assert np.abs(outs["fp16"]["pred_pose"] - outs["fp32"]["pred_pose"]).max() < 0.1
+
+
+def test_imports_stay_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.models, pipeline.backends, pipeline.models.preprocess; "
+            "assert 'torch' not in sys.modules, 'torch imported eagerly'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
