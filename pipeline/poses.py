@@ -70,14 +70,19 @@ def from_record(rec) -> PosesFrame:
         source_epoch=int(rec["source_epoch"]),
         frame_height=int(rec["frame_height"]),
         frame_width=int(rec["frame_width"]),
-        model=bytes(rec["model"]).decode(errors="replace"),
-        backend=bytes(rec["backend"]).decode(errors="replace"),
-        precision=bytes(rec["precision"]).decode(errors="replace"),
+        model=_text(rec["model"]),
+        backend=_text(rec["backend"]),
+        precision=_text(rec["precision"]),
         untrained=bool(rec["untrained"]),
         n_found=int(rec["n_found"]),
         stamps_ns={name: int(stamps[i]) for i, name in enumerate(STAGES) if stamps[i]},
         persons=persons,
     )
+
+
+def _text(field) -> str:
+    # .item() of an 'S' scalar drops the NUL padding, for np.void and 0-d array records alike.
+    return np.asarray(field).item().decode(errors="replace")
 
 
 def fill_record(rec, frame: PosesFrame) -> None:
