@@ -146,7 +146,8 @@ class Source(ABC):
             log.warning("%s: frame %d rejected: %s", self.describe(), index, why)
             if self._bad_in_row >= MAX_BAD_FRAMES:
                 raise SourceError(f"{self.describe()}: {self._bad_in_row} unusable frames in a row "
-                                  f"(last: {why}); the source is not delivering 8/16-bit images")
+                                  f"(last: {why}); the source is not delivering 8/16-bit images — check the "
+                                  f"camera/driver settings or the file's pixel format")
             return None
         self._bad_in_row = 0
         shape = rgb.shape[:2]

@@ -29,7 +29,8 @@ class VideoFileSource(Source):
         if not os.path.isfile(self.path):
             raise SourceError(f"video source {self.path!r} is not a file")
         if os.path.getsize(self.path) == 0:
-            raise SourceError(f"video file {self.path!r} is empty (0 bytes)")
+            raise SourceError(f"video file {self.path!r} is empty (0 bytes); the recording or copy did not "
+                              f"finish — copy it again or choose another file")
         self._cap = self._open()
         native = self._cap.get(cv2.CAP_PROP_FPS)
         if fps is not None:
@@ -44,7 +45,8 @@ class VideoFileSource(Source):
         # Decode the first frame now so a file that opens but holds no frames fails here, clearly.
         if not self._cap.grab():
             self._cap.release()
-            raise SourceError(f"video file {self.path!r} contains no readable frames (corrupt or truncated?)")
+            raise SourceError(f"video file {self.path!r} contains no readable frames (corrupt or truncated?); "
+                              f"re-encode it or choose another file")
         self._pending_grab = True
 
     def _open(self):
@@ -52,7 +54,8 @@ class VideoFileSource(Source):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open video file {self.path!r}: not a video OpenCV/FFmpeg can decode, "
-                              f"or the file is corrupt/truncated")
+                              f"or the file is corrupt/truncated; re-encode it (e.g. ffmpeg -i IN -c:v libx264 "
+                              f"OUT.mp4) or choose another file")
         return cap
 
     def describe(self) -> str:
