@@ -184,7 +184,11 @@ def read_yaml(path) -> dict:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}; fix the syntax there (indentation, "
+                          f"brackets, quotes)") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
