@@ -35,6 +35,49 @@ def _source_value(text):
     return int(text) if text.strip().isdigit() else text
 
 
+def _sink_options(command):
+    """`start`'s sink flags (--publish, --viewer/--no-viewer, --viewer-port, --smoothing,
+    --display, --output), turned into dotted overrides placed before the user's own."""
+    import functools
+
+    names = ("publish", "viewer", "viewer_port", "smoothing", "display", "output")
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        mine = {k: kwargs.pop(k) for k in names}
+        if mine["display"]:
+            from pipeline.display import NO_DISPLAY_MESSAGE, display_available
+
+            if not display_available():
+                fail(NO_DISPLAY_MESSAGE)
+        from pipeline.config import sink_flag_overrides
+
+        try:
+            extra = sink_flag_overrides(kwargs.get("config_path"), source=_source_value(kwargs.get("source")),
+                                        **mine)
+        except ConfigError as exc:
+            fail(str(exc))
+        kwargs["overrides"] = (*extra, *kwargs.get("overrides", ()))
+        return command(**kwargs)
+
+    options = [
+        click.option("--publish", multiple=True, metavar="SINK",
+                     help="Also publish to: remi (seed relay, localhost:9999), vmc (VMC/OSC, 127.0.0.1:39539), "
+                          "record:PATH.npz (recording). Repeatable; the native stream is always on."),
+        click.option("--viewer/--no-viewer", default=True, envvar="POSEPIPE_VIEWER", show_default=True,
+                     help="Browser 3D viewer on http://127.0.0.1:8080 (env POSEPIPE_VIEWER=0 turns it off)."),
+        click.option("--viewer-port", type=int, help="Viewer port (sinks.viewer.port, default 8080)."),
+        click.option("--smoothing", type=click.Choice(["off", "moderate", "smooth"]),
+                     help="Global One-Euro smoothing before every sink (live: pipeline set publisher smoothing=...)."),
+        click.option("--display", is_flag=True, help="Overlay window (mesh/skeleton, boxes, FPS, latency); q quits, r records."),
+        click.option("--output", type=click.Path(dir_okay=False),
+                     help="Write the overlay to this .mp4; a video-file source then plays once with every frame read."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 # Commands that live next to the worker they drive; imported only when used.
 LAZY_COMMANDS = {
     "record": ("pipeline.metrics.record_cmd", "record"),
@@ -67,6 +110,7 @@ def cli(verbose):
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
+@_sink_options
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML (merged over the defaults).")
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
@@ -117,10 +161,11 @@ def _check_source(cfg) -> None:
 
 
 def _start_foreground(cfg) -> None:
-    from pipeline.progress import LiveLine, summary
+    from pipeline.display import ProgressLine
+    from pipeline.progress import summary
     from pipeline.supervisor import Supervisor
 
-    line = LiveLine()
+    line = ProgressLine()  # the status line, plus a progress bar while --output writes a file
 
     def on_event(kind, data):
         if kind == "progress":

@@ -452,3 +452,65 @@ def _type_name(tp) -> str:
 def to_plain(cfg: PipelineConfig) -> dict:
     """The resolved config as plain data (for spawning a detached supervisor)."""
     return copy.deepcopy(cfg.raw)
+
+
+# ---------------------------------------------------------------------------- sink flags of `start`
+
+PUBLISH_CHOICES = ("remi", "vmc", "record:PATH.npz")
+
+
+def sink_flag_overrides(config_path=None, publish=(), viewer: bool = True, viewer_port=None,
+                        smoothing=None, display: bool = False, output=None, source=None) -> list[str]:
+    """Dotted overrides for the sink flags of `pipeline start`.
+
+    They go before the user's own overrides, so `sinks.viewer.port=9000` typed on the command
+    line still wins. The viewer is on unless `--no-viewer` or the config file says
+    `sinks.viewer: false`. `--output` with a video-file source is the offline mode: the file
+    plays once (`source.at_end=stop`) and detection/inference read every frame (`policy=next`);
+    the source stays paced at its native fps, because the rings have no back-pressure and an
+    unpaced file would overrun slower stages (frames are then skipped and counted, never queued).
+    """
+    import json
+    import os
+
+    file_raw = read_yaml(config_path) if config_path is not None else {}
+    merged = deep_merge(DEFAULTS, file_raw)
+    file_sinks = file_raw.get("sinks") if isinstance(file_raw.get("sinks"), dict) else {}
+    out: list[str] = []
+
+    def enable(name: str) -> None:
+        if not isinstance(file_sinks.get(name), dict):
+            out.append(f"sinks.{name}={{}}")
+
+    for item in publish or ():
+        kind, _, arg = str(item).partition(":")
+        if kind in ("remi", "vmc") and not arg:
+            enable(kind)
+        elif kind in ("record", "recording") and arg:
+            out.append(f"sinks.recording.path={json.dumps(os.path.abspath(os.path.expanduser(arg)))}")
+        elif kind == "native" and not arg:
+            pass  # always on
+        else:
+            raise ConfigError(f"--publish {item!r} — allowed: {', '.join(PUBLISH_CHOICES)}")
+    viewer_off = "viewer" in file_sinks and file_sinks["viewer"] in (None, False)
+    if viewer and not viewer_off:
+        enable("viewer")
+        if viewer_port is not None:
+            if isinstance(viewer_port, bool) or not isinstance(viewer_port, int) or not 0 <= viewer_port <= 65535:
+                raise ConfigError(f"--viewer-port {viewer_port!r} — must be an integer 0..65535")
+            out.append(f"sinks.viewer.port={viewer_port}")
+    elif not viewer and "viewer" in merged.get("sinks", {}):
+        out.append("sinks.viewer=false")
+    if smoothing is not None:
+        out.append(f"workers.publisher.params.smoothing={json.dumps(smoothing)}")
+    if display:
+        enable("display")
+    if output:
+        out.append(f"sinks.video.path={json.dumps(os.path.abspath(os.path.expanduser(str(output))))}")
+        spec = merged.get("source", {}).get("spec") if source is None else source
+        if isinstance(spec, str) and os.path.isfile(spec):
+            out.append("source.at_end=stop")
+            for name in ("detection", "inference"):
+                if isinstance(merged.get("workers", {}).get(name), dict):
+                    out.append(f"workers.{name}.policy=next")
+    return out

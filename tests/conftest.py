@@ -45,6 +45,9 @@ def pipeline_env(tmp_path, monkeypatch):
     monkeypatch.setenv("POSEPIPE_RUN_TAG", tag)
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
+    # `pipeline start` opens the browser viewer on 127.0.0.1:8080 by default; tests that run in
+    # parallel must not fight over that port (viewer tests turn it back on with a free port).
+    monkeypatch.setenv("POSEPIPE_VIEWER", "0")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     before = set(_children())
     yield {"runtime": runtime, "tag": tag, "tmp": tmp_path}

@@ -5,13 +5,26 @@ Reads the poses ring with policy ``next``, stamps ``publish``, copies the record
 configured sink. Sinks asking for pixels (`wants_image`) get the frame's RGB image from the
 frames ring when its slot still holds that frame. A sink that raises is counted, not fatal;
 sinks must return quickly (they drop rather than block), so the pipeline never waits on one.
+
+Global smoothing (`params.smoothing`: off | moderate | smooth, live with `pipeline set
+publisher smoothing=smooth`) runs once, before the sinks, so every sink sees the same
+stream; sinks with their own `smoothing` option filter on top of it. The `published` ring
+keeps the raw model output (metrics, A/B agreement and the profiler compare raw results);
+the heartbeat extras carry the smoother's raw and filtered change per field and its cost
+(`smoothing_*`, from `Smoother.stats`), from which `relay_metrics` makes the seed relay's
+filter-comparison row.
+
+Sinks that talk back to the pipeline (the viewer's "Record 5 s" button, the display's
+`q`/`r` keys) get a `ControlActions` bound to the supervisor's control socket; the viewer
+gets the SMPL mesh when the SMPL files exist.
 """
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 
@@ -24,6 +37,9 @@ LATENCY_WINDOW = 300
 @dataclass
 class Params:
     sinks: Union[list, None] = None   # names from the `sinks:` section to run; None = all of them
+    smoothing: Literal["off", "moderate", "smooth"] = "off"   # global One-Euro preset, before the sinks
+    metrics_worker: str = "metrics"   # where record requests (viewer button, display `r`) go
+    data_dir: str = ""                # SMPL files for meshes ("" = the repository's data/)
 
 
 class Publisher(Worker):
@@ -35,7 +51,9 @@ class Publisher(Worker):
 
     def setup(self) -> None:
         from pipeline.sinks import SinkError, build_sink
+        from pipeline.smoothing import Smoother
 
+        self.smoother = Smoother(self.params.smoothing)
         configured = self.ctx.shared.get("sinks") or {}
         names = list(configured) if self.params.sinks is None else list(self.params.sinks)
         self.sinks = []
@@ -44,10 +62,12 @@ class Publisher(Worker):
                 raise WorkerError(f"workers.{self.name}.params.sinks names {name!r}, which is not under `sinks:`")
             try:
                 sink = build_sink(name, configured[name])
+                self._connect(sink)
                 sink.open()
             except SinkError as exc:
                 self.stop()
-                raise WorkerError(str(exc)) from exc
+                hint = " (or start with --viewer-port PORT)" if name == "viewer" and "port" in str(exc) else ""
+                raise WorkerError(f"{exc}{hint}") from exc
             self.sinks.append(sink)
         self.frames = self.rings.get("frames")
         self.latencies = collections.deque(maxlen=LATENCY_WINDOW)
@@ -75,7 +95,7 @@ class Publisher(Worker):
         self.published += 1
         # rec[()] is the np.void scalar: its S-fields come back as bytes without NUL padding
         # (bytes() of the 0-d array field would keep the padding).
-        frame = from_record(rec[()])
+        frame = self.smoother.apply(from_record(rec[()]))
         image = self._image(rec) if self._want_image else None
         for sink in self.sinks:
             try:
@@ -86,6 +106,29 @@ class Publisher(Worker):
                     self.log.warning("sink %s failed (%d times): %s", sink.name, self.sink_errors[sink.name], exc)
         self._update_extras()
         return WROTE
+
+    def _connect(self, sink) -> None:
+        """Hand a sink what it needs from the pipeline, before it opens."""
+        from pipeline.display import ControlActions
+
+        spec = getattr(self.ctx.runner, "spec", None)
+        actions = ControlActions(spec.get("control") if isinstance(spec, dict) else None,
+                                 self.params.metrics_worker)
+        if hasattr(sink, "actions"):
+            sink.actions = actions
+        if getattr(sink, "data_dir", None) == "" and self.params.data_dir:
+            sink.data_dir = self.params.data_dir
+        if hasattr(sink, "use_source"):
+            sink.use_source(self.ctx.shared.get("source"))
+        if sink.name == "viewer":
+            if sink.on_record is None:
+                sink.on_record = actions.record
+            if sink.smpl is None:
+                sink.smpl = viewer_mesh(self.params.data_dir or None)
+                if sink.smpl is not None:
+                    from pipeline import viewer_scene
+
+                    sink.rest_offsets = viewer_scene.offsets_from_rest_joints(sink.smpl.rest_joints)
 
     def _image(self, rec):
         """The frame's pixels if its slot still holds it (a copy), else None."""
@@ -120,15 +163,26 @@ class Publisher(Worker):
             for k, v in (sink.stats() or {}).items():
                 if isinstance(v, (int, float, str)):
                     self.extras[f"{sink.name}_{k}"] = v
+        for k, v in self.smoother.stats().items():
+            if k != "t_monotonic":
+                self.extras[f"smoothing_{k}"] = round(v, 4) if isinstance(v, float) else v
 
     def on_set(self, key, value):
         """`pipeline set publisher <sink>.<key>=value` goes to that sink's `set()`."""
         from pipeline.sinks import SinkError
 
+        if key == "smoothing":
+            try:
+                self.smoother.set("smoothing", str(value))
+            except ValueError as exc:
+                raise SettingError(f"publisher smoothing: {exc}") from exc
+            self._last_extras = 0.0  # report the new preset with the next frame
+            self.extras["smoothing_preset"] = self.smoother.preset_name
+            return self.smoother.preset_name
         sink_name, _, sink_key = key.partition(".")
         sink = next((s for s in self.sinks if s.name == sink_name), None)
         if sink is None or not sink_key:
-            raise SettingError(f"publisher settings are <sink>.<key>; running sinks: "
+            raise SettingError(f"publisher settings are smoothing=off|moderate|smooth or <sink>.<key>; running sinks: "
                                f"{', '.join(s.name for s in self.sinks) or '(none)'}")
         try:
             result = sink.set(sink_key, value)
@@ -144,10 +198,31 @@ class Publisher(Worker):
                 self.log.warning("closing sink %s failed: %s", sink.name, exc)
 
     def info(self) -> dict:
-        out = {"sinks": [s.name for s in self.sinks]}
+        out = {"sinks": [s.name for s in self.sinks], "smoothing": self.smoother.preset_name}
         for sink in self.sinks:
             endpoint = getattr(sink, "endpoint", None) or getattr(sink, "url", None)
             if endpoint:
                 out[f"{sink.name}_endpoint"] = endpoint
         return out
 
+
+
+def viewer_mesh(data_dir=None):
+    """`SmplMeshData` for the viewer from the SMPL model file, or None (skeletons) without it."""
+    from pipeline.display import DEFAULT_DATA_DIR
+    from pipeline.models.smpl import load_smpl
+    from pipeline.sinks.viewer import SmplMeshData
+
+    try:
+        layer = load_smpl(data_dir or DEFAULT_DATA_DIR)
+    except (ValueError, ImportError) as exc:
+        logging.getLogger(__name__).warning("viewer: drawing skeletons, the SMPL model is unusable: %s", exc)
+        return None
+    if layer is None:
+        return None
+    m = layer.smpl
+    template = m.v_template.detach().cpu().numpy()
+    regressor = m.J_regressor.detach().cpu().numpy()
+    return SmplMeshData(vertices=template, faces=layer.faces, skin_weights=m.lbs_weights.detach().cpu().numpy(),
+                        rest_joints=regressor @ template, shapedirs=m.shapedirs.detach().cpu().numpy(),
+                        j_regressor=regressor)

@@ -18,6 +18,8 @@ SINKS = {
     "vmc": "pipeline.sinks.vmc",
     "recording": "pipeline.sinks.recording",
     "viewer": "pipeline.sinks.viewer",
+    "display": "pipeline.display",     # --display: overlay in an OpenCV window
+    "video": "pipeline.display",       # --output out.mp4: the same overlay into a video file
 }
 
 

@@ -1,0 +1,300 @@
+"""The sinks wired into `pipeline start` (issue 10): --publish, global smoothing live, the record
+request path, --output, --display without a display, the viewer's port check.
+
+Real processes with the stand-in models (this file tests publishing, not the model); the
+viewer stays off (POSEPIPE_VIEWER=0 from the fixture) except where its port is the subject.
+The sink libraries themselves are tested in tests/sinks and tests/viewer.
+"""
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+import threading
+import time
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import free_port
+from pipeline_helpers import request, wait_for, workers
+
+pytestmark = [pytest.mark.timeout(120)]
+
+STANDIN_CONFIG = """
+source:
+  spec: sample
+  options: {{width: 320, height: 240, fps: 30}}
+rings:
+  frames: {{slots: 8, max_height: 240, max_width: 320}}
+  max_persons: 4
+workers:
+  capture: {{module: workers.capture, health_timeout: 3}}
+  detection: {{module: workers.standin_detection, health_timeout: 3}}
+  inference: {{module: workers.standin_inference, health_timeout: 3}}
+  publisher: {{module: workers.publisher, health_timeout: 3}}
+{extra_workers}
+sinks:
+  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
+supervisor: {{shutdown_grace: 3.0, drain: 0.5}}
+"""
+
+RELAY_KEYS = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
+
+
+def write_config(tmp_path, metrics=False):
+    extra = ("  metrics: {module: workers.metrics, health_timeout: 3, params: {prometheus: false}}"
+             if metrics else "")
+    path = tmp_path / "standin.yaml"
+    path.write_text(STANDIN_CONFIG.format(port=free_port(), extra_workers=extra))
+    return path
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Decodes the relay payload and nothing else: every other global is refused."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
+class RelayReceiver:
+    """A test relay from the wire format: 12 header bytes, magic, length, CRC32, payload."""
+
+    def __init__(self, port):
+        self.srv = socket.create_server(("127.0.0.1", port))
+        self.srv.settimeout(0.2)
+        self.packets, self.errors = [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _exact(conn, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(2.0)
+            with conn:
+                while not self._stop.is_set():
+                    try:
+                        header = self._exact(conn, 12)
+                        magic, (length, crc) = header[:4], struct.unpack(">II", header[4:])
+                        payload = self._exact(conn, length)
+                    except (EOFError, OSError):
+                        break
+                    if magic != b"SMPL" or zlib.crc32(payload) & 0xFFFFFFFF != crc:
+                        self.errors.append((magic, crc))
+                        continue
+                    try:
+                        import io
+                        self.packets.append(_ArraysOnly(io.BytesIO(payload)).load())
+                    except Exception as exc:
+                        self.errors.append(exc)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2.0)
+        self.srv.close()
+
+
+def _publisher(status=None):
+    return workers(status or request("status"))["publisher"]
+
+
+def test_publish_flags_smoothing_live_record_request(run_cli, tmp_path, monkeypatch):
+    relay_port = free_port()
+    rec_path = tmp_path / "rec.npz"
+    config = write_config(tmp_path, metrics=True)
+    run_cli("start", "--detach", "--config", config, "--publish", "remi", "--publish", f"record:{rec_path}",
+            "--smoothing", "moderate", f"sinks.remi.port={relay_port}", "sinks.remi.backoff_initial=0.05",
+            "sinks.remi.backoff_max=0.3", check=True)
+    relay = None
+    try:
+        pub = _publisher()
+        assert set(pub["info"]["sinks"]) == {"native", "remi", "recording"}  # no viewer: POSEPIPE_VIEWER=0
+        assert pub["info"]["smoothing"] == "moderate"
+
+        def counts():
+            w = workers(request("status"))
+            return w["capture"]["frames_out"], w["publisher"]["frames_out"]
+
+        wait_for(lambda: counts()[1] > 10, what="published frames")
+        c0, p0 = counts()
+        time.sleep(2.0)
+        c1, p1 = counts()
+        # No relay listening: the publisher keeps capture's rate (heartbeat counters: ~1 s slack).
+        assert c1 - c0 > 20 and p1 - p0 >= (c1 - c0) - 30, (c0, c1, p0, p1)
+        extras = _publisher()["extras"]
+        assert extras["remi_sent"] == 0 and extras["remi_dropped"] > 0
+        assert extras["smoothing_preset"] == "moderate"
+        assert extras["smoothing_frames"] > 10 and extras["smoothing_filter_ms_avg"] > 0
+        # Raw vs filtered change per field: smoothing must not add motion.
+        assert extras["smoothing_filtered_pose_body_change_avg"] <= extras["smoothing_raw_pose_body_change_avg"]
+
+        out = run_cli("set", "publisher", "smoothing=smooth")
+        assert out.returncode == 0 and "'smooth'" in out.stdout, out.stderr
+        wait_for(lambda: _publisher()["extras"]["smoothing_preset"] == "smooth", what="new preset reported")
+        bad = run_cli("set", "publisher", "smoothing=extreme")
+        assert bad.returncode != 0 and "moderate" in bad.stderr and "smooth" in bad.stderr
+
+        relay = RelayReceiver(relay_port)
+        wait_for(lambda: len(relay.packets) >= 10, timeout=15, what="relay packets")
+        assert not relay.errors, relay.errors
+        for packet in relay.packets:
+            assert list(packet) == list(RELAY_KEYS)
+            assert all(packet[k].dtype == np.float32 and packet[k].shape == s for k, s in RELAY_KEYS.items())
+
+        # What the viewer's "Record 5 s" button and the display's `r` key call.
+        from pipeline import rundir
+        from pipeline.display import ControlActions
+
+        monkeypatch.chdir(tmp_path)  # the CSV lands in the requester's directory
+        endpoint = rundir.current_run()[1]["router"]
+        reply = ControlActions(endpoint).record("Low Light", 1.0)
+        assert reply.startswith("recorded Low Light: appended to"), reply
+        assert list(tmp_path.glob("*metrics_avg.csv"))
+        missing = ControlActions(endpoint, metrics_worker="nosuch").record("Optimal", 1.0)
+        assert missing.startswith("error:") and "workers.nosuch.module=workers.metrics" in missing
+    finally:
+        stop = run_cli("stop")
+        if relay is not None:
+            relay.close()
+    assert stop.returncode == 0, stop.stderr
+    from pipeline.sinks.recording import load_recording
+
+    rec = load_recording(rec_path)
+    assert rec.complete and len(rec) > 30
+
+
+def test_output_writes_every_source_frame(run_cli, tmp_path, small_video):
+    import cv2
+
+    out = tmp_path / "overlay.mp4"
+    proc = run_cli("start", "--config", write_config(tmp_path), "--source", small_video, "--output", out, "source.options={}",
+                   timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened()
+    decoded = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        assert img.shape == (240, 320, 3)
+        decoded += 1
+    cap.release()
+    source = cv2.VideoCapture(str(small_video))
+    expected = int(source.get(cv2.CAP_PROP_FRAME_COUNT))
+    source.release()
+    assert expected == 45 and decoded == expected
+
+
+def test_display_without_a_display_fails_at_start(run_cli, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    t0 = time.monotonic()
+    proc = run_cli("start", "--display", "--seconds", "3")
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no display: use --output out.mp4" in errors[0], proc.stderr
+    assert time.monotonic() - t0 < 15  # refused before anything started
+
+
+def test_viewer_port_in_use_is_a_clear_start_error(run_cli, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = run_cli("start", "--viewer", "--viewer-port", port, "--seconds", "5",
+                       "--config", write_config(tmp_path))
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert str(port) in errors[0] and "--viewer-port" in errors[0] and "sinks.viewer.port" in errors[0]
+
+
+def test_bad_publish_name_names_the_choices(run_cli):
+    proc = run_cli("start", "--publish", "osc", "--seconds", "2")
+    assert proc.returncode != 0 and "remi, vmc, record:PATH.npz" in proc.stderr
+
+
+# ---- in-process pieces (no pipeline) ----------------------------------------------------------
+
+def _frame(persons=1):
+    from pipeline.poses import Person, PosesFrame
+
+    people = [Person(track_id=3, box=np.array([100, 40, 220, 230], np.float32), score=0.9,
+                     global_orient=np.array([np.pi, 0, 0], np.float32), body_pose=np.zeros(69, np.float32),
+                     betas=np.zeros(10, np.float32), transl=np.array([0.0, 0.2, 4.0], np.float32),
+                     pred_cam=np.array([1, 0, 0], np.float32), joint_uncertainty=np.full(24, 0.2, np.float32))
+              for _ in range(persons)]
+    return PosesFrame(frame_id=1, t_capture_ns=10**9, generation=1, source_epoch=0, frame_height=240,
+                      frame_width=320, model="standin", backend="none", precision="fp32", untrained=True,
+                      n_found=persons, stamps_ns={"capture": 10**9, "publish": 10**9 + 12_300_000},
+                      persons=people)
+
+
+def test_video_sink_draws_overlay_and_reports_progress(tmp_path):
+    import cv2
+
+    from pipeline.display import VideoSink, output_bar
+
+    sink = VideoSink(str(tmp_path / "o.mp4"), fps=10, data_dir=str(tmp_path / "no-smpl"))
+    sink.open()
+    blank = np.zeros((240, 320, 3), np.uint8)
+    sink.send(_frame(1), blank)
+    sink.send(_frame(0), blank)
+    sink.send(_frame(1), None)  # the frame slot was reused: counted, not drawn
+    sink.close()
+    assert sink.stats()["frames"] == 2 and sink.stats()["no_image"] == 1
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and first[40:230, 100:220].any()  # skeleton and box inside the person's box
+    status = {"workers": [{"name": "publisher", "extras": {"video_frames": 15, "video_total": 60}}]}
+    assert output_bar(status, width=8) == " | output [##......] 15/60"
+    bad = VideoSink(str(tmp_path / "nowhere" / "o.mp4"))
+    with pytest.raises(Exception, match="does not exist"):
+        bad.open()
+
+
+def test_display_sink_refuses_without_display(monkeypatch):
+    from pipeline.display import DisplaySink
+    from pipeline.sinks import SinkError, build_sink
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    sink = build_sink("display", {})
+    assert isinstance(sink, DisplaySink)
+    with pytest.raises(SinkError, match="no display: use --output out.mp4"):
+        sink.open()
+
+
+def test_sink_flag_overrides():
+    from pipeline.config import ConfigError, load_config, sink_flag_overrides
+
+    cfg = load_config(None, sink_flag_overrides(publish=["vmc", "record:x.npz"], viewer=True, viewer_port=0,
+                                                smoothing="smooth"))
+    assert set(cfg.sinks) == {"native", "vmc", "recording", "viewer"} and cfg.sinks["viewer"] == {"port": 0}
+    assert cfg.sinks["recording"]["path"].endswith("/x.npz")
+    assert cfg.workers["publisher"].params_obj.smoothing == "smooth"
+    assert "viewer" not in load_config(None, sink_flag_overrides(viewer=False)).sinks
+    with pytest.raises(ConfigError, match="allowed: remi, vmc"):
+        sink_flag_overrides(publish=["record"])
