@@ -82,22 +82,41 @@ class RecordingSink(Sink):
                             f"sinks.recording.overwrite=true")
         parts = parts_dir(path)
         if parts.exists():
-            raise SinkError(f"recording: {str(parts)!r} is left from an interrupted recording; read it with "
-                            f"load_recording({str(path)!r}) or delete it, then start again")
-        try:
-            parts.mkdir()
-            meta = parts / "meta.json"
-            with open(meta, "w") as f:  # proves the folder is writable now, not mid-run
-                json.dump({"format_version": FORMAT_VERSION, "started_unix": time.time()}, f)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            shutil.rmtree(parts, ignore_errors=True)
-            raise SinkError(f"recording: cannot write in {str(path.parent)!r} ({e.strerror or e}); "
-                            f"choose a writable sinks.recording.path") from None
+            if not _restarted_writer(parts):
+                raise SinkError(f"recording: {str(parts)!r} is left from an interrupted recording; read it with "
+                                f"load_recording({str(path)!r}) or delete it, then start again")
+            self._resume(parts)
+        else:
+            try:
+                parts.mkdir()
+                meta = parts / "meta.json"
+                with open(meta, "w") as f:  # proves the folder is writable now, not mid-run
+                    json.dump({"format_version": FORMAT_VERSION, "started_unix": time.time(),
+                               "writer": _process_id(os.getpid()), "parent": _process_id(os.getppid())}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                shutil.rmtree(parts, ignore_errors=True)
+                raise SinkError(f"recording: cannot write in {str(path.parent)!r} ({e.strerror or e}); "
+                                f"choose a writable sinks.recording.path") from None
         self._parts = parts
         self._closed = False
         log.info("recording to %s (chunks of %d frames in %s)", path, self.chunk_frames, parts)
+
+    def _resume(self, parts: Path) -> None:
+        """Continue the recording of a writer that crashed under the same supervisor (the
+        publisher was restarted): keep its chunks, append after them, consolidate at close."""
+        for tmp in parts.glob("*.tmp"):  # a chunk the crashed writer did not finish
+            tmp.unlink(missing_ok=True)
+        chunks = sorted(parts.glob("chunk_*.npz"))
+        self._chunk_index = 1 + max((int(c.stem.split("_")[1]) for c in chunks), default=-1)
+        self._frames_written = sum(len(_load_npz(c)["frame_id"]) for c in chunks)
+        meta = parts / "meta.json"
+        info = json.loads(meta.read_text())
+        info["writer"] = _process_id(os.getpid())
+        meta.write_text(json.dumps(info))
+        log.warning("recording: resuming %s after the publisher restarted; the %d frames saved before are kept",
+                    parts, self._frames_written)
 
     def send(self, frame: PosesFrame, image=None) -> None:
         if self._parts is None:
@@ -157,6 +176,35 @@ class RecordingSink(Sink):
 
     def stats(self) -> dict:
         return dict(self._counts, buffered=len(self._buf_frames))
+
+
+def _process_id(pid: int) -> list:
+    """[pid, start time]: a pid alone may be reused by another process later."""
+    import psutil
+
+    try:
+        return [pid, psutil.Process(pid).create_time()]
+    except psutil.Error:
+        return [pid, 0.0]
+
+
+def _restarted_writer(parts: Path) -> bool:
+    """True when `parts` belongs to a writer that died while its parent (the pipeline's
+    supervisor) lives on and is our parent: a restarted publisher, not a new recording."""
+    import psutil
+
+    try:
+        info = json.loads((parts / "meta.json").read_text())
+        writer, parent = info["writer"], info["parent"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if list(parent) != _process_id(os.getppid()) or parent[0] in (0, 1):
+        return False
+    try:
+        alive = psutil.Process(writer[0]).create_time() == writer[1]
+    except psutil.Error:
+        alive = False
+    return not alive
 
 
 def frames_to_arrays(frames: list[PosesFrame], first_frame_index: int = 0) -> dict[str, np.ndarray]:
