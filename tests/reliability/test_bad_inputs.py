@@ -594,3 +594,98 @@ def test_bad_input(case: Case, tmp_path, caplog, monkeypatch):
     assert re.search(case.problem, message, re.S), f"{case.id}: message does not name the problem: {message!r}"
     assert re.search(case.fix, message, re.S), f"{case.id}: message does not say what to do: {message!r}"
     report("bad_input", case=case.id, message=message)
+
+
+# ---------------------------------------------------------------------------- whole pipelines
+
+def _no_leftovers(pipeline_env):
+    from .conftest import leaks
+    return leaks(pipeline_env)
+
+
+def test_pipeline_config_error_is_one_clear_line(run_cli, tmp_path, pipeline_env):
+    proc = run_cli("start", "--seconds", "1", "rings.max_persons=0")
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: config error: rings.max_persons = 0 — must be in 1..64"], proc.stderr
+    assert not _no_leftovers(pipeline_env)
+    report("bad_input", case="pipeline-config-error", message=lines[0])
+
+
+def test_pipeline_source_missing_inside_worker(run_cli, tmp_path, pipeline_env):
+    config = make_config(tmp_path / "c.yaml")
+    missing = tmp_path / "gone.mp4"
+    proc = run_cli("start", "--config", config, "--no-check", "--source", missing, timeout=90)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(r"worker capture .*could not start: .*gone\.mp4", proc.stderr), proc.stderr
+    assert not _no_leftovers(pipeline_env)
+    report("bad_input", case="pipeline-source-missing", message=proc.stderr.strip().splitlines()[-1])
+
+
+def test_pipeline_native_port_in_use(run_cli, tmp_path, pipeline_env):
+    s, port = busy_port()
+    with s:
+        config = make_config(tmp_path / "c.yaml")
+        config.write_text(re.sub(r"tcp://127\.0\.0\.1:\d+", f"tcp://127.0.0.1:{port}", config.read_text()))
+        proc = run_cli("start", "--config", config, "--seconds", "5", timeout=90)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    msg = proc.stderr.strip().splitlines()[-1]
+    assert f"cannot bind tcp://127.0.0.1:{port}" in msg and "set sinks.native.endpoint" in msg, msg
+    assert not _no_leftovers(pipeline_env)
+    report("bad_input", case="pipeline-native-port-in-use", message=msg)
+
+
+def test_pipeline_keeps_running_through_size_changes_and_non_images(live, tmp_path, pipeline_env):
+    import cv2
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sizes = [(320, 240), (160, 120), (640, 480), (64, 48)]
+    for i, (w, h) in enumerate(sizes):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((h, w, 3), 40 * i, np.uint8))
+    (folder / "2b.jpg").write_bytes(b"broken")
+    (folder / "readme.txt").write_text("not an image")
+    config = make_config(tmp_path / "c.yaml", source=str(folder), options="{fps: 30, loop: true}")
+    p = live(config)
+    from pipeline_helpers import native_endpoint, receive_frames
+    frames = receive_frames(native_endpoint(p.status()), 12, timeout=20)
+    got = {(f.frame_width, f.frame_height) for f in frames}
+    # 640x480 does not fit the 320x240 ring: downscaled by capture, aspect kept.
+    assert got <= {(320, 240), (160, 120), (64, 48)} and len(got) >= 3, got
+    ids = [f.frame_id for f in frames]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(w["restarts"] == 0 for w in p.status()["workers"])
+    assert p.stop().returncode == 0
+    report("bad_input", case="pipeline-size-changes", message=f"frame sizes published: {sorted(got)}")
+
+
+def test_pipeline_recording_survives_a_publisher_crash(live, tmp_path, pipeline_env):
+    import os
+    import signal
+    from pipeline.sinks.recording import load_recording
+    out = tmp_path / "rec.npz"
+    config = make_config(tmp_path / "c.yaml")
+    config.write_text(config.read_text().replace(
+        "sinks:\n", f"sinks:\n  recording: {{path: {out}, chunk_frames: 10}}\n"))
+    p = live(config)
+    published = p.attach_published()
+    assert published.wait_new(0.0, -1, 20.0, count=45), "frames did not flow"
+    w = p.workers()["publisher"]
+    os.kill(w["pid"], signal.SIGKILL)
+    saved = load_recording(out)  # the interrupted recording is readable right away
+    n_saved = len(saved)
+    assert n_saved >= 30, n_saved
+    ready = p.events.wait_ready("publisher", w["generation"], timeout=15)
+    status = p.workers()["publisher"]
+    assert ready is not None, f"publisher did not come back: {status}\n{p.logs()}"
+    last = max(it[1] for it in published.snapshot())
+    assert published.wait_new(time.monotonic(), last, 10.0, count=20), "publishing did not resume"
+    assert p.stop().returncode == 0
+    files = sorted(x.name for x in tmp_path.iterdir() if x.name.startswith("rec"))
+    assert files == ["rec.npz"], files  # resumed and consolidated into the one file
+    final = load_recording(out)
+    ids = list(final["frame_id"])
+    assert ids[:n_saved] == list(saved["frame_id"]), "frames saved before the crash were lost"
+    assert len(ids) >= n_saved + 20 and ids == sorted(ids) and len(set(ids)) == len(ids)
+    report("bad_input", case="pipeline-recording-publisher-crash",
+           message=f"recording resumed after the publisher restart: {len(ids)} frames in rec.npz, "
+                   f"the {n_saved} saved before the crash kept")
