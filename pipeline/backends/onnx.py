@@ -77,6 +77,10 @@ class OnnxBackend(Backend):
                          runtime_version=f"torch-{torch.__version__.split('+')[0]}",
                          extra=(("opset", opset),))
 
+    def cache(self) -> EngineCache:
+        root = Path(self.config.cache_dir) / "engines" if self.config.cache_dir else DEFAULT_ENGINE_DIR
+        return EngineCache(root, ext="onnx")
+
     def load(self) -> None:
         ort = import_onnxruntime()
         from pipeline.backends import network as net
@@ -87,8 +91,7 @@ class OnnxBackend(Backend):
         providers = self._providers(ort)
         t0 = time.perf_counter()
         key = self.engine_key()
-        cache = EngineCache(Path(cfg.cache_dir) / "engines" if cfg.cache_dir else DEFAULT_ENGINE_DIR,
-                            ext="onnx")
+        cache = self.cache()
         found = cache.lookup(key, opts.get("engine_path"))
         built = False
         if found.status != "hit":

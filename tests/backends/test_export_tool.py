@@ -1,0 +1,29 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from standin import standin_factory
+
+spec = importlib.util.spec_from_file_location("export_tool", Path(__file__).parents[2] / "tools" / "export.py")
+export_tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export_tool)
+
+
+def test_export_onnx_builds_then_reuses_then_forces(tmp_path):
+    kw = dict(model="cliff", device="cpu", max_persons=2, cache_dir=str(tmp_path),
+              options={"network_factory": standin_factory})
+    first = export_tool.export_engine("onnx", **kw)
+    assert first["engine_built"] and Path(first["engine"]).exists()
+    assert Path(first["engine"] + ".json").exists()
+    assert not export_tool.export_engine("onnx", **kw)["engine_built"]
+    assert export_tool.export_engine("onnx", force=True, **kw)["engine_built"]
+
+
+def test_export_cli_errors_are_one_line(capsys):
+    assert export_tool.main(["--backend", "trt", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("export failed: backend 'trt' cannot run here")
+    with pytest.raises(ValueError, match="compile backend caches"):
+        export_tool.export_engine("compile")
