@@ -82,6 +82,7 @@ def _sink_options(command):
 LAZY_COMMANDS = {
     "record": ("pipeline.metrics.record_cmd", "record"),
     "profile": ("pipeline.profiling.cli", "profile"),
+    "ab": ("pipeline.ab_cli", "ab"),
 }
 
 
@@ -303,7 +304,18 @@ def set_cmd(worker, settings):
 @click.argument("settings", nargs=-1)
 @click.option("--timeout", default=330.0, show_default=True, help="Seconds to wait for the new generation.")
 def swap(worker, settings, timeout):
-    """Replace a worker without a gap: pipeline swap WORKER key=value ... (params of the new generation)."""
+    """Replace a worker without a gap: pipeline swap WORKER key=value ... (params of the new generation;
+    for capture also source=SPEC, at_end=loop|stop, options={...})."""
+    params = settings_to_params(settings)
+    if worker == "capture" and isinstance(params.get("source"), str) and os.path.exists(params["source"]):
+        params["source"] = os.path.abspath(params["source"])  # the supervisor runs elsewhere
+    _, result = _request("swap", {"worker": worker, "params": params}, timeout_s=timeout)
+    click.echo(f"{worker}: generation {result['old_generation']} -> {result['generation']} "
+               f"({result.get('ready_s', result['seconds']):.2f} s to ready, {result['seconds']:.2f} s to serving)")
+
+
+def settings_to_params(settings) -> dict:
+    """key.sub=value arguments -> a nested mapping (values parsed as YAML)."""
     params = {}
     for item in settings:
         try:
@@ -314,10 +326,10 @@ def swap(worker, settings, timeout):
         *head, last = key.split(".")
         for part in head:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                fail(f"{item!r} sets a key below {part!r}, which was given a value")
         node[last] = value
-    _, result = _request("swap", {"worker": worker, "params": params}, timeout_s=timeout)
-    click.echo(f"{worker}: generation {result['old_generation']} -> {result['generation']} "
-               f"({result['seconds']:.2f} s to ready)")
+    return params
 
 
 @cli.command()

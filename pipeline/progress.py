@@ -77,17 +77,21 @@ def status_table(status: dict) -> str:
     cols = ("worker", "pid", "gen", "state", "fps", "p50 ms", "p99 ms", "in", "out", "drops", "cpu %",
             "rss MB", "restarts", "info")
     rows = []
-    for w in status.get("workers", []):
+    # Side rows: a swap's new generation while it starts (with its progress), A/B processes.
+    every = status.get("workers", []) + status.get("side_workers", [])
+    for w in every:
         info = w.get("info") or {}
         note = info.get("description") or ", ".join(f"{k}={v}" for k, v in info.items()
                                                      if k in ("model", "backend", "source", "native_endpoint"))
         if info.get("untrained"):
             note = (note + "; UNTRAINED").strip("; ")
+        if w.get("role"):
+            note = f"[{w['role']}{': ' + w['progress'] if w.get('progress') and w['state'] == 'starting' else ''}] {note}"
         rows.append((w["name"], str(w.get("pid") or "-"), str(w["generation"]), w["state"],
                      f"{w['fps']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", str(w["frames_in"]),
                      str(w["frames_out"]), str(w["drops"]), f"{w['cpu_percent']:.0f}",
                      f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), note))
-    gpu = [w.get("extras", {}).get("gpu_mem_bytes") for w in status.get("workers", [])]
+    gpu = [w.get("extras", {}).get("gpu_mem_bytes") for w in every]
     if any(isinstance(g, (int, float)) for g in gpu):  # workers on a GPU report gpu_mem_bytes in extras
         cols = cols[:12] + ("gpu MB",) + cols[12:]
         rows = [r[:12] + (f"{g / 2**20:.0f}" if isinstance(g, (int, float)) else "-",) + r[12:]

@@ -13,9 +13,30 @@ older generation can never write again.
 Make-before-break swap (`swap <worker> key=value...`): a new generation with the changed
 params starts beside the running one and reads the same input, but cannot write (the output
 ring's owner is still the old generation). When it says `ready` (models loaded, warmed up)
-the supervisor hands it the ring with `ring.set_owner(new)`, and stops the old one. The ring
-refuses a frame_id that is not newer, so nothing is published twice; the gap is at most the
-new worker's next item. If the new generation fails to start, the old one keeps running.
+the hand-over starts: the ring's owner is cleared (-1) and the old generation is told to
+stop. It finishes the item in flight (that result is still published), leaves its loop and
+releases the writer token; the new generation, which has been processing the same input all
+along, claims the token with its next result. The supervisor then sets the owner to the new
+generation (or, when the old one had to be killed, its dead pid frees the token) and answers
+the command. The ring refuses a frame_id that is not newer, so nothing is published twice,
+and each record is written by exactly one generation. If the new generation fails to become
+ready (bad settings, crash, start_timeout) it is killed and the old one keeps running,
+untouched. Only one swap or A/B transition runs at a time.
+
+`swap capture source=SPEC [at_end=...] [options={...}]` swaps the source itself: the new
+capture opens it beside the old one (a file, stream or other camera; the same webcam cannot
+be opened twice, so that swap fails and the old capture keeps running). The frames ring is
+not re-created: it is sized for `rings.frames.max_height/max_width` and capture downscales
+larger frames to fit (aspect kept); every record carries its own height/width.
+
+Workers that bind fixed ports (publisher: native stream and viewer; metrics: Prometheus)
+cannot run two generations side by side and refuse a swap with that reason.
+
+A/B (`ab start <worker> key=value...`): variant B of a worker whose output is `poses` runs
+beside A with its own output ring `poses_b` (created on first use), and the `ab_compare`
+worker pairs both by frame_id (see `pipeline.ab`). `ab stop --keep B` stops B and the
+comparer, then swaps A to B's settings through the swap path above (B's process writes to
+`poses_b` and cannot be promoted in place).
 """
 from __future__ import annotations
 
@@ -66,6 +87,10 @@ class WorkerState:
     finished: str = ""
     log_path: Path | None = None
     last_hb_frames: tuple = (0.0, 0)
+    progress: str = ""              # last `progress` event (model loading, warm-up)
+    role: str = ""                  # "" | "swap" (candidate) | "ab-b" | "ab-compare"
+    shared: dict | None = None      # pipeline-wide settings for this process (capture source swap)
+    spec_extra: dict = field(default_factory=dict)  # spec overrides (side workers' rings)
 
     @property
     def pid(self):
@@ -95,7 +120,10 @@ class Supervisor:
         self._unclean: list[str] = []
         self._generations: dict = {}    # worker name -> last generation handed out
         self._swaps: dict = {}          # worker name -> (candidate WorkerState, client, cmd id, t0)
+        self._handoffs: dict = {}       # worker name -> _Handoff while the old generation lets go
         self._retiring: list = []       # (WorkerState, SIGKILL deadline) of swapped-out generations
+        self._side: dict = {}           # name -> WorkerState of A/B processes (variant B, comparer)
+        self._ab: dict | None = None    # the running A/B test (see _ab_start)
 
     # ---- entry point ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -185,7 +213,8 @@ class Supervisor:
             "rings": {n: r.shm_name for n, r in self.rings.items()},
             "input": ws.cfg.input, "policy": ws.cfg.policy, "output": ws.cfg.output,
             "reads": list(ws.cfg.reads), "params": ws.cfg.params or {},
-            "shared": self._shared(),
+            "shared": ws.shared if ws.shared is not None else self._shared(),
+            **ws.spec_extra,
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -233,6 +262,8 @@ class Supervisor:
         for ws in self.workers.values():
             self._check_worker(ws, now)
         self._check_swaps(now)
+        self._check_handoffs(now)
+        self._check_side(now)
         self._reap_retired()
         for cid, (client, client_id, deadline) in list(self._pending.items()):
             if now > deadline:
@@ -306,7 +337,7 @@ class Supervisor:
 
     # ---- messages -------------------------------------------------------------------------------
     def _worker_for(self, identity: bytes, name: str, generation: int) -> WorkerState | None:
-        ws = self.workers.get(name)
+        ws = self.workers.get(name) or self._side.get(name)
         if name in self._swaps and self._swaps[name][0].generation == generation:
             ws = self._swaps[name][0]
         if ws is None or generation != ws.generation:
@@ -359,6 +390,8 @@ class Supervisor:
         ws.last_seen = time.monotonic()
         if ev.kind == "fatal":
             ws.fatal = str(ev.data.get("error", "unknown error"))
+        elif ev.kind == "progress":
+            ws.progress = str(ev.data.get("message", ""))[:200]
         elif ev.kind == "finished":
             ws.finished = str(ev.data.get("reason", "done"))
         self._publish(ev.kind, **ev.data)
@@ -377,10 +410,19 @@ class Supervisor:
             elif cmd.cmd == "swap":
                 self._start_swap(identity, cmd, args)
                 return
+            elif cmd.cmd in ("ab_start", "ab_stop"):
+                (self._ab_start if cmd.cmd == "ab_start" else self._ab_stop)(identity, cmd, args)
+                return
+            elif cmd.cmd == "ab_status":
+                result = self._ab_status()
+            elif cmd.cmd == "ab_record":
+                self._ab_record(identity, cmd, args)
+                return
             elif cmd.cmd == "ping":
                 result = {"pid": os.getpid()}
             else:
-                raise ValueError(f"unknown command {cmd.cmd!r}; known: status, stop, set, pause, resume, swap, ping")
+                raise ValueError(f"unknown command {cmd.cmd!r}; known: status, stop, set, pause, resume, swap, "
+                                 f"ab_start, ab_status, ab_record, ab_stop, ping")
         except ValueError as exc:
             self.server.send(identity, Reply(cmd.id, False, error=str(exc)))
             return
@@ -388,9 +430,9 @@ class Supervisor:
 
     def _forward(self, client: bytes, cmd: Command, args: dict) -> None:
         name = args.get("worker")
-        ws = self.workers.get(name) if isinstance(name, str) else None
+        ws = (self.workers.get(name) or self._side.get(name)) if isinstance(name, str) else None
         if ws is None:
-            raise ValueError(f"unknown worker {name!r}; running: {', '.join(self.workers)}")
+            raise ValueError(f"unknown worker {name!r}; running: {', '.join([*self.workers, *self._side])}")
         if ws.identity is None or ws.state not in ("running", "paused"):
             raise ValueError(f"worker {name} is {ws.state}; try again when it is running")
         fid = self._next_cmd
@@ -401,57 +443,106 @@ class Supervisor:
         self.server.send(ws.identity, Command(fid, cmd.cmd, {k: v for k, v in args.items() if k != "worker"}))
 
     # ---- make-before-break swap -----------------------------------------------------------------
-    def _start_swap(self, client: bytes, cmd: Command, args: dict) -> None:
-        import copy
-        import dataclasses
+    def _busy(self) -> str:
+        """What swap/A-B transition is in progress ("" when none): only one at a time."""
+        now = time.monotonic()
+        for name, (cand, *_rest, t0) in self._swaps.items():
+            what = f", {cand.progress}" if cand.progress else ""
+            return (f"a swap of {name} to generation {cand.generation} is in progress "
+                    f"({now - t0:.1f} s, {cand.state}{what})")
+        for name, h in self._handoffs.items():
+            return f"a swap of {name} is handing over from generation {h.old.generation} to {h.new.generation}"
+        if self._ab is not None and not self._ab["replied"]:
+            return f"an A/B start of {self._ab['worker']} is in progress ({now - self._ab['t0']:.1f} s)"
+        return ""
 
-        from pipeline.config import ConfigError, build_dataclass, deep_merge, load_worker_class
-
+    def _worker_to_change(self, args: dict, verb: str) -> tuple[WorkerState, dict]:
         name, changes = args.get("worker"), args.get("params", {})
         ws = self.workers.get(name) if isinstance(name, str) else None
         if ws is None:
             raise ValueError(f"unknown worker {name!r}; running: {', '.join(self.workers)}")
         if not isinstance(changes, dict):
-            raise ValueError("swap params must be a mapping of key -> value")
+            raise ValueError(f"{verb} params must be a mapping of key -> value")
+        refused = _NO_LIVE_SWAP.get(ws.cfg.module)
+        if refused:
+            raise ValueError(f"{name} ({ws.cfg.module}) cannot be swapped live: {refused}")
+        busy = self._busy()
+        if busy:
+            raise ValueError(f"{verb} of {name} refused: {busy}; wait for it to finish")
         if ws.state != "running":
-            raise ValueError(f"worker {name} is {ws.state}; a swap needs it running")
-        if name in self._swaps:
-            raise ValueError(f"a swap of {name} is already in progress")
-        params = deep_merge(copy.deepcopy(ws.cfg.params or {}), changes)
+            raise ValueError(f"worker {name} is {ws.state}; a {verb} needs it running")
+        return ws, changes
+
+    def _candidate(self, ws: WorkerState, changes: dict, role: str, name: str | None = None) -> WorkerState:
+        """A validated WorkerState for `ws` with `changes` merged into its params (not spawned)."""
+        import copy
+        import dataclasses
+
+        from pipeline.config import ConfigError, SourceConfig, build_dataclass, deep_merge, load_worker_class
+
+        changes = copy.deepcopy(changes)
+        shared = None
+        source_keys = {k: changes.pop(k) for k in _SOURCE_KEYS if k in changes} if ws.cfg.input is None else {}
         try:
-            cls = load_worker_class(ws.cfg.module, f"workers.{name}")
-            params_obj = build_dataclass(cls.Params, params, f"workers.{name}.params")
+            if source_keys:
+                src = self.cfg.source
+                raw = {"spec": src.spec, "options": dict(src.options), "at_end": src.at_end}
+                if "source" in source_keys:
+                    # Options belong to a kind of source (width/fps of `sample`, ...): a new
+                    # source starts from none unless they are given with it.
+                    raw.update(spec=source_keys["source"], options={})
+                raw.update({k: v for k, v in source_keys.items() if k in ("at_end", "options")})
+                new_src = build_dataclass(SourceConfig, raw, "source")
+                shared = {**self._shared(), "source": {"spec": new_src.spec, "options": new_src.options,
+                                                       "at_end": new_src.at_end}}
+            params = deep_merge(copy.deepcopy(ws.cfg.params or {}), changes)
+            cls = load_worker_class(ws.cfg.module, f"workers.{ws.name}")
+            params_obj = build_dataclass(cls.Params, params, f"workers.{ws.name}.params")
         except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        cand = WorkerState(name, dataclasses.replace(ws.cfg, params=params, params_obj=params_obj))
+            text = str(exc)
+            if ws.cfg.input is None and "is not a known key" in text:
+                text += f" (and for the source: {', '.join(_SOURCE_KEYS)})"
+            raise ValueError(text) from exc
+        cand = WorkerState(name or ws.name, dataclasses.replace(ws.cfg, params=params, params_obj=params_obj))
+        cand.role, cand.shared = role, shared
+        return cand
+
+    def _start_swap(self, client: bytes, cmd: Command, args: dict) -> None:
+        ws, changes = self._worker_to_change(args, "swap")
+        if self._ab is not None and self._ab["worker"] == ws.name:
+            raise ValueError(f"an A/B test of {ws.name} is running; end it first with `pipeline ab stop "
+                             f"[--keep A|B]` (--keep B swaps to B's settings)")
+        cand = self._candidate(ws, changes, "swap")
         cand.generation = ws.generation
-        self._swaps[name] = (cand, client, cmd.id, time.monotonic())
+        self._swaps[ws.name] = (cand, client, cmd.id, time.monotonic())
         self._spawn(cand, take_output=False)
-        self._publish("swap_started", worker=name, generation=cand.generation, params=changes)
+        self._publish("swap_started", worker=ws.name, generation=cand.generation, params=changes)
 
     def _check_swaps(self, now: float) -> None:
         for name, (cand, client, cid, t0) in list(self._swaps.items()):
             old = self.workers[name]
-            if cand.state == "running":  # ready: hand over the output, retire the old generation
+            if cand.state == "running" and old.state in ("running", "paused") and not self._stop_requested:
+                # Ready. Clear the owner: the old generation keeps the token until it has
+                # published its item in flight and left its loop; then the new one claims it.
                 out_ring = self.rings.get(cand.cfg.output) if cand.cfg.output else None
                 if out_ring is not None:
-                    out_ring.set_owner(cand.generation)
+                    out_ring.set_owner(-1)
                 cand.restarts, cand.total_restarts = old.restarts, old.total_restarts
+                cand.role = ""
                 self.workers[name] = cand
                 del self._swaps[name]
                 self._retire(old)
-                result = {"worker": name, "old_generation": old.generation, "generation": cand.generation,
-                          "seconds": round(now - t0, 3)}
-                self.server.send(client, Reply(cid, True, result))
-                self._publish("swapped", **result)
+                self._handoffs[name] = _Handoff(cand, old, out_ring, client, cid, t0, now)
                 continue
             failed = cand.proc.poll() is not None
             if not failed and now - cand.started_at > cand.cfg.start_timeout:
                 cand.fatal = cand.fatal or f"no `ready` within start_timeout={cand.cfg.start_timeout:g} s"
                 failed = True
             if failed or old.state not in ("running", "paused") or self._stop_requested:
-                reason = cand.fatal or (f"exited with code {cand.proc.poll()}" + _log_tail(cand.log_path)
-                                        if cand.proc.poll() is not None else f"{name} is {old.state}")
+                if not failed:
+                    reason = "the pipeline is stopping" if self._stop_requested else f"{name} is {old.state}"
+                else:
+                    reason = cand.fatal or (f"exited with code {cand.proc.poll()}" + _log_tail(cand.log_path))
                 self._kill(cand)
                 if cand.proc is not None:
                     cand.proc.wait(5)
@@ -459,6 +550,153 @@ class Supervisor:
                 self.server.send(client, Reply(cid, False, error=f"swap of {name} failed; generation "
                                                                    f"{old.generation} keeps running: {reason}"))
                 self._publish("swap_failed", worker=name, generation=cand.generation, reason=reason)
+
+    def _check_handoffs(self, now: float) -> None:
+        for name, h in list(self._handoffs.items()):
+            ring = h.ring
+            taken = ring is None or ring.writer_generation == h.new.generation
+            if not (taken or not h.old.alive()):
+                continue
+            # The old generation has let go (or is dead, which frees the token): make the new
+            # one the owner so a stale writer of any older generation can never write again.
+            if ring is not None:
+                ring.set_owner(h.new.generation)
+            if h.new.name == "capture" and h.new.shared is not None:
+                self._adopt_source(h.new.shared["source"])
+            del self._handoffs[name]
+            result = {"worker": name, "old_generation": h.old.generation, "generation": h.new.generation,
+                      "ready_s": round(h.t_ready - h.t0, 3), "seconds": round(now - h.t0, 3),
+                      "handoff_s": round(now - h.t_ready, 3)}
+            if h.client is not None:
+                self.server.send(h.client, Reply(h.cid, True, result))
+            self._publish("swapped", **result)
+
+    def _adopt_source(self, source: dict) -> None:
+        from pipeline.config import SourceConfig
+
+        self.cfg.source = SourceConfig(spec=source["spec"], options=source["options"], at_end=source["at_end"])
+        self.workers["capture"].shared = None  # restarts open the new source through _shared()
+
+    # ---- A/B ------------------------------------------------------------------------------------
+    def _ab_start(self, client: bytes, cmd: Command, args: dict) -> None:
+        from pipeline.records import poses_dtype
+        from pipeline.ring import Ring, RingError
+
+        if self._ab is not None:
+            raise ValueError(f"an A/B test of {self._ab['worker']} is already running; `pipeline ab stop` first")
+        ws, changes = self._worker_to_change(args, "A/B")
+        if ws.cfg.output != "poses":
+            raise ValueError(f"A/B compares pose outputs: {ws.name} writes "
+                             f"{ws.cfg.output or 'nothing'!r}, which has no comparable output; run A/B on "
+                             f"the worker that writes `poses` (the inference worker)")
+        b = self._candidate(ws, changes, "ab-b", name=f"{ws.name}{AB_SUFFIX}")
+        if "poses_b" not in self.rings:
+            try:
+                self.rings["poses_b"] = Ring.create("poses_b", poses_dtype(self.cfg.rings.max_persons),
+                                                    self.cfg.rings.poses.slots, self.run_dir.run_id)
+            except RingError as exc:
+                raise ValueError(f"cannot create the variant-B ring: {exc}") from exc
+        import dataclasses
+
+        b.cfg = dataclasses.replace(b.cfg, output="poses_b", restart="never")
+        from pipeline.config import WorkerConfig, build_dataclass, load_worker_class
+
+        cmp_params = {"worker": ws.name, "changes": changes}
+        cmp_cls = load_worker_class("workers.ab_compare", "ab compare")
+        comparer = WorkerState(AB_COMPARE, WorkerConfig(
+            module="workers.ab_compare", params=cmp_params, input=None, output=None, restart="never",
+            health_timeout=ws.cfg.health_timeout, start_timeout=60.0, reads=tuple(cmp_cls.reads),
+            params_obj=build_dataclass(cmp_cls.Params, cmp_params, "ab compare")))
+        comparer.role = "ab-compare"
+        self._ab = {"worker": ws.name, "changes": changes, "b": b.name, "t0": time.monotonic(),
+                    "client": client, "cid": cmd.id, "replied": False, "error": "", "last": None}
+        for side in (b, comparer):
+            self._side[side.name] = side
+            self._spawn(side, take_output=True)
+        self._publish("ab_started", worker=ws.name, params=changes)
+
+    def _check_side(self, now: float) -> None:
+        for ws in list(self._side.values()):
+            if ws.proc is not None and ws.proc.poll() is not None and ws.state in ("starting", "running", "paused"):
+                ws.exit_code = ws.proc.returncode
+                for identity, msg in self.server.poll(0.05):  # its last words (`fatal`)
+                    self._handle(identity, msg)
+                ws.fatal = ws.fatal or f"exited with code {ws.exit_code}" + _log_tail(ws.log_path)
+                ws.state = "failed"
+                log.warning("A/B %s (generation %d) failed: %s", ws.name, ws.generation, ws.fatal)
+            elif ws.state == "starting" and now - ws.started_at > ws.cfg.start_timeout:
+                ws.fatal = ws.fatal or f"no `ready` within start_timeout={ws.cfg.start_timeout:g} s"
+                self._kill(ws)
+            elif ws.state in ("running", "paused") and now - ws.last_seen > ws.cfg.health_timeout:
+                ws.fatal = f"silent for {now - ws.last_seen:.1f} s (health_timeout)"
+                self._kill(ws)
+        ab = self._ab
+        if ab is None or ab["replied"]:
+            return
+        b, comparer = self._side.get(ab["b"]), self._side.get(AB_COMPARE)
+        failed = [w for w in (b, comparer) if w is not None and w.state == "failed"]
+        if failed or self._stop_requested:
+            reason = "; ".join(f"{w.name}: {w.fatal}" for w in failed) or "the pipeline is stopping"
+            self._ab_end()
+            self.server.send(ab["client"], Reply(ab["cid"], False, error=f"A/B start of {ab['worker']} failed; "
+                                                                         f"A keeps running: {reason}"))
+            return
+        if b.state == "running" and comparer.state == "running":
+            ab["replied"] = True
+            self.server.send(ab["client"], Reply(ab["cid"], True, {
+                "worker": ab["worker"], "variant_b": b.name, "generation": b.generation,
+                "seconds": round(now - ab["t0"], 3)}))
+
+    def _ab_status(self) -> dict:
+        ab = self._ab
+        if ab is None:
+            raise ValueError("no A/B test is running; start one with `pipeline ab start <worker> key=value ...`")
+        b, comparer = self._side.get(ab["b"]), self._side.get(AB_COMPARE)
+        comparison = (comparer.stats.get("ab") if comparer is not None else None) or ab["last"]
+        if comparison is not None:
+            ab["last"] = comparison
+        a = self.workers[ab["worker"]]
+        return {"worker": ab["worker"], "changes": ab["changes"], "a_generation": a.generation,
+                "b_state": b.state if b else "stopped", "b_generation": b.generation if b else None,
+                "b_progress": b.progress if b else "", "b_error": b.fatal if b else "",
+                "compare_state": comparer.state if comparer else "stopped",
+                "seconds": round(time.monotonic() - ab["t0"], 2), "comparison": comparison}
+
+    def _ab_record(self, client: bytes, cmd: Command, args: dict) -> None:
+        self._ab_status()  # raises when none runs
+        path = args.get("csv")
+        if not isinstance(path, str) or not path:
+            raise ValueError("ab record needs csv=PATH")
+        self._forward(client, Command(cmd.id, "set", {}), {"worker": AB_COMPARE, "key": "record",
+                                                            "value": {"csv": path}})
+
+    def _ab_stop(self, client: bytes, cmd: Command, args: dict) -> None:
+        keep = args.get("keep", "A")
+        if keep not in ("A", "B"):
+            raise ValueError(f"ab stop --keep {keep!r} — allowed: A, B")
+        summary = self._ab_status()
+        ab = self._ab
+        if not ab["replied"]:
+            raise ValueError(f"the A/B start of {ab['worker']} is still in progress; wait for it to finish")
+        b = self._side.get(ab["b"])
+        if keep == "B" and (b is None or b.state != "running"):
+            raise ValueError(f"variant B is {b.state if b else 'stopped'}, it cannot be kept"
+                             + (f": {b.fatal}" if b is not None and b.fatal else ""))
+        self._ab_end()
+        self._publish("ab_stopped", worker=ab["worker"], keep=keep)
+        if keep == "A":
+            self.server.send(client, Reply(cmd.id, True, {"kept": "A", "ab": summary}))
+            return
+        # B's process writes `poses_b`; promoting it means a swap of A to B's settings.
+        self._start_swap(client, Command(cmd.id, "swap", {}), {"worker": ab["worker"], "params": ab["changes"]})
+
+    def _ab_end(self) -> None:
+        for ws in list(self._side.values()):
+            if ws.alive():
+                self._retire(ws)
+            ws.state = "stopped" if ws.state != "failed" else ws.state
+        self._side.clear()
+        self._ab = None
 
     def _retire(self, ws: WorkerState) -> None:
         ws.state = "retiring"
@@ -492,21 +730,34 @@ class Supervisor:
 
     # ---- status ---------------------------------------------------------------------------------
     def status(self) -> dict:
-        workers = []
-        for ws in self.workers.values():
-            s = ws.stats
-            workers.append({
-                "name": ws.name, "module": ws.cfg.module, "pid": ws.pid if ws.alive() else None,
-                "generation": ws.generation, "state": ws.state, "restarts": ws.total_restarts,
-                "fps": s.get("fps", 0.0), "p50_ms": s.get("p50_ms", 0.0), "p99_ms": s.get("p99_ms", 0.0),
-                "frames_in": s.get("frames_in", 0), "frames_out": s.get("frames_out", 0),
-                "drops": s.get("drops", 0), "overruns": s.get("overruns", 0),
-                "cpu_percent": s.get("cpu_percent", 0.0), "rss_bytes": s.get("rss_bytes", 0),
-                "info": ws.info, "extras": {k: v for k, v in s.items() if k not in _STAT_KEYS},
-            })
+        """`workers`: one row per configured worker (its serving generation). `side_workers`:
+        the processes beside them — a swap's new generation while it starts (`role` swap, with
+        its `progress`), A/B variant B and the comparer; `swaps`: the swaps in progress."""
+        now = time.monotonic()
+        workers = [self._row(ws) for ws in self.workers.values()]
+        side = [self._row(c) for c, *_ in self._swaps.values()] + [self._row(ws) for ws in self._side.values()]
+        swaps = [{"worker": n, "generation": c.generation, "phase": "starting", "state": c.state,
+                  "progress": c.progress, "seconds": round(now - t0, 2)} for n, (c, _, _, t0) in self._swaps.items()]
+        swaps += [{"worker": n, "generation": h.new.generation, "phase": "handing over", "state": h.new.state,
+                   "progress": "", "seconds": round(now - h.t0, 2)} for n, h in self._handoffs.items()]
         return {"run_id": self.run_dir.run_id if self.run_dir else None, "pid": os.getpid(),
-                "state": self.state, "uptime_s": round(time.monotonic() - self.started, 2),
-                "source": str(self.cfg.source.spec), "workers": workers}
+                "state": self.state, "uptime_s": round(now - self.started, 2),
+                "source": str(self.cfg.source.spec), "workers": workers, "side_workers": side,
+                "swaps": swaps, "ab": {"worker": self._ab["worker"], "changes": self._ab["changes"]}
+                if self._ab else None}
+
+    def _row(self, ws: WorkerState) -> dict:
+        s = ws.stats
+        return {
+            "name": ws.name, "module": ws.cfg.module, "pid": ws.pid if ws.alive() else None,
+            "generation": ws.generation, "state": ws.state, "restarts": ws.total_restarts,
+            "fps": s.get("fps", 0.0), "p50_ms": s.get("p50_ms", 0.0), "p99_ms": s.get("p99_ms", 0.0),
+            "frames_in": s.get("frames_in", 0), "frames_out": s.get("frames_out", 0),
+            "drops": s.get("drops", 0), "overruns": s.get("overruns", 0),
+            "cpu_percent": s.get("cpu_percent", 0.0), "rss_bytes": s.get("rss_bytes", 0),
+            "info": ws.info, "extras": {k: v for k, v in s.items() if k not in _STAT_KEYS},
+            "role": ws.role, "progress": ws.progress,
+        }
 
     # ---- shutdown -------------------------------------------------------------------------------
     def _shutdown(self) -> int:
@@ -525,7 +776,7 @@ class Supervisor:
             except Exception:
                 self.final_status = {}
             sources = [w for w in self.workers.values() if w.cfg.input is None]
-            rest = [w for w in self.workers.values() if w.cfg.input is not None]
+            rest = [w for w in self.workers.values() if w.cfg.input is not None] + list(self._side.values())
             self._stop_group(sources, grace)            # capture first: nothing new enters
             self._drain(self.cfg.supervisor.drain)      # let in-flight frames reach the publisher
             try:
@@ -589,6 +840,29 @@ class Supervisor:
             ws.state = "stopped"
             if code not in (0, -signal.SIGTERM) and f"{ws.name} needed SIGKILL" not in self._unclean:
                 self._unclean.append(f"{ws.name} exited with code {code}")
+
+
+# Workers that cannot run two generations side by side, and why.
+_NO_LIVE_SWAP = {
+    "workers.publisher": "its sinks bind fixed ports (native stream, viewer) that a second generation cannot "
+                         "bind beside the first; change them with `pipeline set publisher ...` or restart",
+    "workers.metrics": "it binds the Prometheus port, which a second generation cannot bind beside the first; "
+                       "restart the pipeline to change its settings",
+}
+_SOURCE_KEYS = ("source", "at_end", "options")   # `swap capture` keys that change the source
+AB_SUFFIX = ".b"
+AB_COMPARE = "ab_compare"
+
+
+@dataclass
+class _Handoff:
+    new: WorkerState
+    old: WorkerState
+    ring: object            # the output Ring, or None
+    client: bytes | None
+    cid: int
+    t0: float               # command received
+    t_ready: float          # new generation ready; hand-over started
 
 
 _STAT_KEYS = {"frames_in", "frames_out", "drops", "overruns", "p50_ms", "p99_ms", "cpu_percent", "rss_bytes", "fps"}

@@ -8,6 +8,11 @@ id), ``t_capture_ns``, ``source_epoch`` and the ``capture``/``frame_written`` st
 Resolution changes: the ring is sized once (``rings.frames.max_height/max_width``); a frame
 larger than that is downscaled (aspect kept) to fit, and every record carries its own
 height/width, so a source may change resolution mid-stream without re-creating the ring.
+That is also how a live source swap (`pipeline swap capture source=...`) changes resolution.
+
+A new generation (restart or swap) starts its `source_epoch` one above the newest frame's,
+and, because the old generation may keep writing until the hand-over, takes its frame ids
+from the ring's last id at the moment it first holds the writer token.
 
 End of a file or folder: ``source.at_end: loop`` reopens it (``source_epoch`` + 1),
 ``stop`` asks the supervisor to stop the pipeline.
@@ -46,7 +51,8 @@ class Capture(Worker):
         ring = self.out.ring
         _, self.max_h, self.max_w, _ = (None, *ring.dtype["pixels"].shape)
         self.frame_id = max(ring.last_frame_id + 1, 0)
-        self.epoch = 0
+        newest = ring.newest_seq()
+        self.epoch = int(ring.slot_record(ring.slot_of(newest))["source_epoch"]) + 1 if newest else 0
         self.downscaled = 0
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
         self._last_ns = 0
@@ -71,6 +77,7 @@ class Capture(Worker):
         rec = self.out.begin()
         if rec is None:
             return None
+        self.frame_id = max(self.frame_id, self.out.ring.last_frame_id + 1)
         h, w = rgb.shape[:2]
         if h > self.max_h or w > self.max_w:
             rgb = self._fit(rgb)
