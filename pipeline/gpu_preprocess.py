@@ -1,0 +1,94 @@
+"""Frame -> normalised POCO crops on the inference device (DESIGN §5 inference, issue 11).
+
+Per frame: one host copy from the ring slot into a pinned staging buffer, one async upload
+on a side stream, one uint8->float HWC->CHW conversion, then ONE grid_sample for all
+persons: the N crop grids are laid side by side in a single (1, res, N*res) grid over the
+single frame, so the frame is never replicated per person (expanding a 1080p frame to N
+float copies would move 25 MB per person). ImageNet normalisation runs on the small crops.
+
+Same geometry as `pipeline.models.preprocess.crop_torch` (square box centre/side -> res x res,
+bilinear, zero padding); tests check the two agree.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GpuCropper:
+    def __init__(self, device="cuda", max_height: int = 2160, max_width: int = 3840, res: int = 224):
+        import torch
+        if max_height <= 0 or max_width <= 0 or res <= 0:
+            raise ValueError(f"sizes must be positive, got {max_height}x{max_width}, res {res}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"GpuCropper on {device!r}: torch {torch.__version__} sees no CUDA GPU; "
+                               f"use device='cpu'")
+        cuda = self.device.type == "cuda"
+        self.res = res
+        self.max_hw = (max_height, max_width)
+        # Pinned so the upload is a true async DMA; on CPU the "upload" is the copy itself.
+        self._staging = torch.empty((max_height, max_width, 3), dtype=torch.uint8, pin_memory=cuda)
+        self._staging_np = self._staging.numpy()
+        self._frame = (torch.empty((max_height, max_width, 3), dtype=torch.uint8, device=self.device)
+                       if cuda else self._staging)
+        self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
+
+    def crops(self, frame_rgb: np.ndarray, centres, sides):
+        """frame_rgb (H,W,3) uint8 RGB; centres (N,2), sides (N,) in frame pixels ->
+        (N,3,res,res) float32 ImageNet-normalised tensor on the device."""
+        import torch
+        import torch.nn.functional as F
+        frame_rgb = self._check_frame(frame_rgb)
+        centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+        sides = np.asarray(sides, dtype=np.float64).reshape(-1)
+        n = centres.shape[0]
+        if n == 0 or sides.shape[0] != n:
+            raise ValueError(f"need N>=1 centres and N sides, got {n} centres and {sides.shape[0]} sides")
+        if not (np.isfinite(centres).all() and np.isfinite(sides).all() and (sides > 0).all()):
+            raise ValueError("box centres/sides must be finite and sides > 0")
+        h, w = frame_rgb.shape[:2]
+        np.copyto(self._staging_np[:h, :w], frame_rgb)
+        if self._upload_stream is not None:
+            with torch.cuda.stream(self._upload_stream):
+                self._frame[:h, :w].copy_(self._staging[:h, :w], non_blocking=True)
+            torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
+        src = self._frame[:h, :w].permute(2, 0, 1).unsqueeze(0).float()  # (1,3,H,W)
+        grid = F.affine_grid(self._theta(centres, sides, w, h), [n, 3, self.res, self.res],
+                             align_corners=False)                         # (N,res,res,2)
+        grid = grid.permute(1, 0, 2, 3).reshape(1, self.res, n * self.res, 2)
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out.reshape(3, self.res, n, self.res).permute(2, 0, 1, 3)
+        return ((out - self._mean) * self._inv_std).contiguous()
+
+    def _theta(self, centres, sides, w, h):
+        import torch
+        # Output pixel u samples input x = (u + 0.5 - res/2) * side/res + cx, written in
+        # grid_sample's normalised coordinates (align_corners=False) for x and y.
+        k = self.res / sides
+        theta = np.zeros((centres.shape[0], 2, 3), dtype=np.float64)
+        theta[:, 0, 0] = sides / w
+        theta[:, 0, 2] = (2 * centres[:, 0] + 1 - 1 / k) / w - 1
+        theta[:, 1, 1] = sides / h
+        theta[:, 1, 2] = (2 * centres[:, 1] + 1 - 1 / k) / h - 1
+        return torch.from_numpy(theta.astype(np.float32)).to(self.device, non_blocking=True)
+
+    def _check_frame(self, frame) -> np.ndarray:
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame must be an (H,W,3) RGB numpy array, got "
+                             f"{getattr(frame, 'shape', type(frame).__name__)}")
+        if frame.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8, got {frame.dtype}")
+        h, w = frame.shape[:2]
+        if h == 0 or w == 0 or h > self.max_hw[0] or w > self.max_hw[1]:
+            raise ValueError(f"frame {h}x{w} is empty or larger than the cropper's "
+                             f"{self.max_hw[0]}x{self.max_hw[1]} staging buffer")
+        return frame
