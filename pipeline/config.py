@@ -37,6 +37,9 @@ FLAG_KEYS = {
     "source": "source.spec",
     "backend": "workers.inference.params.backend",
     "model": "workers.inference.params.model",
+    "checkpoint": "workers.inference.params.checkpoint",
+    "device": "workers.inference.params.device",
+    "detector": "workers.detection.params.kind",
     "seconds": "supervisor.seconds",
 }
 
@@ -135,8 +138,8 @@ DEFAULTS: dict = {
               "max_persons": 8},
     "workers": {
         "capture": {"module": "workers.capture", "restart": "on-failure"},
-        "detection": {"module": "workers.standin_detection", "restart": "on-failure"},
-        "inference": {"module": "workers.standin_inference", "restart": "on-failure"},
+        "detection": {"module": "workers.detection", "restart": "on-failure"},
+        "inference": {"module": "workers.inference", "restart": "on-failure"},
         "publisher": {"module": "workers.publisher", "restart": "always"},
     },
     "sinks": {"native": {"endpoint": "tcp://127.0.0.1:5560"}},

@@ -5,7 +5,8 @@
   test's runs, no ipc socket file, no run directory, no child process may remain. Any
   leftover is killed/removed and the test fails. Tests that start pipelines use it.
 * ``small_video`` — a generated 320x240 MJPG clip (OpenCV) with a moving box.
-* ``small_config`` — a YAML for a tiny, fast pipeline (320x240 sample, random native port).
+* ``small_config`` — a YAML for a tiny pipeline with the real workers (320x240 sample, `center`
+  detector, POCO-PARE with random weights, random native port).
 * ``run_cli`` — run ``python -m pipeline.cli ...`` in a subprocess with the test's env.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from real_workers import INFERENCE_FAST
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -146,8 +149,8 @@ rings:
   max_persons: 4
 workers:
   capture: {{module: workers.capture, health_timeout: 3, restart_delay: 0.2}}
-  detection: {{module: workers.standin_detection, health_timeout: 3, restart_delay: 0.2}}
-  inference: {{module: workers.standin_inference, health_timeout: 3, restart_delay: 0.2}}
+  detection: {{module: workers.detection, health_timeout: 3, restart_delay: 0.2, params: {{kind: center}}}}
+  inference: {{module: workers.inference, health_timeout: 3, restart_delay: 0.2, params: {INFERENCE_FAST}}}
   publisher: {{module: workers.publisher, health_timeout: 3, restart_delay: 0.2}}
 sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
@@ -155,10 +158,12 @@ supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
 """
 
 
+
+
 @pytest.fixture
 def small_config(tmp_path) -> Path:
     path = tmp_path / "small.yaml"
-    path.write_text(SMALL_CONFIG.format(port=free_port()))
+    path.write_text(SMALL_CONFIG.format(port=free_port(), INFERENCE_FAST=INFERENCE_FAST))
     return path
 
 

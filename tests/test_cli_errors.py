@@ -24,9 +24,10 @@ def _one_error(proc, *needles):
                                              "allowed: never, on-failure, always"]),
     (["rings.max_persons=abc"], ["rings.max_persons = 'abc'", "expected an integer"]),
     (["workers.capture.health_timeout=-1"], ["workers.capture.health_timeout", "must be > 0"]),
-    (["inference.bogus=3"], ["workers.inference.params.bogus is not a known key", "allowed: delay_ms"]),
+    (["inference.bogus=3"], ["workers.inference.params.bogus is not a known key", "allowed: model, checkpoint, backend"]),
     (["sinks.nosuch.x=1"], ["sinks.nosuch is not a known sink"]),
-    (["--backend", "trt"], ["--backend trt", "stand-in"]),
+    (["--model", "poco-hmr"], ["workers.inference.params.model = 'poco-hmr'", "allowed: poco-cliff, poco-pare"]),
+    (["--detector", "hog"], ["workers.detection.params.kind = 'hog'", "allowed: auto, yolo"]),
     (["--config", "/nonexistent.yaml"], ["/nonexistent.yaml", "does not exist"]),
     (["--source", "/nonexistent/clip.mp4"], ["/nonexistent/clip.mp4", "no such file"]),
     (["--source", "99"], ["camera 99"]),
@@ -52,7 +53,7 @@ def test_bad_yaml_file(run_cli, tmp_path):
     _one_error(run_cli("start", "--config", bad), "rings.frames.slots = 'many'", "expected an integer")
 
 
-@pytest.mark.parametrize("cmd", [["stop"], ["status"], ["set", "inference", "delay_ms=1"], ["pause", "capture"]])
+@pytest.mark.parametrize("cmd", [["stop"], ["status"], ["set", "inference", "profile=1"], ["pause", "capture"]])
 def test_commands_with_nothing_running(run_cli, cmd):
     _one_error(run_cli(*cmd), "no pipeline is running")
 

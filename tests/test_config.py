@@ -39,7 +39,9 @@ def test_defaults_validate_and_start_consumers_first():
     ("workers.x.module=no.such.module", "workers.x.module = 'no.such.module' cannot be imported"),
     ("workers.capture.input=pixels", "workers.capture.input = 'pixels' — allowed: frames, detections"),
     ("sinks.native.port=5", "sinks.native.port is not a known key — allowed: endpoint, hwm"),
-    ("inference.delay_ms=fast", "workers.inference.params.delay_ms = 'fast' — expected a number"),
+    ("inference.threads=fast", "workers.inference.params.threads = 'fast' — expected an integer"),
+    ("inference.model=poco-hmr", "workers.inference.params.model = 'poco-hmr' — allowed: poco-cliff, poco-pare"),
+    ("detection.kind=yolov3", "workers.detection.params.kind = 'yolov3' — allowed: auto, yolo, mediapipe, center"),
     ("novalue", "override 'novalue' must look like key.sub=value"),
 ])
 def test_errors_name_key_value_and_allowed(override, message):
@@ -50,10 +52,10 @@ def test_errors_name_key_value_and_allowed(override, message):
 
 
 def test_overrides_are_yaml_typed_and_worker_shorthand():
-    cfg = load_config(overrides=["inference.delay_ms=20", "source.spec=0", "rings.frames.max_width=640",
+    cfg = load_config(overrides=["inference.threads=2", "source.spec=0", "rings.frames.max_width=640",
                                  "source.options={width: 640, realtime: false}", "capture.restart=never",
                                  "supervisor.seconds=2.5"])
-    assert cfg.workers["inference"].params_obj.delay_ms == 20.0
+    assert cfg.workers["inference"].params_obj.threads == 2
     assert cfg.source.spec == 0 and cfg.source.options == {"width": 640, "realtime": False}
     assert cfg.rings.frames.max_width == 640
     assert cfg.workers["capture"].restart == "never"
@@ -63,8 +65,15 @@ def test_overrides_are_yaml_typed_and_worker_shorthand():
 def test_flags_map_onto_keys():
     cfg = load_config(flags={"source": "clip.mp4", "seconds": 3.0, "backend": None, "model": None})
     assert cfg.source.spec == "clip.mp4" and cfg.supervisor.seconds == 3.0
-    with pytest.raises(ConfigError, match="--model poco-pare: workers.inference runs workers.standin_inference"):
-        load_config(flags={"model": "poco-pare"})
+    cfg = load_config(flags={"model": "poco-pare", "backend": "onnx", "checkpoint": "w.pt", "device": "cpu",
+                             "detector": "center"})
+    p = cfg.workers["inference"].params_obj
+    assert (p.model, p.backend, p.checkpoint, p.device) == ("poco-pare", "onnx", "w.pt", "cpu")
+    assert cfg.workers["detection"].params_obj.kind == "center"
+    with pytest.raises(ConfigError, match="--model poco-pare: workers.inference runs workers.capture"):
+        load_config(overrides=["workers.inference.module=workers.capture"], flags={"model": "poco-pare"})
+    with pytest.raises(ConfigError, match="allowed: auto, yolo, mediapipe, center"):
+        load_config(flags={"detector": "hog"})
 
 
 def test_yaml_file_is_merged_over_defaults(tmp_path):

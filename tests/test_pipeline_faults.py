@@ -27,9 +27,10 @@ def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_confi
         for name in ("capture", "detection", "inference", "publisher"):
             w = workers(request("status"))[name]
             os.kill(w["pid"], signal.SIGKILL)
-            new = wait_for(lambda: _restarted(name, w["generation"]), timeout=20, what=f"{name} restart")
+            # inference reloads POCO on restart: allow for it on a busy 2-core box
+            new = wait_for(lambda: _restarted(name, w["generation"]), timeout=60, what=f"{name} restart")
             assert new["restarts"] >= 1 and new["pid"] != w["pid"]
-            frames = receive_frames(native_endpoint(request("status")), 3)
+            frames = receive_frames(native_endpoint(request("status")), 3, timeout=30)
             assert frames[0].frame_id > last_id, f"frame ids went back after killing {name}"
             ids = [f.frame_id for f in frames]
             assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -91,22 +92,23 @@ def test_restart_never_leaves_worker_failed(run_cli, small_config):
 
 
 def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config):
-    delay_ms = 120  # inference at ~8 fps behind a 30 fps capture
-    run_cli("start", "--detach", "--config", small_config, f"inference.delay_ms={delay_ms}", check=True)
+    # POCO on this CPU is the slow stage: a few fps behind a 30 fps capture.
+    run_cli("start", "--detach", "--config", small_config, check=True)
     try:
-        frames = receive_frames(native_endpoint(request("status")), 25, timeout=30)
-        lat = sorted((f.stamps_ns["publish"] - f.t_capture_ns) / 1e6 for f in frames[5:])
-        p99 = lat[int(0.99 * (len(lat) - 1))]
-        # Bounded by ~ one frame interval + the stage time + scheduling, not growing with time.
-        assert p99 < delay_ms + 250, lat
-        assert lat[-1] < delay_ms + 250
+        frames = receive_frames(native_endpoint(request("status")), 12, timeout=60)
+        infer = [(f.stamps_ns["infer_end"] - f.stamps_ns["infer_start"]) / 1e6 for f in frames[2:]]
+        lat = sorted((f.stamps_ns["publish"] - f.t_capture_ns) / 1e6 for f in frames[2:])
+        bound = 2 * max(infer) + 250
+        # Bounded by ~ one frame interval + the stage times + scheduling, not growing with time.
+        assert lat[-1] < bound, (lat, infer)
+        assert max(lat[-3:]) < bound
         gaps = [b.frame_id - a.frame_id for a, b in zip(frames, frames[1:])]
         assert max(gaps) > 1, "a slow stage must skip frames, not queue them"
         status = wait_for(lambda: (s := request("status")) and workers(s)["inference"]["drops"] > 0 and s,
                           what="drops counted")
         w = workers(status)
         assert w["inference"]["drops"] > 0
-        assert w["publisher"]["extras"]["latency_p99_ms"] < delay_ms + 250
+        assert w["publisher"]["extras"]["latency_p99_ms"] < 2 * w["inference"]["p99_ms"] + 250
     finally:
         assert run_cli("stop").returncode == 0
 

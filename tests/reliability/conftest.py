@@ -31,13 +31,15 @@ rings:
   max_persons: 4
 workers:
   capture: {{module: workers.capture, {policy}}}
-  detection: {{module: workers.standin_detection, {policy}}}
-  inference: {{module: workers.standin_inference, {policy}}}
+  detection: {{module: workers.detection, {policy}, params: {{kind: center}}}}
+  inference: {inference}
   publisher: {{module: workers.publisher, {policy}}}
 sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
 supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
 """
+from real_workers import INFERENCE_FAST  # noqa: E402  (the real inference worker, kept cheap)
+
 POLICY = ("restart: always, max_restarts: 1000, restart_window: 60, restart_delay: 0.05, "
           "max_restart_delay: 0.2, health_timeout: {health}")
 
@@ -51,9 +53,20 @@ def _free_port() -> int:
 
 
 def make_config(path: Path, source="sample", options="{width: 320, height: 240, fps: 30}",
-                health_timeout=3.0) -> Path:
+                health_timeout=3.0, inference="standin") -> Path:
+    """inference="real": the default config's inference worker (POCO-PARE, random weights, one
+    thread: ~10 s to start and a few fps on this box); "standin": the stand-in worker, which
+    shares the runner, rings and control plane but skips the model -- for the tests that
+    exercise the runtime many times over (kill cycles, fuzzing, bad inputs, security)."""
+    policy = POLICY.format(health=health_timeout)
+    if inference == "real":
+        worker = f"{{module: workers.inference, {policy}, params: {INFERENCE_FAST}}}"
+    elif inference == "standin":
+        worker = f"{{module: workers.standin_inference, {policy}}}"
+    else:
+        raise ValueError(f"inference must be 'real' or 'standin', got {inference!r}")
     path.write_text(RELIABLE_CONFIG.format(source=source, options=options, port=_free_port(),
-                                           policy=POLICY.format(health=health_timeout)))
+                                           policy=policy, inference=worker))
     return path
 
 
@@ -95,15 +108,16 @@ class EventLog:
                 with self._lock:
                     self.events.append((t, ev.kind, dict(ev.data)))
 
-    def wait_ready(self, worker: str, after_generation: int, timeout: float) -> tuple[float, int] | None:
-        """(arrival time, generation) of the first `ready` of `worker` newer than a generation."""
+    def wait_ready(self, worker: str, after_generation: int, timeout: float, kind: str = "ready"):
+        """(arrival time, generation) of the first `kind` event ("ready", "restarted") of
+        `worker` with a generation above `after_generation`, or None on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                for t, kind, data in self.events:
-                    if kind == "ready" and data.get("worker") == worker and \
-                            int(data.get("generation", 0)) > after_generation:
-                        return t, int(data["generation"])
+                for t, k, data in self.events:
+                    gen = data.get("generation")
+                    if k == kind and data.get("worker") == worker and isinstance(gen, int) and gen > after_generation:
+                        return t, gen
             time.sleep(0.01)
         return None
 

@@ -1,4 +1,4 @@
-"""The remi and recording sinks inside a real detached pipeline (stand-in models): full rate
+"""The remi and recording sinks inside a real detached pipeline (center detector, POCO-PARE): full rate
 with no relay listening, packets once the relay appears, a recording that loads after stop."""
 from __future__ import annotations
 
@@ -27,20 +27,21 @@ def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path
     try:
         def counts():
             w = workers(request("status"))
-            return w["capture"]["frames_out"], w["publisher"]["frames_out"]
+            return w["inference"]["frames_out"], w["publisher"]["frames_out"]
 
-        wait_for(lambda: counts()[1] > 10, what="publisher output")
+        wait_for(lambda: counts()[1] > 3, timeout=60, what="publisher output")
         c0, p0 = counts()
-        time.sleep(3.0)
+        time.sleep(4.0)
         c1, p1 = counts()
-        # "full rate": the publisher keeps up with capture. Counters come from heartbeats
-        # (every 0.5 s, not in step across workers), hence the slack of about one second.
-        assert c1 - c0 > 30 and p1 - p0 >= (c1 - c0) - 30, (c0, c1, p0, p1)
+        # "full rate": the publisher keeps up with what inference produces (POCO on CPU is the
+        # slow stage). Counters come from heartbeats (every 0.5 s, not in step across
+        # workers), hence the slack of about one second of inference output.
+        assert c1 - c0 >= 2 and p1 - p0 >= (c1 - c0) - max(3, (c1 - c0) // 4), (c0, c1, p0, p1)
         extras = workers(request("status"))["publisher"]["extras"]
         assert extras.get("remi_sent", 0) == 0 and extras.get("remi_dropped", 0) > 0
 
         relay = FakeRelay(port=relay_port)
-        assert relay.wait_packets(10, timeout=10), (relay.packets, relay.errors)
+        assert relay.wait_packets(10, timeout=40), (relay.packets, relay.errors)
         assert not relay.errors
         for _, d in relay.packets:
             assert list(d) == list(SHAPES)
@@ -52,7 +53,7 @@ def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path
     assert stop.returncode == 0, stop.stderr
     from pipeline.sinks.recording import load_recording
     rec = load_recording(rec_path)
-    assert rec.complete and len(rec) > 60
+    assert rec.complete and len(rec) > 5
     ids = rec["frame_id"]
     assert np.all(np.diff(ids) > 0)
-    assert rec["model"][0] == "standin"
+    assert rec["model"][0] == "poco-pare"
