@@ -32,7 +32,7 @@ rings:
 workers:
   capture: {{module: workers.capture, {policy}}}
   detection: {{module: workers.detection, {policy}, params: {{kind: center}}}}
-  inference: {inference}
+  inference: {{module: workers.inference, {policy}, params: {inference}}}
   publisher: {{module: workers.publisher, {policy}}}
 sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
@@ -53,20 +53,13 @@ def _free_port() -> int:
 
 
 def make_config(path: Path, source="sample", options="{width: 320, height: 240, fps: 30}",
-                health_timeout=3.0, inference="standin") -> Path:
-    """inference="real": the default config's inference worker (POCO-PARE, random weights, one
-    thread: ~10 s to start and a few fps on this box); "standin": the stand-in worker, which
-    shares the runner, rings and control plane but skips the model -- for the tests that
-    exercise the runtime many times over (kill cycles, fuzzing, bad inputs, security)."""
+                health_timeout=3.0) -> Path:
+    """The default config's workers with fast settings: `center` detector, the real inference
+    worker kept cheap (tests/real_workers.py: POCO-PARE, random weights, one thread -- about
+    10 s to start and a few fps on this box), restart policy for repeated kills."""
     policy = POLICY.format(health=health_timeout)
-    if inference == "real":
-        worker = f"{{module: workers.inference, {policy}, params: {INFERENCE_FAST}}}"
-    elif inference == "standin":
-        worker = f"{{module: workers.standin_inference, {policy}}}"
-    else:
-        raise ValueError(f"inference must be 'real' or 'standin', got {inference!r}")
     path.write_text(RELIABLE_CONFIG.format(source=source, options=options, port=_free_port(),
-                                           policy=policy, inference=worker))
+                                           policy=policy, inference=INFERENCE_FAST))
     return path
 
 

@@ -29,7 +29,7 @@ def _snapshot(p):
 def test_fuzz_control_socket_10000_messages(live, reliable_config):
     p = live(reliable_config)
     published = p.attach_published()
-    assert published.wait_new(0.0, -1, 15.0)
+    assert published.wait_new(0.0, -1, 60.0)
     before = _snapshot(p)
     t0 = time.monotonic()
     result = fuzz(p.endpoints["router"], count=COUNT, seed=9, workers=list(before), max_seconds=90.0)
