@@ -6,7 +6,7 @@ export (tens of seconds for HRNet-W48) happens once per checkpoint. fp32 only: f
 GPU is the job of the compile and trt backends.
 
 Options: opset (default 18), threads (onnxruntime intra-op threads, default: its own
-choice), on_stale ("rebuild" | "refuse"), engine_path (use/produce this file),
+choice), spinning (default False: idle worker threads sleep instead of spinning), on_stale ("rebuild" | "refuse"), engine_path (use/produce this file),
 exporter ("dynamo" default, "torchscript").
 """
 from __future__ import annotations
@@ -107,6 +107,10 @@ class OnnxBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if opts.get("threads"):
             so.intra_op_num_threads = int(opts["threads"])
+        if not opts.get("spinning", False):
+            # Idle onnxruntime workers spin by default; on a few-core host that burns the CPU
+            # the other pipeline processes (capture, detection) need between frames.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(found.engine_path), sess_options=so, providers=providers)
         self._sizes = tuple(range(1, key.max_batch + 1))
         self._info = {

@@ -33,3 +33,15 @@ def standin_config(tmp_path):
     return BackendConfig(model="cliff", checkpoint=None, device="cpu", precision="fp32", max_batch=4,
                          cache_dir=str(tmp_path / "cache"),
                          options={"network_factory": standin_factory})
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One cache for tests that only need *an* exported stand-in engine (exports are slow)."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture
+def shared_config(standin_config, shared_cache):
+    standin_config.cache_dir = str(shared_cache)
+    return standin_config

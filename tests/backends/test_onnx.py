@@ -39,7 +39,8 @@ def test_onnx_matches_eager_caches_and_splits(standin_config):
                           be.infer(img, bbox)["pred_shape"])
 
 
-def test_onnx_bad_inputs_and_devices(standin_config):
+def test_onnx_bad_inputs_and_devices(shared_config):
+    standin_config = shared_config
     be = OnnxBackend(standin_config)
     with pytest.raises(RuntimeError, match="call load"):
         be.infer(*inputs(1))

@@ -27,7 +27,8 @@ def test_cpu_device_is_refused_even_with_tensorrt(standin_config):
         TrtBackend(standin_config).load()
 
 
-def test_fallback_only_when_asked_and_visible(standin_config):
+def test_fallback_only_when_asked_and_visible(shared_config):
+    standin_config = shared_config
     standin_config.options["fallback"] = "onnx"
     be = TrtBackend(standin_config)
     be.load()
