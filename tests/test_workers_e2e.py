@@ -101,7 +101,8 @@ def test_center_detector_every_frame_has_one_person(run_cli, tmp_path, small_vid
 
 def test_mediapipe_finds_a_person_on_bus_jpg(run_cli, tmp_path, photo_folder):
     pytest.importorskip("mediapipe")
-    config = write_config(tmp_path, photo_folder, detection="{kind: mediapipe}", max_h=480, max_w=320)
+    config = write_config(tmp_path, photo_folder, options="{fps: 5}", detection="{kind: mediapipe}",
+                          max_h=480, max_w=320)
     run_cli("start", "--detach", "--config", config, timeout=120, check=True)
     try:
         status = request("status")

@@ -95,7 +95,9 @@ class Detection(Worker):
         height, width = int(frame["height"]), int(frame["width"])
         epoch = int(frame["source_epoch"])
         if epoch != self.epoch:
-            if self.epoch is not None:
+            # A static-image detector has no video state to forget, and rebuilding its graph on
+            # every reopened one-image folder would cost more than the detection itself.
+            if self.epoch is not None and not getattr(self.detector, "static_image_mode", False):
                 self.detector.reset()
             self.epoch = epoch
         if height == 0 or width == 0:
