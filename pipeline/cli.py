@@ -120,7 +120,7 @@ def cli(verbose):
 @click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
-@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center (workers.detection.params.kind).")
+@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
 @click.argument("overrides", nargs=-1)
 def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, overrides):

@@ -141,6 +141,7 @@ DEFAULTS: dict = {
         "detection": {"module": "workers.detection", "restart": "on-failure"},
         "inference": {"module": "workers.inference", "restart": "on-failure"},
         "publisher": {"module": "workers.publisher", "restart": "always"},
+        "metrics": {"module": "workers.metrics", "restart": "on-failure"},
     },
     "sinks": {"native": {"endpoint": "tcp://127.0.0.1:5560"}},
     "control": {"transport": "ipc", "host": "127.0.0.1"},

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_helpers import free_port  # noqa: F401  (re-exported for fixtures below)
 from real_workers import INFERENCE_FAST
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,11 +119,6 @@ def _cmdline(p):
         return []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def small_video(tmp_path) -> Path:
@@ -152,6 +148,7 @@ workers:
   detection: {{module: workers.detection, health_timeout: 3, restart_delay: 0.2, params: {{kind: center}}}}
   inference: {{module: workers.inference, health_timeout: 3, restart_delay: 0.2, params: {INFERENCE_FAST}}}
   publisher: {{module: workers.publisher, health_timeout: 3, restart_delay: 0.2}}
+  metrics: {{module: workers.metrics, health_timeout: 3, restart_delay: 0.2, params: {{prometheus_port: 0}}}}
 sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
 supervisor: {{shutdown_grace: 3.0, drain: 0.3}}

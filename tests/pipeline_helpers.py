@@ -46,3 +46,11 @@ def receive_frames(endpoint, n, timeout=15.0):
                 frames.append(frame)
     assert len(frames) >= n, f"received only {len(frames)} of {n} frames from {endpoint}"
     return frames
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

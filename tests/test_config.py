@@ -17,7 +17,7 @@ def test_default_yaml_matches_builtin_defaults():
 
 def test_defaults_validate_and_start_consumers_first():
     cfg = load_config()
-    assert list(cfg.workers) == ["publisher", "inference", "detection", "capture"]
+    assert list(cfg.workers) == ["metrics", "publisher", "inference", "detection", "capture"]
     w = cfg.workers
     assert (w["capture"].input, w["capture"].output) == (None, "frames")
     assert (w["detection"].input, w["detection"].output, w["detection"].policy) == ("frames", "detections", "latest")

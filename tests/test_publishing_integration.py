@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import free_port
+from pipeline_helpers import free_port
 from real_workers import INFERENCE_FAST
 from pipeline_helpers import request, wait_for, workers
 

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import INFERENCE_FAST, free_port
+from pipeline_helpers import free_port
+from real_workers import INFERENCE_FAST
 from pipeline_helpers import native_endpoint, request, wait_for, workers
 
 pytestmark = [pytest.mark.timeout(400)]

@@ -27,7 +27,7 @@ LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": 
 
 @dataclass
 class Params:
-    kind: Literal["auto", "yolo", "mediapipe", "center"] = "auto"
+    kind: Literal["auto", "yolo", "mediapipe", "center", "fixed"] = "auto"
     model: Union[str, None] = None         # YOLO weights file (default: the first data/yolo*.pt)
     preset: Union[str, None] = None        # yolo: "seed" = 256 px, conf 0.8, NMS 0.4, score > 0.7
     conf: Union[float, None] = None
@@ -39,6 +39,7 @@ class Params:
     min_box_size: float = 16.0             # px; smaller boxes are dropped
     order: Literal["area", "score"] = "area"
     size: float = 1.0                      # center: side as a fraction of min(height, width)
+    boxes: Union[list, None] = None        # fixed: [[x1, y1, x2, y2], ...] as fractions of the frame
     data_dir: str = "data"
 
 
@@ -57,6 +58,8 @@ class Detection(Worker):
         options = {"max_persons": max_persons, "min_box_size": p.min_box_size, "order": p.order}
         if p.kind == "center":
             options["size"] = p.size
+        elif p.kind == "fixed":
+            options["boxes"] = p.boxes
         elif p.kind in ("yolo", "auto"):
             yolo = {"model": p.model, "preset": p.preset, "conf": p.conf, "iou": p.iou, "imgsz": p.imgsz,
                     "device": p.device, "half": p.half, "tracker": p.tracker}

@@ -1,4 +1,4 @@
-"""Person detectors (DESIGN §5): YOLO, MediaPipe, a fixed centre box, and an IoU tracker.
+"""Person detectors (DESIGN §5): YOLO, MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
 
     det = make_detector("auto", max_persons=4)
     det.setup()
@@ -18,7 +18,7 @@ from pipeline.detectors.tracker import IouTracker, iou_matrix
 
 log = logging.getLogger(__name__)
 
-KINDS = ("yolo", "mediapipe", "center", "auto")
+KINDS = ("yolo", "mediapipe", "center", "fixed", "auto")
 DEFAULT_DATA_DIR = Path("data")
 
 __all__ = ["make_detector", "find_yolo_weights", "Detections", "Detector", "DetectorError",
@@ -27,9 +27,11 @@ __all__ = ["make_detector", "find_yolo_weights", "Detections", "Detector", "Dete
 
 def _classes() -> dict:
     from pipeline.detectors.center import CenterDetector
+    from pipeline.detectors.fixed import FixedDetector
     from pipeline.detectors.mediapipe_pose import MediaPipeDetector
     from pipeline.detectors.yolo import YoloDetector
-    return {"yolo": YoloDetector, "mediapipe": MediaPipeDetector, "center": CenterDetector}
+    return {"yolo": YoloDetector, "mediapipe": MediaPipeDetector, "center": CenterDetector,
+            "fixed": FixedDetector}
 
 
 def find_yolo_weights(data_dir: str | Path = DEFAULT_DATA_DIR) -> Path | None:
