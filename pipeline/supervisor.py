@@ -343,6 +343,11 @@ class Supervisor:
         if ws is None or generation != ws.generation:
             return None  # a message from an older generation or an unknown worker
         if ws.identity is None:
+            # Only the process we spawned may claim a new generation (WorkerLink's identity is
+            # w:<name>:<generation>:<pid>); else any client speaking first could take it over
+            # and the real worker would be ignored until killed (found by control fuzzing).
+            if ws.proc is None or identity != f"w:{name}:{generation}:{ws.proc.pid}".encode():
+                return None
             ws.identity = identity
         return ws if ws.identity == identity else None
 
