@@ -9,8 +9,8 @@ clip is generated with OpenCV unless --source is given), samples `pipeline statu
 --interval seconds (RSS of every worker, published fps, restarts), stops the pipeline, and
 fails (exit code 1) when, after --warmup seconds, a worker's RSS grew by more than
 --rss-growth (default 5 %) or the published fps decayed by more than --fps-decay (10 %), or
-when a worker restarted. Both are judged on medians of the first and the last --window
-seconds after the warm-up, so single noisy samples do not decide. Prints one JSON summary
+when a worker restarted. RSS is judged on medians and fps on frame counts over the first and
+the last --window seconds after the warm-up, so single noisy samples do not decide. Prints one JSON summary
 line; --csv writes every sample (t_s, worker, pid, rss_mb, fps).
 """
 from __future__ import annotations
@@ -56,6 +56,13 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _rate(samples: list[dict]) -> float:
+    """Published frames per second over a window (counts, not a median of noisy 1-s rates)."""
+    if len(samples) < 2 or samples[-1]["t"] <= samples[0]["t"]:
+        return float("nan")
+    return (samples[-1]["published"] - samples[0]["published"]) / (samples[-1]["t"] - samples[0]["t"])
+
+
 def judge(samples: list[dict], warmup_s: float, window_s: float, rss_growth: float, fps_decay: float) -> dict:
     """Verdict from samples [{t, workers: {name: (pid, rss_bytes)}, fps, restarts}]."""
     after = [s for s in samples if s["t"] >= warmup_s]
@@ -73,8 +80,7 @@ def judge(samples: list[dict], warmup_s: float, window_s: float, rss_growth: flo
         rss[name] = {"start_mb": round(a / 2**20, 1), "end_mb": round(b / 2**20, 1), "growth": round(growth, 4)}
         if growth > rss_growth:
             problems.append(f"{name}: RSS grew {growth:.1%} ({a / 2**20:.1f} -> {b / 2**20:.1f} MB)")
-    fps_a = _median([s["fps"] for s in first])
-    fps_b = _median([s["fps"] for s in last])
+    fps_a, fps_b = _rate(first), _rate(last)
     decay = 1 - fps_b / fps_a if fps_a else float("nan")
     if not fps_a or decay > fps_decay:
         problems.append(f"published fps decayed {decay:.1%} ({fps_a:.1f} -> {fps_b:.1f})")
@@ -110,6 +116,7 @@ def soak(minutes: float, source: str | None, warmup_s: float, interval_s: float,
         _, endpoints = rundir.current_run()
         t0 = time.monotonic()
         last_pub = None
+        total = 0
         with ControlClient(endpoints["router"]) as client:
             while (now := time.monotonic()) - t0 < minutes * 60:
                 time.sleep(max(0.0, interval_s - (time.monotonic() - now)))
@@ -123,13 +130,17 @@ def soak(minutes: float, source: str | None, warmup_s: float, interval_s: float,
                 published = (pub or {}).get("frames_out", 0)
                 gen = (pub or {}).get("generation", 0)
                 fps = 0.0
-                if last_pub is not None and last_pub[2] == gen and t > last_pub[0]:
-                    fps = (published - last_pub[1]) / (t - last_pub[0])
+                if last_pub is not None:
+                    # A restarted publisher counts from 0 again: add what the new generation published.
+                    delta = published - last_pub[1] if last_pub[2] == gen else published
+                    total += max(delta, 0)
+                    fps = delta / (t - last_pub[0]) if t > last_pub[0] else 0.0
                 first_sample = last_pub is None
                 last_pub = (t, published, gen)
                 if first_sample:
                     continue
-                sample = {"t": round(t, 2), "fps": fps, "restarts": sum(w["restarts"] for w in ws.values()),
+                sample = {"t": round(t, 2), "fps": fps, "published": total,
+                          "restarts": sum(w["restarts"] for w in ws.values()),
                           "workers": {n: (w["pid"], w["rss_bytes"]) for n, w in ws.items() if w["rss_bytes"]}}
                 samples.append(sample)
                 rows += [(sample["t"], n, pid, round(rss / 2**20, 2), round(fps, 2))

@@ -70,3 +70,40 @@ def test_garbage_on_native_stream_socket_does_not_stop_publishing(live, reliable
     assert _snapshot(p) == before
     report("native_socket_garbage", connections=200)
     assert p.stop().returncode == 0
+
+
+def test_forged_hello_and_ready_cannot_claim_a_respawned_worker(live, reliable_config):
+    import os
+    import signal
+
+    import zmq
+
+    from pipeline.messages import Heartbeat, Hello, Ready, encode
+
+    p = live(reliable_config)
+    w = p.workers()["detection"]
+    ctx = zmq.Context()
+    forger = ctx.socket(zmq.DEALER)
+    forger.setsockopt(zmq.LINGER, 0)
+    forger.setsockopt(zmq.IDENTITY, b"c:forger")
+    forger.connect(p.endpoints["router"])
+    try:
+        os.kill(w["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # speak first for the next generations, many times
+            for gen in (w["generation"] + 1, w["generation"] + 2):
+                for msg in (Hello("detection", gen, 1), Ready("detection", gen, {"forged": True}),
+                            Heartbeat("detection", gen)):
+                    forger.send(encode(msg))
+            time.sleep(0.01)
+    finally:
+        forger.close(0)
+        ctx.term()
+    ready = p.events.wait_ready("detection", w["generation"], timeout=30.0)
+    assert ready is not None
+    time.sleep(4.0)  # > health_timeout: a hijacked generation would be killed by now
+    new = p.workers()["detection"]
+    assert new["generation"] == w["generation"] + 1, new
+    assert new["state"] == "running" and new["info"].get("forged") is None, new
+    assert new["frames_out"] > 0, new
+    assert p.stop().returncode == 0

@@ -155,7 +155,7 @@ def test_running_pipeline_listens_on_loopback_only_and_files_are_private(live, t
         "workers:\n  metrics: {module: workers.metrics, params: {prometheus_port: 0, stats_poll_s: 0}}\n")
     text = text.replace("sinks:\n", "sinks:\n  viewer: {port: 0, image_hz: 0}\n")
     config.write_text(text + "control: {transport: tcp}\n")
-    p = live(config)
+    p = live(config, "--viewer")  # the test env turns the viewer off (POSEPIPE_VIEWER=0); the flag wins
     status = p.status()
     pids = [status["pid"]] + [w["pid"] for w in status["workers"]]
     listening = _listening(pids)
