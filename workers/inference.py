@@ -94,7 +94,13 @@ class Inference(Worker):
 
             self.smpl = load_smpl(p.data_dir, device=self.device)
         self.frames = self.rings["frames"]
-        self.gpu_crop = self.device.startswith("cuda")
+        self.cropper = None
+        if self.device.startswith("cuda"):
+            from pipeline.gpu_preprocess import GpuCropper
+
+            # one pinned staging buffer + side-stream upload per frame, one grid_sample for all persons
+            max_h, max_w = self.frames.dtype["pixels"].shape[:2]
+            self.cropper = GpuCropper(self.device, max_height=max_h, max_width=max_w)
         self.stale = 0
         self.empty = 0
         self.bad_boxes = 0
@@ -164,14 +170,9 @@ class Inference(Worker):
             return None  # not the frame the boxes were found in
         pixels = view["pixels"][:h, :w]
         centres, sides = square_boxes(boxes)
-        if self.gpu_crop:
-            import torch
-
-            from pipeline.models.preprocess import crop_torch
-
-            frame = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=False)
-            ok = frames.slot_seq(slot) == seq  # the copy above is the only read of the slot
-            img = crop_torch(frame.permute(2, 0, 1), centres, sides) if ok else None
+        if self.cropper is not None:
+            img = self.cropper.crops(pixels, centres, sides)
+            ok = frames.slot_seq(slot) == seq  # the copy into pinned staging is the only read of the slot
         else:
             crops = np.stack([crop_cv2(pixels, c, s) for c, s in zip(centres, sides)])
             ok = frames.slot_seq(slot) == seq
