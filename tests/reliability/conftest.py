@@ -34,6 +34,7 @@ workers:
   detection: {{module: workers.detection, {policy}, params: {{kind: center}}}}
   inference: {{module: workers.inference, {policy}, params: {inference}}}
   publisher: {{module: workers.publisher, {policy}}}
+  metrics: {{module: workers.metrics, {policy}, params: {{prometheus_port: 0}}}}
 sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
 supervisor: {{shutdown_grace: 3.0, drain: 0.3}}

@@ -2,8 +2,9 @@
 
 10 000 seeded random/malformed/oversized frames and well-formed envelopes with invalid fields
 (tools/fuzz_control.py) go to the supervisor's ROUTER; `set`/`resume` commands reach the
-workers' side of the control plane. Garbage TCP bytes go to the publisher's native-stream
-socket. Afterwards: no worker died or restarted, no hang, `status` answers, frames flow.
+workers' side of the control plane. Then 200 garbage TCP connections hit the publisher's
+native-stream socket. Afterwards: no worker died or restarted, no hang, `status` answers,
+frames flow. Also: forged `hello`/`ready` cannot take over a respawned worker.
 """
 from __future__ import annotations
 
@@ -42,33 +43,27 @@ def test_fuzz_control_socket_10000_messages(live, reliable_config):
     after = _snapshot(p)
     assert after == before, f"workers changed under fuzzing: {before} -> {after}\n{p.logs()}"
     last = max(it[1] for it in published.snapshot())
-    assert published.wait_new(time.monotonic(), last, 10.0, count=10), "publishing stopped after the fuzz run"
+    assert published.wait_new(time.monotonic(), last, 30.0, count=3), "publishing stopped after the fuzz run"
+    # The worker side reachable from outside: the publisher's native-stream socket. Garbage
+    # TCP connections (HTTP, a bogus ZMTP greeting, random bytes) must not stop publishing.
+    endpoint = native_endpoint(p.status())
+    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    payloads = [b"", b"\xff" * 10, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 64,
+                b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f" + b"\x03" * 60]
+    for i in range(200):
+        with socket.create_connection((host, int(port)), timeout=2.0) as conn:
+            try:
+                conn.sendall(payloads[i % len(payloads)])
+            except OSError:
+                pass  # ZeroMQ may hang up on us first: that is the point
+    ids = [f.frame_id for f in receive_frames(endpoint, 3, timeout=30)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert _snapshot(p) == before
     events = [k for _, k, d in p.events.events if k in ("fatal", "finished", "exited", "unhealthy")]
     assert not events, f"fuzzing caused lifecycle events {events}"
     report("fuzz_control", sent=result.sent, replies=result.replies, error_replies=result.error_replies,
            seconds=result.seconds, status_after_s=round(status_s, 3), by_class=result.by_class, valid=result.valid,
-           wall_s=round(time.monotonic() - t0, 1))
-    assert p.stop().returncode == 0
-
-
-def test_garbage_on_native_stream_socket_does_not_stop_publishing(live, reliable_config):
-    p = live(reliable_config)
-    endpoint = native_endpoint(p.status())
-    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
-    before = _snapshot(p)
-    payloads = [b"", b"\xff" * 10, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 64,
-                b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f" + b"\x03" * 60]  # a ZMTP greeting, then junk
-    for i in range(200):
-        with socket.create_connection((host, int(port)), timeout=2.0) as s:
-            try:
-                s.sendall(payloads[i % len(payloads)])
-            except OSError:
-                pass  # ZeroMQ may hang up on us first: that is the point
-    frames = receive_frames(endpoint, 5)
-    ids = [f.frame_id for f in frames]
-    assert ids == sorted(ids)
-    assert _snapshot(p) == before
-    report("native_socket_garbage", connections=200)
+           native_garbage_connections=200, wall_s=round(time.monotonic() - t0, 1))
     assert p.stop().returncode == 0
 
 

@@ -23,7 +23,7 @@ from .conftest import leaks, make_config, percentile, report
 
 pytestmark = [pytest.mark.timeout(300)]
 
-WORKERS = ("capture", "detection", "inference", "publisher")
+WORKERS = ("capture", "detection", "inference", "publisher", "metrics")
 # The policy under test restarts after <= max_restart_delay (0.2 s); the rest is a fresh
 # interpreter importing numpy/zmq and attaching the rings. The median must be within the
 # bound; single outliers may reach OVERLOAD_FACTOR x the bound while the box runs more
@@ -102,11 +102,11 @@ def _kill_cycles(live, config, pipeline_env, cycles: int, budget_s: float, seed:
 
 
 def test_kill_9_random_worker_20_cycles(live, reliable_config, pipeline_env):
-    """19 kills of random model-free workers (capture, detection, publisher) within ~60 s,
+    """19 kills of random model-free workers (capture, detection, publisher, metrics) in ~60 s,
     then one of the inference worker, whose `ready` waits for its model to be rebuilt
     (~10 s here: that is the worker's own setup, not the restart policy)."""
     _kill_cycles(live, reliable_config, pipeline_env, cycles=20, budget_s=60.0, seed=9,
-                 pool=("capture", "detection", "publisher"), then_kill=("inference",))
+                 pool=("capture", "detection", "publisher", "metrics"), then_kill=("inference",))
 
 
 @pytest.mark.slow

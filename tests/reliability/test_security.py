@@ -150,10 +150,7 @@ def _listening(pids):
 
 def test_running_pipeline_listens_on_loopback_only_and_files_are_private(live, tmp_path, pipeline_env):
     config = make_config(tmp_path / "sec.yaml")
-    text = config.read_text().replace(
-        "workers:\n",
-        "workers:\n  metrics: {module: workers.metrics, params: {prometheus_port: 0, stats_poll_s: 0}}\n")
-    text = text.replace("sinks:\n", "sinks:\n  viewer: {port: 0, image_hz: 0}\n")
+    text = config.read_text().replace("sinks:\n", "sinks:\n  viewer: {port: 0, image_hz: 0}\n")
     config.write_text(text + "control: {transport: tcp}\n")
     p = live(config, "--viewer")  # the test env turns the viewer off (POSEPIPE_VIEWER=0); the flag wins
     status = p.status()
