@@ -1,7 +1,9 @@
 """Frame -> normalised POCO crops on the inference device (DESIGN §5 inference, issue 11).
 
-Per frame: one host copy from the ring slot into a pinned staging buffer, one async upload
-on a side stream, one uint8->float HWC->CHW conversion, then ONE grid_sample for all
+Per frame: one upload of the frame. When the caller page-locked the memory the frame lives
+in (`register_host`: the inference worker registers the whole frames ring once), the frame
+goes to the GPU by DMA straight from the ring slot, with no host copy at all; otherwise it is
+copied into a pinned staging buffer and uploaded from there on a side stream. Then one uint8->float HWC->CHW conversion, then ONE grid_sample for all
 persons: the N crop grids are laid side by side in a single (1, res, N*res) grid over the
 single frame, so the frame is never replicated per person (expanding a 1080p frame to N
 float copies would move 25 MB per person). ImageNet normalisation runs on the small crops.
@@ -39,12 +41,50 @@ class GpuCropper:
         self._frame = (torch.empty((max_height, max_width, 3), dtype=torch.uint8, device=self.device)
                        if cuda else self._staging)
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
+        self._registered = None      # (address, size) of page-locked caller memory
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
 
-    def crops(self, frame_rgb: np.ndarray, centres, sides):
+    def register_host(self, address: int, size: int) -> bool:
+        """Page-lock [address, address+size) (e.g. a shared-memory ring) for direct DMA uploads.
+        Returns False (and keeps the staging path) when CUDA refuses or there is no GPU."""
+        import torch
+        if self.device.type != "cuda" or size <= 0:
+            return False
+        try:
+            rc = torch.cuda.cudart().cudaHostRegister(int(address), int(size), 0)
+        except Exception as exc:  # noqa: BLE001 - an optional fast path
+            log.info("cudaHostRegister unavailable (%s): frames go through the pinned staging buffer", exc)
+            return False
+        if int(rc) != 0:
+            log.info("cudaHostRegister refused (error %s): frames go through the pinned staging buffer", int(rc))
+            return False
+        self._registered = (int(address), int(size))
+        return True
+
+    def unregister_host(self) -> None:
+        if self._registered is not None:
+            import torch
+            try:
+                torch.cuda.cudart().cudaHostUnregister(self._registered[0])
+            except Exception:  # noqa: BLE001 - teardown
+                pass
+            self._registered = None
+
+    def _in_registered(self, frame: np.ndarray) -> bool:
+        if self._registered is None or not frame.flags.c_contiguous:
+            return False
+        start, size = self._registered
+        return start <= frame.ctypes.data and frame.ctypes.data + frame.nbytes <= start + size
+
+    def crops(self, frame_rgb: np.ndarray, centres, sides, width: int | None = None):
         """frame_rgb (H,W,3) uint8 RGB; centres (N,2), sides (N,) in frame pixels ->
-        (N,3,res,res) float32 ImageNet-normalised tensor on the device."""
+        (N,3,res,res) float32 ImageNet-normalised tensor on the device.
+
+        `width`: the frame's real width when `frame_rgb` holds whole rows of a wider buffer
+        (a ring slot's `pixels[:h]`): whole rows are one contiguous block, so they can be
+        uploaded by DMA from registered memory and cut to the width on the GPU.
+        When this returns, the host frame has been fully read (the upload is complete)."""
         import torch
         import torch.nn.functional as F
         frame_rgb = self._check_frame(frame_rgb)
@@ -55,13 +95,27 @@ class GpuCropper:
             raise ValueError(f"need N>=1 centres and N sides, got {n} centres and {sides.shape[0]} sides")
         if not (np.isfinite(centres).all() and np.isfinite(sides).all() and (sides > 0).all()):
             raise ValueError("box centres/sides must be finite and sides > 0")
-        h, w = frame_rgb.shape[:2]
-        np.copyto(self._staging_np[:h, :w], frame_rgb)
-        if self._upload_stream is not None:
-            with torch.cuda.stream(self._upload_stream):
-                self._frame[:h, :w].copy_(self._staging[:h, :w], non_blocking=True)
-            torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
-        src = self._frame[:h, :w].permute(2, 0, 1).unsqueeze(0).float()  # (1,3,H,W)
+        h, buf_w = frame_rgb.shape[:2]
+        w = buf_w if width is None else int(width)
+        if not 0 < w <= buf_w:
+            raise ValueError(f"width {width} outside 1..{buf_w}")
+        if self._in_registered(frame_rgb):
+            frame = torch.from_numpy(frame_rgb).to(self.device, non_blocking=True)
+            # the caller re-checks the ring slot right after we return: the DMA must be done
+            torch.cuda.current_stream(self.device).synchronize()
+        else:
+            if w != buf_w:
+                frame_rgb = frame_rgb[:, :w]
+            if h > self.max_hw[0] or w > self.max_hw[1]:
+                raise ValueError(f"frame {h}x{w} is larger than the cropper's "
+                                 f"{self.max_hw[0]}x{self.max_hw[1]} staging buffer")
+            np.copyto(self._staging_np[:h, :w], frame_rgb)
+            if self._upload_stream is not None:
+                with torch.cuda.stream(self._upload_stream):
+                    self._frame[:h, :w].copy_(self._staging[:h, :w], non_blocking=True)
+                torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
+            frame = self._frame
+        src = frame[:h, :w].permute(2, 0, 1).unsqueeze(0).float()  # (1,3,H,W)
         grid = F.affine_grid(self._theta(centres, sides, w, h), [n, 3, self.res, self.res],
                              align_corners=False)                         # (N,res,res,2)
         grid = grid.permute(1, 0, 2, 3).reshape(1, self.res, n * self.res, 2)
@@ -88,7 +142,6 @@ class GpuCropper:
         if frame.dtype != np.uint8:
             raise ValueError(f"frame must be uint8, got {frame.dtype}")
         h, w = frame.shape[:2]
-        if h == 0 or w == 0 or h > self.max_hw[0] or w > self.max_hw[1]:
-            raise ValueError(f"frame {h}x{w} is empty or larger than the cropper's "
-                             f"{self.max_hw[0]}x{self.max_hw[1]} staging buffer")
+        if h == 0 or w == 0:
+            raise ValueError(f"frame {h}x{w} is empty")
         return frame

@@ -416,6 +416,12 @@ class Ring:
     def slot_seq(self, slot: int) -> int:
         return int(self._seqs[slot])
 
+    def host_region(self) -> tuple[int, int]:
+        """(address, size) of the whole mapped block, e.g. to page-lock it for GPU DMA."""
+        self._check_open()
+        whole = np.frombuffer(self._shm.buf, dtype=np.uint8)
+        return int(whole.ctypes.data), int(whole.nbytes)
+
     def writer(self, generation: int) -> RingWriter:
         self._check_open()
         return RingWriter(self, int(generation))

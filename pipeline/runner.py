@@ -197,6 +197,8 @@ class Runner:
                     raise RuntimeError(f"worker {self.name} returned a record but has no output ring")
                 if out.write(result) is not None:
                     self.frames_out += 1
+            elif out is None and reader is not None:
+                self.frames_out += 1  # a terminal stage (metrics): what it consumed is its output
             if reader is None and result is not None:
                 self.frames_in += 1
         return 0

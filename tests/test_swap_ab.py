@@ -142,7 +142,7 @@ def test_swap_gap_broken_swap_bad_inputs_and_capture_source(run_cli, tmp_path):
 
         # --- bad input
         for args, expected in [
-            (("swap", "nosuch", "a=1"), "unknown worker 'nosuch'; running: publisher, inference, detection, capture"),
+            (("swap", "nosuch", "a=1"), "unknown worker 'nosuch'; running: metrics, publisher, inference, detection, capture"),
             (("swap", "inference", "nope=1"), "workers.inference.params.nope is not a known key — allowed: model"),
             (("swap", "inference", "precision=bogus"), "precision = 'bogus' — allowed: auto, fp32, fp16"),
             (("swap", "capture", "nope=1"), "(and for the source: source, at_end, options)"),

@@ -22,6 +22,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from pipeline.records import stamp
 from pipeline.worker import WROTE, Worker, WorkerError
 
@@ -44,6 +46,10 @@ class Capture(Worker):
         self.options = dict(src.get("options") or {})
         self.at_end = src.get("at_end", "loop")
         self._open_source, self._source_error = open_source, SourceError
+        if self.at_end == "loop" and "loop" not in self.options and _takes_loop(self.spec):
+            # The source loops itself, keeping its pacing clock (reopening it would restart
+            # the clock: a one-image folder would then replay at full speed).
+            self.options["loop"] = True
         try:
             self.source = open_source(self.spec, **self.options)
         except SourceError as exc:
@@ -59,30 +65,43 @@ class Capture(Worker):
         self.log.info("capturing from %s", self.source.describe())
 
     def process(self, _item):
+        # The slot is opened before the read so the source converts BGR->RGB straight into it
+        # (one pass over the pixels); a frame that is not published leaves the slot unpublished.
+        rec = self.out.begin()
+        self.source.into = rec["pixels"] if rec is not None else None
         try:
             frame = self.source.read()
         except self._source_error as exc:
+            self._abort(rec)
             raise WorkerError(str(exc)) from exc
+        except BaseException:
+            self._abort(rec)
+            raise
+        finally:
+            self.source.into = None
         if frame is None:
+            self._abort(rec)
             return self._at_end()
         rgb = frame.rgb
         if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            self._abort(rec)
             self.drops += 1  # zero-size or odd-shaped frame: skip it, never crash
             return None
         t_capture = int(frame.t_capture_ns) or time.monotonic_ns()
         if self._min_interval_ns and t_capture - self._last_ns < self._min_interval_ns:
+            self._abort(rec)
             self.drops += 1
             return None
         self._last_ns = t_capture
-        rec = self.out.begin()
         if rec is None:
-            return None
+            return None  # not (or no longer) the owner of the frames ring: a swap is handing over
         self.frame_id = max(self.frame_id, self.out.ring.last_frame_id + 1)
         h, w = rgb.shape[:2]
-        if h > self.max_h or w > self.max_w:
-            rgb = self._fit(rgb)
-            h, w = rgb.shape[:2]
-        rec["pixels"][:h, :w] = rgb
+        if not np.shares_memory(rgb, rec["pixels"]):  # did not fit in place (larger than the ring)
+            if h > self.max_h or w > self.max_w:
+                rgb = self._fit(rgb)
+                h, w = rgb.shape[:2]
+            rec["pixels"][:h, :w] = rgb
         rec["height"], rec["width"] = h, w
         rec["frame_id"] = self.frame_id
         rec["t_capture_ns"] = t_capture
@@ -92,6 +111,10 @@ class Capture(Worker):
         stamp(rec, "frame_written", time.monotonic_ns())
         self.frame_id += 1
         return WROTE if self.out.commit() is not None else None
+
+    def _abort(self, rec) -> None:
+        if rec is not None:
+            self.out.abort()
 
     def _fit(self, rgb):
         import cv2
@@ -124,3 +147,14 @@ class Capture(Worker):
         return {"source": source.describe() if source is not None else str(self.spec),
                 "fps": getattr(source, "fps", None), "live": getattr(source, "is_live", None),
                 "max_size": f"{self.max_w}x{self.max_h}"}
+
+
+def _takes_loop(spec) -> bool:
+    import inspect
+
+    from pipeline.sources import _classes, source_kind
+    try:
+        cls = _classes()[source_kind(spec)]
+    except Exception:  # noqa: BLE001 - an unknown spec fails clearly in open_source
+        return False
+    return "loop" in inspect.signature(cls.__init__).parameters

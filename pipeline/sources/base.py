@@ -40,12 +40,18 @@ class Frame:
         return self.rgb.shape[1]
 
 
-def to_rgb(img, is_bgr: bool = True) -> tuple[np.ndarray | None, str]:
-    """Normalise a decoded image to uint8 RGB HxWx3 C-contiguous; (None, reason) when it cannot be."""
+def to_rgb(img, is_bgr: bool = True, dst: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
+    """Normalise a decoded image to uint8 RGB HxWx3 C-contiguous; (None, reason) when it cannot be.
+
+    `dst` (optional uint8 (H,W,3) of the image's size; rows may be strided, e.g. the top-left
+    corner of a ring slot): the RGB pixels are written there and `dst` is returned, so the
+    colour conversion is the only pass over them."""
     import cv2
 
     if img is None or not isinstance(img, np.ndarray) or img.size == 0:
         return None, "empty frame (0x0)"
+    if dst is not None and dst.shape != (img.shape[0], img.shape[1], 3):
+        dst = None
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -53,16 +59,21 @@ def to_rgb(img, is_bgr: bool = True) -> tuple[np.ndarray | None, str]:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 2:
-        return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)), ""
-    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        code = cv2.COLOR_GRAY2RGB
+    elif img.ndim != 3 or img.shape[2] not in (3, 4):
         return None, f"unsupported frame shape {img.shape} (expected HxW, HxWx1, HxWx3 or HxWx4)"
-    if img.shape[2] == 4:
+    elif img.shape[2] == 4:
         code = cv2.COLOR_BGRA2RGB if is_bgr else cv2.COLOR_RGBA2RGB
     elif is_bgr:
         code = cv2.COLOR_BGR2RGB
     else:
-        return np.ascontiguousarray(img), ""
-    return cv2.cvtColor(img, code), ""  # cvtColor output is a fresh contiguous array
+        if dst is None:
+            return np.ascontiguousarray(img), ""
+        np.copyto(dst, img)
+        return dst, ""
+    if dst is None:
+        return np.ascontiguousarray(cv2.cvtColor(img, code)), ""
+    return cv2.cvtColor(img, code, dst=dst), ""
 
 
 class Pacer:
@@ -100,6 +111,10 @@ class Source(ABC):
     is_live = False
 
     def __init__(self) -> None:
+        # Optional (H_max, W_max, 3) uint8 buffer set by the caller before read(): a frame that
+        # fits is converted to RGB straight into its top-left corner (the capture worker points
+        # it at the ring slot, so the frame is not copied a second time).
+        self.into: np.ndarray | None = None
         self.source_epoch = 0
         self.dropped = 0        # frames skipped to keep real-time pace
         self.rejected = 0       # odd frames that could not be converted
@@ -131,6 +146,15 @@ class Source(ABC):
                 return
             yield frame
 
+    def _dst_for(self, img) -> np.ndarray | None:
+        into = self.into
+        if into is None or not isinstance(img, np.ndarray) or img.ndim < 2:
+            return None
+        h, w = img.shape[:2]
+        if h > into.shape[0] or w > into.shape[1] or h == 0 or w == 0:
+            return None
+        return into[:h, :w]
+
     def bump_epoch(self) -> None:
         self.source_epoch += 1
 
@@ -139,7 +163,7 @@ class Source(ABC):
 
         The epoch bumps once when this frame starts a new scene (`cut`) or changes size.
         """
-        rgb, why = to_rgb(img, is_bgr)
+        rgb, why = to_rgb(img, is_bgr, dst=self._dst_for(img))
         if rgb is None:
             self.rejected += 1
             self._bad_in_row += 1

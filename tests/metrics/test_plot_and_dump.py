@@ -10,8 +10,19 @@ from pipeline.metrics.seedcsv import append_row, build_row
 from pipeline.metrics.window import WindowSummary
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-import plot_metrics  # noqa: E402
+
+
+def _load_tool(name):
+    # Loaded by path: putting tools/ on sys.path would let tools/profile.py shadow the
+    # standard library's `profile` (which cProfile imports) for every later test.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"posepipe_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plot_metrics = _load_tool("plot_metrics")
 
 
 def test_dump_and_plot_run(tmp_path, make_frame, make_person):

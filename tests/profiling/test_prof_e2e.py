@@ -21,7 +21,7 @@ from pipeline_helpers import request, wait_for, workers
 
 pytestmark = [pytest.mark.timeout(120)]
 REPO = Path(__file__).resolve().parents[2]
-WORKERS = {"capture", "detection", "inference", "publisher"}
+WORKERS = {"capture", "detection", "inference", "publisher", "metrics"}
 
 
 @pytest.fixture
@@ -39,11 +39,13 @@ def profile_cli(*args, timeout=60):
 
 
 def test_profile_follows_a_restart_and_names_the_slowed_stage(tracker, run_cli, small_config, tmp_path):
-    run_cli("start", "--detach", "--config", small_config, "inference.delay_ms=60", check=True)
+    # Real POCO on the CPU (a few frames/s at most) is slower than the 30 fps source: the stage
+    # the summary must name is inference, with no artificial slowing needed.
+    run_cli("start", "--detach", "--config", small_config, check=True)
     try:
         wait_for(lambda: all(w["frames_out"] > 0 for w in request("status")["workers"]), what="frames")
         out = tmp_path / "prof"
-        profiler = Profiler(ProfileOptions(out, interval_s=0.25, seconds=5.0, gpu=False))
+        profiler = Profiler(ProfileOptions(out, interval_s=0.25, seconds=8.0, gpu=False))
         result = {}
         thread = threading.Thread(target=lambda: result.update(r=profiler.run()))
         thread.start()
@@ -56,7 +58,7 @@ def test_profile_follows_a_restart_and_names_the_slowed_stage(tracker, run_cli, 
         stop = run_cli("stop")
     assert stop.returncode == 0, stop.stderr
     r = result["r"]
-    assert r.samples >= 10 and r.frames > 20
+    assert r.samples >= 10 and r.frames >= 3
     assert r.bottleneck.stage == "inference" and r.bottleneck.kind == "stage", r.summary
     assert "bottleneck: inference" in (out / "summary.txt").read_text()
     assert "profiling CPU only" not in r.summary and "GPU profiling off" in r.summary
@@ -75,7 +77,7 @@ def test_profile_follows_a_restart_and_names_the_slowed_stage(tracker, run_cli, 
     assert [x for x in rows if x["kind"] == "ring" and x["ring"] == "published"]
 
     trace = json.loads((out / "trace.json").read_text())
-    assert trace["otherData"]["frames"] > 20
+    assert trace["otherData"]["frames"] >= 3
     sidecar = json.loads((out / "plots.json").read_text())
     assert set(sidecar["utilisation.png"][0]) == WORKERS | {"supervisor", "profiler"}
     for name in ("utilisation.png", "stage_latency.png", "frame_breakdown.png"):

@@ -31,8 +31,10 @@ def _soak(pipeline_env, config, *args, timeout):
 @pytest.mark.timeout(150)
 def test_soak_short(pipeline_env, tmp_path):
     config = make_config(tmp_path / "soak.yaml")
-    proc, verdict = _soak(pipeline_env, config, "--minutes", "0.75", "--warmup", "12", "--window", "10",
-                          "--max-fps", "100", timeout=140)
+    # Capture capped below what POCO-PARE on one CPU thread sustains, so the published rate is
+    # set by the source: a decay then means a leak or a slowdown, not scheduling noise on 2 cores.
+    proc, verdict = _soak(pipeline_env, config, "--minutes", "0.75", "--warmup", "12", "--window", "15",
+                          "--max-fps", "1.5", timeout=140)
     report("soak_short", **{k: verdict.get(k) for k in ("minutes", "fps_start", "fps_end", "fps_decay", "rss",
                                                           "restarts", "problems")})
     assert proc.returncode == 0 and verdict["ok"], verdict
