@@ -12,31 +12,39 @@ def to_smpl_params(out: dict, centres, sides, img_wh) -> dict[str, np.ndarray]:
 
     Returns float32 arrays: global_orient (B,3), body_pose (B,69) axis-angle; betas (B,10);
     transl (B,3) full-image camera translation in metres; pred_cam (B,3); joint_uncertainty (B,24).
+
+    Plain numpy in float64: this runs once per frame on the inference worker's hot path, where
+    a few dozen small torch CPU ops cost more (and jitter more) than the arithmetic itself.
     """
-    import torch
+    from pipeline.rotations import rotmat_to_axis_angle
 
-    from pipeline.models.geometry import full_image_translation, rotmat_to_axis_angle
-
-    def t(x):
-        return torch.as_tensor(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x), dtype=torch.float64)
-
-    rot = t(out["pred_pose"])
+    rot = _f64(out["pred_pose"])
     b = rot.shape[0]
     if rot.shape[1:] != (24, 3, 3):
         raise ValueError(f"pred_pose must be (B,24,3,3), got {tuple(rot.shape)}")
     aa = rotmat_to_axis_angle(rot).reshape(b, 24 * 3)
-    cam = t(out["pred_cam"]).reshape(b, 3)
-    c = t(centres).reshape(b, 2)
-    s = t(sides).reshape(b)
+    cam = _f64(out["pred_cam"]).reshape(b, 3)
+    c = _f64(centres).reshape(b, 2)
+    side = _f64(sides).reshape(b)
     w, h = float(img_wh[0]), float(img_wh[1])
-    f = torch.full((b,), focal_length(w, h), dtype=torch.float64)
-    transl = full_image_translation(cam, c, s, torch.tensor([w, h], dtype=torch.float64), f)
-    as32 = lambda x: np.ascontiguousarray(x.numpy().astype(np.float32))  # noqa: E731
+    f = focal_length(w, h)
+    # DESIGN §6: transl = [tx + 2(cx - W/2)/(s b), ty + 2(cy - H/2)/(s b), 2 f/(s b)]
+    sb = cam[:, 0] * side
+    transl = np.stack([cam[:, 1] + 2.0 * (c[:, 0] - w / 2.0) / sb,
+                       cam[:, 2] + 2.0 * (c[:, 1] - h / 2.0) / sb,
+                       2.0 * f / sb], axis=-1)
+    as32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
     return {
         "global_orient": as32(aa[:, :3]),
         "body_pose": as32(aa[:, 3:]),
-        "betas": as32(t(out["pred_shape"]).reshape(b, 10)),
+        "betas": as32(_f64(out["pred_shape"]).reshape(b, 10)),
         "transl": as32(transl),
         "pred_cam": as32(cam),
-        "joint_uncertainty": as32(t(out["var_pose"]).reshape(b, 24)),
+        "joint_uncertainty": as32(_f64(out["var_pose"]).reshape(b, 24)),
     }
+
+
+def _f64(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
