@@ -364,14 +364,5 @@ def output_bar(status: dict, width: int = 20) -> str:
 class ProgressLine(LiveLine):
     """The foreground status line plus the `--output` progress bar."""
 
-    def show(self, status: dict) -> None:
-        line = progress_line(status) + output_bar(status)
-        if self.tty:
-            pad = max(0, self._width - len(line))
-            self.stream.write("\r" + line + " " * pad)
-            self._width = len(line)
-            self.stream.flush()
-        elif time.monotonic() - self._last >= self.every:
-            self._last = time.monotonic()
-            self.stream.write(line + "\n")
-            self.stream.flush()
+    def render(self, status: dict) -> str:
+        return progress_line(status) + output_bar(status)

@@ -36,8 +36,11 @@ class LiveLine:
         self._last = 0.0
         self._width = 0
 
+    def render(self, status: dict) -> str:
+        return progress_line(status)
+
     def show(self, status: dict) -> None:
-        line = progress_line(status)
+        line = self.render(status)
         if self.tty:
             pad = max(0, self._width - len(line))
             self.stream.write("\r" + line + " " * pad)

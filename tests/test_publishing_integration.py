@@ -7,12 +7,10 @@ The sink libraries themselves are tested in tests/sinks and tests/viewer.
 """
 from __future__ import annotations
 
-import pickle
 import socket
 import struct
 import threading
 import time
-import warnings
 import zlib
 
 import numpy as np
@@ -21,6 +19,7 @@ import pytest
 from pipeline_helpers import free_port
 from real_workers import INFERENCE_FAST
 from pipeline_helpers import request, wait_for, workers
+from relay_wire import NumpyOnlyUnpickler as _ArraysOnly
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -52,18 +51,6 @@ def write_config(tmp_path, metrics=False):
     path.write_text(STANDIN_CONFIG.format(port=free_port(), extra_workers=extra, inference=INFERENCE_FAST))
     return path
 
-
-class _ArraysOnly(pickle.Unpickler):
-    """Decodes the relay payload and nothing else: every other global is refused."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused {module}.{name}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return super().find_class(module, name)
 
 
 class RelayReceiver:

@@ -1,11 +1,9 @@
 """Seed relay sink against a test relay written from the wire format alone."""
 import io
-import pickle
 import socket
 import struct
 import threading
 import time
-import warnings
 import zlib
 
 import numpy as np
@@ -14,21 +12,10 @@ import pytest
 from pipeline.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
+from relay_wire import NumpyOnlyUnpickler
 
 SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
 
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Test-side decoder: refuses every global except what a float32 ndarray needs."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return super().find_class(module, name)
 
 
 def _read_exact(conn, n):
