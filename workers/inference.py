@@ -89,9 +89,11 @@ class Inference(Worker):
         self.backend_name = str(binfo.get("name", p.backend))
         self.checkpoint = checkpoint
         if self.untrained:
-            self.log.warning("*** %s runs RANDOM, UNTRAINED weights: every pose it outputs is meaningless. "
-                             "Put the official checkpoint at %s (or pass --checkpoint) for real poses. ***",
-                             self.model_name.upper(), Path(p.data_dir) / f"poco_{self.variant}.pt")
+            loud = (f"*** {self.model_name.upper()} runs RANDOM, UNTRAINED weights: every pose it outputs is "
+                    f"meaningless. Put the official checkpoint at {Path(p.data_dir) / f'poco_{self.variant}.pt'} "
+                    f"(or pass --checkpoint) for real poses. ***")
+            self.log.warning("%s", loud)
+            self.progress(loud)  # shown by `pipeline start` in the foreground, not only in the log
         self.smpl = None
         if p.smpl == "auto":
             from pipeline.models import load_smpl
