@@ -89,13 +89,13 @@ def decode_rate(path: Path, seconds=2.0) -> float:
 
 
 def write_config(path: Path, video: Path, backend: str, persons: int, device: str, model: str,
-                 data_dir: Path, port: int) -> Path:
+                 data_dir: Path, port: int, realtime: bool = False) -> Path:
     import yaml
     precision = "fp32" if backend == "torch" else "fp16"
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"
     cfg = {
-        "source": {"spec": str(video), "options": {"realtime": False}, "at_end": "loop"},
+        "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop"},
         "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920}, "max_persons": persons},
         "workers": {
             "detection": {"module": "workers.detection", "params": {"kind": "fixed", "boxes": BOXES[persons]}},
@@ -192,7 +192,7 @@ def measure(run_id: str, seconds: float, settle: float = 3.0) -> dict:
 
 def run_one(args, backend, persons, video, env, port, profile_dir=None) -> dict:
     cfg = write_config(args.out / f"cfg_{backend}_{persons}p.yaml", video, backend, persons, args.device,
-                       args.model, args.data_dir, port)
+                       args.model, args.data_dir, port, realtime=args.realtime)
     t0 = time.monotonic()
     cli("start", "--detach", "--config", cfg, "--no-viewer", env=env)
     try:
@@ -251,6 +251,9 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--video", type=Path, help="1080p video (default: generated)")
     ap.add_argument("--codec", default="mp4v", help="fourcc of the generated video")
+    ap.add_argument("--realtime", action="store_true",
+                    help="play the video at its native 30 fps instead of as fast as possible (on a small "
+                         "CPU-only machine an unpaced decoder takes the cores the model needs)")
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/posepipe-bench-data"),
                     help="data dir of the inference worker (compile cache under <data-dir>/engines)")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
