@@ -83,6 +83,7 @@ LAZY_COMMANDS = {
     "record": ("pipeline.metrics.record_cmd", "record"),
     "profile": ("pipeline.profiling.cli", "profile"),
     "ab": ("pipeline.ab_cli", "ab"),
+    "export": ("pipeline.backends.export", "export"),
 }
 
 

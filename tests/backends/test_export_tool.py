@@ -1,14 +1,10 @@
-import importlib.util
-import json
 from pathlib import Path
 
 import pytest
 
 from standin import standin_factory
 
-spec = importlib.util.spec_from_file_location("export_tool", Path(__file__).parents[2] / "tools" / "export.py")
-export_tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export_tool)
+from pipeline.backends import export as export_tool
 
 
 def test_export_onnx_builds_then_reuses_then_forces(shared_cache):
