@@ -146,6 +146,20 @@ class Source(ABC):
                 return
             yield frame
 
+    def _read_capture(self, cap) -> tuple[bool, Frame | None]:
+        """One grab + retrieve + RGB conversion from a live cv2.VideoCapture: (False, None) when
+        the read failed, else (True, frame), frame None when the image was rejected."""
+        ok = cap.grab()
+        t_ns = time.monotonic_ns()  # the grab time, before decoding
+        img = None
+        if ok:
+            ok, img = cap.retrieve()
+        if not ok:
+            return False, None
+        frame = self._make_frame(img, t_ns, self._count)
+        self._count += 1
+        return True, frame
+
     def _dst_for(self, img) -> np.ndarray | None:
         into = self.into
         if into is None or not isinstance(img, np.ndarray) or img.ndim < 2:

@@ -59,14 +59,8 @@ class WebcamSource(Source):
             raise SourceError(f"{self.describe()} is closed")
         failures = 0
         while True:
-            ok = self._cap.grab()
-            t_ns = time.monotonic_ns()
-            img = None
+            ok, frame = self._read_capture(self._cap)
             if ok:
-                ok, img = self._cap.retrieve()
-            if ok:
-                frame = self._make_frame(img, t_ns, self._count)
-                self._count += 1
                 if frame is not None:
                     return frame
                 continue
