@@ -18,3 +18,14 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return super().find_class(module, name)
+
+
+def read_exact(conn, n: int) -> bytes:
+    """Exactly n bytes from a socket (the relay header is 12 bytes, then `length` payload bytes)."""
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf

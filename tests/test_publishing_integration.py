@@ -19,7 +19,7 @@ import pytest
 from pipeline_helpers import free_port
 from real_workers import INFERENCE_FAST
 from pipeline_helpers import request, wait_for, workers
-from relay_wire import NumpyOnlyUnpickler as _ArraysOnly
+from relay_wire import NumpyOnlyUnpickler as _ArraysOnly, read_exact
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -64,16 +64,6 @@ class RelayReceiver:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _exact(conn, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
-
     def _run(self):
         while not self._stop.is_set():
             try:
@@ -84,9 +74,9 @@ class RelayReceiver:
             with conn:
                 while not self._stop.is_set():
                     try:
-                        header = self._exact(conn, 12)
+                        header = read_exact(conn, 12)
                         magic, (length, crc) = header[:4], struct.unpack(">II", header[4:])
-                        payload = self._exact(conn, length)
+                        payload = read_exact(conn, length)
                     except (EOFError, OSError):
                         break
                     if magic != b"SMPL" or zlib.crc32(payload) & 0xFFFFFFFF != crc:

@@ -12,20 +12,10 @@ import pytest
 from pipeline.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
-from relay_wire import NumpyOnlyUnpickler
+from relay_wire import NumpyOnlyUnpickler, read_exact
 
 SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
 
-
-
-def _read_exact(conn, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
 
 
 class FakeRelay:
@@ -55,7 +45,7 @@ class FakeRelay:
                     try:
                         if self.garbage:
                             conn.sendall(b"\x80\x04garbage-not-for-unpickling" * 50)
-                        header = _read_exact(conn, 12)
+                        header = read_exact(conn, 12)
                     except socket.timeout:
                         continue
                     except (EOFError, OSError):
@@ -64,7 +54,7 @@ class FakeRelay:
                         conn.settimeout(2.0)
                         assert header[:4] == b"SMPL", header[:4]
                         length, crc = struct.unpack(">II", header[4:])
-                        payload = _read_exact(conn, length)
+                        payload = read_exact(conn, length)
                         conn.settimeout(0.2)
                         assert zlib.crc32(payload) & 0xFFFFFFFF == crc
                         self.packets.append((payload, NumpyOnlyUnpickler(io.BytesIO(payload)).load()))
