@@ -97,7 +97,8 @@ class Capture(Worker):
             return None  # not (or no longer) the owner of the frames ring: a swap is handing over
         self.frame_id = max(self.frame_id, self.out.ring.last_frame_id + 1)
         h, w = rgb.shape[:2]
-        if not np.shares_memory(rgb, rec["pixels"]):  # did not fit in place (larger than the ring)
+        # bounds check only: rgb is either a view into the slot or a fresh array
+        if not np.may_share_memory(rgb, rec["pixels"]):  # did not fit in place (larger than the ring)
             if h > self.max_h or w > self.max_w:
                 rgb = self._fit(rgb)
                 h, w = rgb.shape[:2]
