@@ -60,6 +60,7 @@ class Capture(Worker):
         newest = ring.newest_seq()
         self.epoch = int(ring.slot_record(ring.slot_of(newest))["source_epoch"]) + 1 if newest else 0
         self.downscaled = 0
+        self._first_write = True
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
         self._last_ns = 0
         self.log.info("capturing from %s", self.source.describe())
@@ -106,12 +107,24 @@ class Capture(Worker):
         rec["height"], rec["width"] = h, w
         rec["frame_id"] = self.frame_id
         rec["t_capture_ns"] = t_capture
-        rec["source_epoch"] = self.epoch + int(getattr(frame, "source_epoch", 0) or 0)
+        epoch = self.epoch + int(getattr(frame, "source_epoch", 0) or 0)
+        if self._first_write:
+            # Like the frame ids: the old generation may have moved on (looped) between our setup
+            # and the hand-over, so our source starts one epoch above the newest frame written.
+            newest = self.out.ring.newest_seq()
+            last = int(self.out.ring.slot_record(self.out.ring.slot_of(newest))["source_epoch"]) if newest else -1
+            if epoch <= last:
+                self.epoch += last + 1 - epoch
+                epoch = last + 1
+        rec["source_epoch"] = epoch
         rec["stamps_ns"] = 0
         stamp(rec, "capture", t_capture)
         stamp(rec, "frame_written", time.monotonic_ns())
         self.frame_id += 1
-        return WROTE if self.out.commit() is not None else None
+        if self.out.commit() is None:
+            return None
+        self._first_write = False
+        return WROTE
 
     def _abort(self, rec) -> None:
         if rec is not None:
