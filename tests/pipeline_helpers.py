@@ -36,11 +36,12 @@ def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def receive_frames(endpoint, n, timeout=15.0):
+def receive_frames(endpoint, n, timeout=15.0, until=None):
+    """At least `n` published frames; with `until`, keep receiving past `n` until it holds."""
     frames = []
     deadline = time.monotonic() + timeout
     with NativeClient(endpoint) as client:
-        while len(frames) < n and time.monotonic() < deadline:
+        while (len(frames) < n or (until is not None and not until(frames))) and time.monotonic() < deadline:
             frame = client.receive(timeout=0.5)
             if frame is not None:
                 frames.append(frame)
