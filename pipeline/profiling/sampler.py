@@ -75,6 +75,7 @@ class ProcessSampler:
         self.per_thread = per_thread
         self.uss = uss
         self.uss_every = max(1, int(uss_every))
+        self.uss_cpu_s = 0.0   # CPU seconds spent reading USS (it dominates on big processes)
         self._uss: dict[int, tuple[int, float]] = {}   # pid -> (samples since USS was read, last USS)
         self.thread_min_percent = thread_min_percent
         self.max_threads = max_threads
@@ -113,7 +114,9 @@ class ProcessSampler:
                 cpu_s = times.user + times.system
                 since, last_uss = self._uss.get(pid, (self.uss_every, NAN))
                 if self.uss and since >= self.uss_every:
+                    t0 = time.thread_time()
                     mem = proc.memory_full_info()
+                    self.uss_cpu_s += time.thread_time() - t0
                     uss = float(mem.uss)
                     self._uss[pid] = (1, uss)
                 else:

@@ -39,6 +39,33 @@ MAX_FRAMES = 200_000       # per-frame stamps kept (a long profile keeps the new
 STATUS_FAILURES_TO_STOP = 3
 
 
+class CostMeter:
+    """CPU seconds of the profiler's own thread, per part of its work, so the overhead line can
+    say where the profiler's time goes (thread_time: this thread only, not ZeroMQ's I/O thread)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def part(self, name: str):
+        return _CostPart(self, name)
+
+    def shares(self, elapsed: float) -> dict[str, float]:
+        """% of one core per part over `elapsed` wall seconds."""
+        return {k: 100.0 * v / elapsed for k, v in self.seconds.items()} if elapsed > 0 else {}
+
+
+class _CostPart:
+    def __init__(self, meter: CostMeter, name: str):
+        self.meter, self.name = meter, name
+
+    def __enter__(self):
+        self.t0 = time.thread_time()
+
+    def __exit__(self, *exc):
+        self.meter.seconds[self.name] = self.meter.seconds.get(self.name, 0.0) + time.thread_time() - self.t0
+        return False
+
+
 class ProfileError(RuntimeError):
     """The profile cannot be taken; the message says why and what to do."""
 
@@ -140,6 +167,7 @@ class Profiler:
         self.reader = None
         self.last_pids: dict[str, tuple[int | None, int]] = {}
         self.notes: list[str] = []
+        self.costs = CostMeter()
         self._stop = False
 
     def stop(self) -> None:
@@ -160,6 +188,8 @@ class Profiler:
                          "interval_s": self.opts.interval_s, "ncores": os.cpu_count(), "gpu": self.gpu_note,
                          "started_unix": time.time()}
         cpu0 = own_cpu_seconds()
+        self.costs = CostMeter()
+        uss0 = self.sampler.uss_cpu_s
         next_sample = t0
         ring_counts: dict[str, tuple[float, int]] = {}
         failures = 0
@@ -171,10 +201,12 @@ class Profiler:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
-                self._drain()
+                with self.costs.part("per-frame stamps"):
+                    self._drain()
                 if now >= next_sample:
                     try:
-                        status = self.source.status(timeout_s=1.0)
+                        with self.costs.part("status"):
+                            status = self.source.status(timeout_s=1.0)
                         failures = 0
                     except Exception as exc:
                         failures += 1
@@ -200,6 +232,8 @@ class Profiler:
         self._drain()
         elapsed = time.monotonic() - t0
         overhead = 100.0 * (own_cpu_seconds() - cpu0) / elapsed if elapsed > 0 else math.nan
+        self.costs.seconds["psutil USS"] = self.sampler.uss_cpu_s - uss0
+        self.costs.seconds["psutil"] = self.costs.seconds.get("psutil", 0.0) - self.costs.seconds["psutil USS"]
         self._close_rings()
         timeline.meta.update({"seconds": round(elapsed, 3), "samples": n_samples, "stop_reason": stop_reason,
                               "profiler_cpu_percent": round(overhead, 3), "frames": len(self.frames),
@@ -220,13 +254,15 @@ class Profiler:
             targets["supervisor"] = status["pid"]
         targets["profiler"] = os.getpid()
         vanished_before = len(self.sampler.vanished)
-        samples = self.sampler.sample(targets, gens, now)
+        with self.costs.part("psutil"):
+            samples = self.sampler.sample(targets, gens, now)
         for name, pid in self.sampler.vanished[vanished_before:]:
             timeline.event(now, "vanished", worker=name, pid=pid)
         per_pid_gpu = {}
         if self.gpu is not None:
             try:
-                devices, per_pid_gpu = self.gpu.sample()
+                with self.costs.part("NVML"):
+                    devices, per_pid_gpu = self.gpu.sample()
             except Exception as exc:
                 log.warning("NVML sample failed: %s", exc)
                 devices = []
@@ -357,9 +393,13 @@ class Profiler:
                   f"{elapsed:.1f} s, {n_samples} samples every {self.opts.interval_s:g} s, "
                   f"{len(self.frames)} published frames ({self.lost_frames} lost to the ring), "
                   f"{n_trace} in the trace; stopped: {stop_reason}")
+        shares = self.costs.shares(elapsed)
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        timeline.meta["profiler_cpu_percent_by_part"] = {k: round(v, 3) for k, v in shares.items()}
         text = "\n".join([header, self.gpu_note, bottleneck.text(),
                           f"profiler overhead: {overhead:.2f} % of one core (CPU time of the profiler "
-                          f"process while sampling)"]) + "\n"
+                          f"process while sampling; by part, % of one core: {parts or 'none measured'}; "
+                          f"the rest is the loop, ZeroMQ's I/O thread and the interpreter)"]) + "\n"
         (out / "summary.txt").write_text(text)
         files.append("summary.txt")
         if self.gpu is not None:
