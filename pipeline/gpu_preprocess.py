@@ -35,11 +35,15 @@ class GpuCropper:
         cuda = self.device.type == "cuda"
         self.res = res
         self.max_hw = (max_height, max_width)
-        # Pinned so the upload is a true async DMA; on CPU the "upload" is the copy itself.
-        self._staging = torch.empty((max_height, max_width, 3), dtype=torch.uint8, pin_memory=cuda)
-        self._staging_np = self._staging.numpy()
-        self._frame = (torch.empty((max_height, max_width, 3), dtype=torch.uint8, device=self.device)
-                       if cuda else self._staging)
+        # Two device frame buffers: frame N uploads while frame N-1's crop may still be queued
+        # behind the network on the compute stream (the inference worker pipelines frames).
+        # An event per buffer says when its last crop has read it.
+        n_bytes = max_height * max_width * 3
+        self._staging = torch.empty(n_bytes, dtype=torch.uint8, pin_memory=cuda) if cuda else None
+        self._staging_np = self._staging.numpy() if cuda else None
+        self._frames = [torch.empty(n_bytes, dtype=torch.uint8, device=self.device) for _ in range(2)] if cuda else []
+        self._consumed = [torch.cuda.Event() for _ in range(2)] if cuda else []
+        self._turn = 0
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
         self._registered = None      # (address, size) of page-locked caller memory
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -99,29 +103,49 @@ class GpuCropper:
         w = buf_w if width is None else int(width)
         if not 0 < w <= buf_w:
             raise ValueError(f"width {width} outside 1..{buf_w}")
-        if self._in_registered(frame_rgb):
-            frame = torch.from_numpy(frame_rgb).to(self.device, non_blocking=True)
-            # the caller re-checks the ring slot right after we return: the DMA must be done
-            torch.cuda.current_stream(self.device).synchronize()
-        else:
-            if w != buf_w:
-                frame_rgb = frame_rgb[:, :w]
-            if h > self.max_hw[0] or w > self.max_hw[1]:
-                raise ValueError(f"frame {h}x{w} is larger than the cropper's "
-                                 f"{self.max_hw[0]}x{self.max_hw[1]} staging buffer")
-            np.copyto(self._staging_np[:h, :w], frame_rgb)
-            if self._upload_stream is not None:
-                with torch.cuda.stream(self._upload_stream):
-                    self._frame[:h, :w].copy_(self._staging[:h, :w], non_blocking=True)
-                torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
-            frame = self._frame
+        frame = self._upload(frame_rgb, h, w, buf_w)
         src = frame[:h, :w].permute(2, 0, 1).unsqueeze(0).float()  # (1,3,H,W)
         grid = F.affine_grid(self._theta(centres, sides, w, h), [n, 3, self.res, self.res],
                              align_corners=False)                         # (N,res,res,2)
         grid = grid.permute(1, 0, 2, 3).reshape(1, self.res, n * self.res, 2)
         out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out.reshape(3, self.res, n, self.res).permute(2, 0, 1, 3)
-        return ((out - self._mean) * self._inv_std).contiguous()
+        out = ((out - self._mean) * self._inv_std).contiguous()
+        if self._frames:
+            self._consumed[self._turn].record(torch.cuda.current_stream(self.device))
+        return out
+
+    def _upload(self, frame_rgb: np.ndarray, h: int, w: int, buf_w: int):
+        """The frame on the device as (h, >=w, 3) uint8; the host frame has been read when this
+        returns. The compute stream waits for the upload; the CPU waits only for the copy itself,
+        not for work queued before it (the previous frame's network)."""
+        import torch
+        if h > self.max_hw[0] or w > self.max_hw[1]:
+            raise ValueError(f"frame {h}x{w} is larger than the cropper's "
+                             f"{self.max_hw[0]}x{self.max_hw[1]} staging buffer")
+        if not self._frames:  # CPU: nothing to upload
+            return torch.from_numpy(np.ascontiguousarray(frame_rgb[:, :w]))
+        self._turn = (self._turn + 1) % len(self._frames)
+        dev = self._frames[self._turn]
+        stream = self._upload_stream
+        # The crop that last read this buffer (two frames ago) must be done before we overwrite it.
+        stream.wait_event(self._consumed[self._turn])
+        if self._in_registered(frame_rgb) and frame_rgb.size <= dev.numel():
+            # Whole rows straight from page-locked ring memory by DMA: no host copy at all.
+            src = torch.from_numpy(frame_rgb).view(-1)
+            with torch.cuda.stream(stream):
+                dev[:src.numel()].copy_(src, non_blocking=True)
+            shape = (h, buf_w, 3)
+        else:
+            stream.synchronize()  # the previous upload has left the staging buffer
+            staged = self._staging_np[:h * w * 3].reshape(h, w, 3)
+            np.copyto(staged, frame_rgb[:, :w])
+            with torch.cuda.stream(stream):
+                dev[:h * w * 3].copy_(self._staging[:h * w * 3], non_blocking=True)
+            shape = (h, w, 3)
+        stream.synchronize()  # the caller re-checks the ring slot right after we return
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        return dev[:shape[0] * shape[1] * 3].view(shape)
 
     def _theta(self, centres, sides, w, h):
         import torch

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from pipeline.messages import Bye, Command, Event, Heartbeat, Hello, Ready, Reply, Stats
-from pipeline.worker import WROTE, Output, SettingError, WorkerContext, find_worker_class
+from pipeline.worker import WROTE, Output, SettingError, WorkerContext, Wrote, find_worker_class
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ class _Timings:
     def add(self, ms: float) -> None:
         self.values.append(ms)
 
+    def extend_last(self, ms: float) -> None:
+        if self.values:
+            self.values[-1] += ms
+        else:
+            self.values.append(ms)
+
     def percentiles(self) -> tuple[float, float]:
         if not self.values:
             return 0.0, 0.0
@@ -86,6 +92,7 @@ class Runner:
         self.paused = False
         self.state = "starting"
         self.frames_in = 0
+        self._last_result = None
         self.frames_out = 0
         self.drops = 0
         self.timings = _Timings()
@@ -166,42 +173,64 @@ class Runner:
 
     def _loop(self) -> int:
         worker, reader = self.worker, self.reader
-        out = worker.out
         while not self.stop_event.is_set():
             self.last_loop = time.monotonic()
             self._apply_commands()
             if self.paused:
                 # `latest` readers resume at the newest item; `next` readers count what the
                 # ring overwrote meanwhile as drops.
+                if worker.pending() and not self._step(worker.flush, extend=True):
+                    return 1
                 self.stop_event.wait(0.05)
                 continue
             item = None
             if reader is not None:
-                item = reader.read(timeout=0.1, copy=worker.copy_input)
+                pending = worker.pending()
+                item = reader.read(timeout=0 if pending else 0.1, copy=worker.copy_input)
                 if item is None:
+                    # Nothing new right now: write what a pipelined worker held back.
+                    if pending and not self._step(worker.flush, extend=True):
+                        return 1
                     continue
                 self.frames_in += 1
                 self.drops += item.overwritten_before
-            t0 = time.perf_counter()
-            try:
-                result = worker.process(item)
-            except Exception:
-                log.exception("%s (generation %d) crashed in process()", self.name, self.generation)
-                self.stop_reason = "crashed"
+            if not self._step(worker.process, item):
                 return 1
-            self.timings.add((time.perf_counter() - t0) * 1000.0)
-            if result is WROTE:
-                self.frames_out += 1
-            elif result is not None:
-                if out is None:
-                    raise RuntimeError(f"worker {self.name} returned a record but has no output ring")
-                if out.write(result) is not None:
-                    self.frames_out += 1
-            elif out is None and reader is not None:
-                self.frames_out += 1  # a terminal stage (metrics): what it consumed is its output
-            if reader is None and result is not None:
+            if reader is None and self._last_result is not None:
                 self.frames_in += 1
+        if worker.pending():
+            self._step(worker.flush, extend=True)  # a clean stop still writes the last item
         return 0
+
+    def _step(self, fn, *args, extend: bool = False) -> bool:
+        """One process()/flush() call and its bookkeeping; False when it crashed. A flush's time
+        is added to the item it finishes, so per-item timings stay per item."""
+        out, reader = self.worker.out, self.reader
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args)
+        except Exception:
+            log.exception("%s (generation %d) crashed in %s()", self.name, self.generation, fn.__name__)
+            self.stop_reason = "crashed"
+            return False
+        ms = (time.perf_counter() - t0) * 1000.0
+        if extend:
+            self.timings.extend_last(ms)
+        else:
+            self.timings.add(ms)
+        self._last_result = result
+        if result is WROTE:
+            self.frames_out += 1
+        elif isinstance(result, Wrote):
+            self.frames_out += result.count
+        elif result is not None:
+            if out is None:
+                raise RuntimeError(f"worker {self.name} returned a record but has no output ring")
+            if out.write(result) is not None:
+                self.frames_out += 1
+        elif out is None and reader is not None and not extend:
+            self.frames_out += 1  # a terminal stage (metrics): what it consumed is its output
+        return True
 
     def _apply_commands(self) -> None:
         while True:

@@ -28,6 +28,8 @@ Adding a stage
                self.out.commit()
                return WROTE            # ... or `return record` to have it copied, or None
            def stop(self): ...
+           def pending(self) / flush(self):    # optional: a pipelined process() may hold back a
+                                               # finished item; flush() writes it (see below)
            def on_set(self, key, value): ...   # `pipeline set <name> key=value`
            def info(self) -> dict: ...         # shown by `pipeline status`
 
@@ -43,6 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WROTE = object()  # returned by process() after writing in place through self.out
+
+
+@dataclass(frozen=True)
+class Wrote:
+    """Returned by process()/flush() after writing `count` records in place (0 or more)."""
+    count: int
 
 
 class WorkerError(RuntimeError):
@@ -150,6 +158,17 @@ class Worker:
 
     def stop(self) -> None:
         pass
+
+    def pending(self) -> bool:
+        """True while a pipelined process() holds an item whose output is not written yet (e.g.
+        the GPU is still on it while the next item is prepared)."""
+        return False
+
+    def flush(self):
+        """Write what process() held back. The runner calls it when no new input is waiting,
+        before pausing and before stopping, so holding back never delays an output for longer
+        than the next read. Returns like process()."""
+        return None
 
     def on_set(self, key: str, value) -> Any:
         raise SettingError(f"worker {self.name!r} has no live setting {key!r}")

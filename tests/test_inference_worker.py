@@ -422,3 +422,65 @@ def test_yolo_weights_that_are_missing_or_not_a_model_are_named(rings, detection
     worker = make_worker(cls, Params(kind="yolo", model=str(path)), rings, "detection", "detections")
     with pytest.raises(WorkerError, match=str(path)):
         worker.setup()
+
+
+# ------------------------------------------------------------------------------ pipelining
+
+class _LaterBackend:
+    """Wraps the real backend like a GPU backend behaves: submit() returns at once, the
+    outputs come from result() (here computed then), and asynchronous is True."""
+
+    asynchronous = True
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.submitted = self.resolved = 0
+
+    def submit(self, img, bbox_info):
+        self.submitted += 1
+        backend = self
+
+        class _Later:
+            def result(self):
+                backend.resolved += 1
+                return backend.inner.infer(img, bbox_info)
+        return _Later()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings, inference):
+    from pipeline.worker import Wrote
+
+    person = [[10, 10, 60, 110]]
+    slot, seq = rings.write_frame(textured(seed=5))
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=1)) is WROTE
+    sync_rec = last_pose(rings)  # the same frame through the synchronous path, for comparison
+
+    inference.backend = _LaterBackend(inference.backend)
+    before = rings.poses.newest_seq()
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=2)) is None
+    assert inference.pending() and rings.poses.newest_seq() == before, "frame 2 waits for frame 3"
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=3)) is WROTE
+    rec = last_pose(rings)
+    assert rec["frame_id"] == 2 and inference.pending()
+    np.testing.assert_allclose(rec["betas"][0], sync_rec["betas"][0], atol=1e-5)
+    np.testing.assert_allclose(rec["transl"][0], sync_rec["transl"][0], atol=1e-5)
+
+    # Nobody in frame 4: nothing to wait for, so frames 3 and 4 are both written now, in order.
+    assert inference.process(detection_item(rings, slot, seq, np.zeros((0, 4)), frame_id=4)) == Wrote(2)
+    assert last_pose(rings)["frame_id"] == 4 and not inference.pending()
+
+    # The runner's flush() (no new frame waiting) writes the held frame.
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=5)) is None
+    assert inference.flush() is WROTE and last_pose(rings)["frame_id"] == 5
+    assert inference.flush() is None
+
+    # A stale frame while one is held: the held one is still written.
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=6)) is None
+    for _ in range(rings.frames.slots):
+        rings.write_frame()
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=7)) is WROTE
+    assert last_pose(rings)["frame_id"] == 6 and not inference.pending()
+    assert inference.backend.submitted == inference.backend.resolved == 4

@@ -24,7 +24,7 @@ from typing import Literal, Union
 import numpy as np
 
 from pipeline.records import stamp
-from pipeline.worker import WROTE, SettingError, Worker, WorkerError
+from pipeline.worker import WROTE, SettingError, Worker, WorkerError, Wrote
 
 TIMING_WINDOW = 256
 
@@ -117,6 +117,8 @@ class Inference(Worker):
         self._t = {k: collections.deque(maxlen=TIMING_WINDOW) for k in ("crop", "model", "post")}
         self._last_extras = 0.0
         self.recorder = None
+        self._in_flight: _InFlight | None = None
+        self.extras["pipelined"] = bool(getattr(self.backend, "asynchronous", False))
         self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
 
     def _checkpoint(self) -> str | None:
@@ -129,6 +131,10 @@ class Inference(Worker):
 
     # ---------------------------------------------------------------------------- the loop
     def process(self, item):
+        """Crop this frame and hand its batch to the backend; then write the PREVIOUS frame,
+        whose network ran on the GPU meanwhile. With an asynchronous (GPU) backend the CPU work
+        of frame N (read, crop, launch) overlaps frame N-1's network; the runner calls flush()
+        as soon as no new frame is waiting, so a frame never waits for the next one."""
         t0 = time.monotonic_ns()
         det = item.record  # our own copy: detections records are small
         count = int(det["count"])
@@ -139,29 +145,47 @@ class Inference(Worker):
         if len(keep) < count:
             self.bad_boxes += count - len(keep)
         height, width = int(det["frame_height"]), int(det["frame_width"])
-        out = None
+        job = None
         if len(keep):
             crops = self._crop(det, boxes)
             if crops is None:
                 self.stale += 1
                 self.drops += 1
                 self.extras["stale_frames"] = self.stale
-                return None
-            out = self._infer(crops, boxes, (width, height))
+                return self.flush()
+            job = self._submit(crops, (width, height))
+        frame = _InFlight(det, keep, height, width, t0, job)
+        written = self._finish_in_flight()
+        self._in_flight = frame
+        if job is None or not job.overlaps:
+            written += self._finish_in_flight()
+        return _wrote(written)
+
+    def pending(self) -> bool:
+        return self._in_flight is not None
+
+    def flush(self):
+        return _wrote(self._finish_in_flight())
+
+    def _finish_in_flight(self) -> int:
+        frame, self._in_flight = self._in_flight, None
+        if frame is None:
+            return 0
+        out = self._outputs(frame.job) if frame.job is not None else None
         rec = self.out.begin()
         if rec is None:
-            return None
-        self._fill(rec, det, keep, out, height, width)
-        stamp(rec, "infer_start", t0)
+            return 0
+        self._fill(rec, frame.det, frame.keep, out, frame.height, frame.width)
+        stamp(rec, "infer_start", frame.t0)
         stamp(rec, "infer_end", time.monotonic_ns())
         if self.out.commit() is None:
-            return None
-        if not len(keep):
+            return 0
+        if not len(frame.keep):
             self.empty += 1
         if self.recorder is not None:
             self.recorder.step()
         self._update_extras()
-        return WROTE
+        return 1
 
     def _crop(self, det, boxes):
         """Network input (B,3,224,224) cut from the referenced frame slot, or None when the slot
@@ -192,19 +216,27 @@ class Inference(Worker):
             return None
         return img, centres, sides
 
-    def _infer(self, crops, boxes, img_wh):
-        from pipeline.models.postprocess import to_smpl_params
+    def _submit(self, crops, img_wh) -> "_Job":
         from pipeline.models.preprocess import bbox_info
 
         img, centres, sides = crops
-        info = bbox_info(centres, sides, img_wh)
         t = time.perf_counter()
-        raw = self.backend.infer(img, info)
+        pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
+        return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0,
+                    overlaps=bool(getattr(self.backend, "asynchronous", False)))
+
+    def _outputs(self, job: "_Job") -> dict:
+        """The job's SMPL parameters; waits for the device if it is still running."""
+        from pipeline.models.postprocess import to_smpl_params
+
+        t = time.perf_counter()
+        raw = job.pending.result()
         t1 = time.perf_counter()
-        params = to_smpl_params(raw, centres, sides, img_wh)
+        params = to_smpl_params(raw, job.centres, job.sides, job.img_wh)
         if self.smpl is not None:
             params["joints"] = self.smpl.joints(params)
-        self._t["model"].append((t1 - t) * 1000.0)
+        # model: time this worker spent on the network (launch + waiting for it), not GPU time
+        self._t["model"].append(job.submit_ms + (t1 - t) * 1000.0)
         self._t["post"].append((time.perf_counter() - t1) * 1000.0)
         self.batches += 1
         return params
@@ -289,6 +321,31 @@ class Inference(Worker):
         cropper = getattr(self, "cropper", None)
         if cropper is not None:
             cropper.unregister_host()  # before the runner unmaps the ring
+
+
+def _wrote(n: int):
+    return None if n == 0 else WROTE if n == 1 else Wrote(n)
+
+
+@dataclass
+class _Job:
+    pending: object            # backends.base.Pending
+    centres: np.ndarray
+    sides: np.ndarray
+    img_wh: tuple
+    submit_ms: float
+    overlaps: bool             # the backend returned before the device finished
+
+
+@dataclass
+class _InFlight:
+    """A frame whose record is not written yet (its network may still be running)."""
+    det: np.void
+    keep: np.ndarray
+    height: int
+    width: int
+    t0: int
+    job: _Job | None
 
 
 def _resolve_device(device: str, torch) -> str:

@@ -27,8 +27,31 @@ class BackendConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_IN_FLIGHT = 2
+
+
+class Pending:
+    """An inference in flight: `result()` blocks until its outputs are on the host."""
+
+    def result(self) -> dict:
+        raise NotImplementedError
+
+
+class Done(Pending):
+    """A result that was computed synchronously."""
+
+    def __init__(self, outputs: dict):
+        self._outputs = outputs
+
+    def result(self) -> dict:
+        return self._outputs
+
+
 class Backend(ABC):
     name: str = "base"
+    # True when submit() returns before the device has finished (GPU backends): the caller may
+    # prepare the next batch meanwhile. False: submit() is infer() and the result is ready.
+    asynchronous: bool = False
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -48,6 +71,12 @@ class Backend(ABC):
         Returns numpy float32 arrays: pred_pose (B,24,3,3), pred_shape (B,10),
         pred_cam (B,3), var_pose (B,24). Any B >= 1 is accepted (split/padded internally).
         """
+
+    def submit(self, img, bbox_info) -> Pending:
+        """Start inference on one batch; same inputs and outputs as `infer`, through `result()`.
+
+        At most `MAX_IN_FLIGHT` submitted batches may be waiting for `result()` at once."""
+        return Done(self.infer(img, bbox_info))
 
     @abstractmethod
     def info(self) -> dict:

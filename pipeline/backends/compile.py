@@ -102,6 +102,7 @@ class CompileBackend(Backend):
             kwargs["mode"] = mode
         self._compiled = torch.compile(module, **kwargs)
         self._device = device
+        self.asynchronous = cuda
         self._sizes = sizes
         self._host = net.HostOutputs(device, int(cfg.max_batch))
         self._dev_out = torch.empty((int(cfg.max_batch), net.FLAT_WIDTH), device=device)
@@ -144,14 +145,17 @@ class CompileBackend(Backend):
                           graph_breaks=_graph_break_count())
 
     def infer(self, img, bbox_info) -> dict:
-        import torch
+        return self.submit(img, bbox_info).result()
+
+    def submit(self, img, bbox_info):
+        """Queues the graph replay(s) and the output copy; returns before the GPU is done."""
         from pipeline.backends import network as net
         self._require_loaded()
-        n = net.check_inputs(img, bbox_info)
+        net.check_inputs(img, bbox_info)
         img = net.as_input(img, self._device, name="img")
         bbox_info = net.as_input(bbox_info, self._device, name="bbox_info")
         flat, self._dev_out = net.run_chunked(self._run, img, bbox_info, self._sizes, self._dev_out)
-        return self._host.fetch(flat)
+        return self._host.fetch_async(flat)
 
     def info(self) -> dict:
         return dict(self._info)

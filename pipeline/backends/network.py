@@ -224,23 +224,60 @@ def run_chunked(fn, img: torch.Tensor, bbox_info: torch.Tensor, sizes, scratch: 
 
 
 class HostOutputs:
-    """Pinned host buffer that receives the (B, 253) output block in one async copy."""
+    """Pinned host buffers that receive the (B, 253) output block in one async copy each.
 
-    def __init__(self, device: torch.device, max_rows: int):
+    `fetch_async` returns at once with a handle (the copy is ordered after the network on the
+    device's stream, an event marks its end), so the caller can prepare the next batch while
+    the GPU works. Buffers rotate; a handle whose buffer was reused by later fetches raises
+    instead of returning another batch's outputs."""
+
+    def __init__(self, device: torch.device, max_rows: int, depth: int | None = None):
+        from pipeline.backends.base import MAX_IN_FLIGHT
         self.device = device
-        pin = device.type == "cuda"
-        self.buf = torch.empty((max_rows, FLAT_WIDTH), dtype=torch.float32, pin_memory=pin)
+        self.cuda = device.type == "cuda"
+        self.depth = max(1, depth if depth is not None else MAX_IN_FLIGHT + 1)
+        self.bufs = [self._alloc(max_rows) for _ in range(self.depth)]
+        self.owner = [0] * self.depth      # ticket of the fetch whose rows a buffer holds
+        self.ticket = 0
+
+    def _alloc(self, rows: int) -> torch.Tensor:
+        return torch.empty((rows, FLAT_WIDTH), dtype=torch.float32, pin_memory=self.cuda)
 
     def fetch(self, flat: torch.Tensor) -> dict:
+        return self.fetch_async(flat).result()
+
+    def fetch_async(self, flat: torch.Tensor) -> "HostPending":
         rows = flat.shape[0]
-        if rows > self.buf.shape[0]:
-            self.buf = torch.empty((rows, FLAT_WIDTH), dtype=torch.float32,
-                                   pin_memory=self.device.type == "cuda")
-        dst = self.buf[:rows]
+        self.ticket += 1
+        i = self.ticket % self.depth
+        if rows > self.bufs[i].shape[0]:
+            self.bufs[i] = self._alloc(rows)
+        self.owner[i] = self.ticket
+        dst = self.bufs[i][:rows]
         dst.copy_(flat, non_blocking=True)
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
-        return split_flat(dst.numpy())
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(self.device))
+        return HostPending(self, i, self.ticket, dst, event)
+
+
+class HostPending:
+    def __init__(self, host: HostOutputs, index: int, ticket: int, dst: torch.Tensor, event):
+        self.host, self.index, self.ticket, self.dst, self.event = host, index, ticket, dst, event
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def result(self) -> dict:
+        if self.event is not None:
+            self.event.synchronize()
+        if self.host.owner[self.index] != self.ticket:
+            raise RuntimeError(f"inference result read after {self.host.depth} later batches reused "
+                               f"its host buffer: read results in order, at most "
+                               f"{self.host.depth - 1} in flight")
+        # Copies: the buffer is reused a few batches later, the caller may keep the arrays.
+        return {k: v.copy() for k, v in split_flat(self.dst.numpy()).items()}
 
 
 def oom_message(backend: str, config: BackendConfig, exc: BaseException) -> str:

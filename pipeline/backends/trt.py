@@ -135,6 +135,7 @@ class TrtBackend(Backend):
             log.warning("trt unavailable, running the requested fallback %r instead: %s", fallback, exc)
             self._fallback = _make_backend(fallback, self.config)
             self._fallback.load()
+            self.asynchronous = self._fallback.asynchronous
             self._info = {**self._fallback.info(), "fallback_from": "trt", "fallback_reason": str(exc)}
 
     def _load_trt(self) -> None:
@@ -170,6 +171,7 @@ class TrtBackend(Backend):
         self._device = device
         self._sizes = tuple(range(1, key.max_batch + 1))
         self._host = net.HostOutputs(device, key.max_batch)
+        self.asynchronous = True
         self._scratch = None
         self._info = {
             "name": self.name, "loaded": True, "device": str(device), "device_name": device_name,
@@ -196,8 +198,12 @@ class TrtBackend(Backend):
         self._info.update(warmup_s=round(time.perf_counter() - t0, 2), warmed_up=True)
 
     def infer(self, img, bbox_info) -> dict:
+        return self.submit(img, bbox_info).result()
+
+    def submit(self, img, bbox_info):
+        """Queues the engine run(s) and the output copy; returns before the GPU is done."""
         if self._fallback is not None:
-            return self._fallback.infer(img, bbox_info)
+            return self._fallback.submit(img, bbox_info)
         import torch
         from pipeline.backends import network as net
         self._require_loaded()
@@ -207,7 +213,7 @@ class TrtBackend(Backend):
         with torch.inference_mode():
             flat, self._scratch = net.run_chunked(self._engine, img, bbox_info, self._sizes,
                                                   self._scratch)
-            return self._host.fetch(flat)
+            return self._host.fetch_async(flat)
 
     def info(self) -> dict:
         return dict(self._info)

@@ -1,0 +1,115 @@
+"""The runner's loop around a pipelined worker, in-process: a worker that holds its newest
+item back (as the inference worker does while the GPU works) gets flush() as soon as no new
+item is waiting, before a pause and when stopping, and per-item counts and timings stay right."""
+from __future__ import annotations
+
+import threading
+import time
+
+from pipeline.runner import Runner
+from pipeline.worker import WROTE, Worker, WorkerContext
+
+
+class _Reader:
+    def __init__(self, items):
+        self.items = list(items)
+        self.timeouts = []
+
+    def read(self, timeout=0.1, copy=True):
+        self.timeouts.append(timeout)
+        if self.items:
+            return _Item(self.items.pop(0))
+        time.sleep(min(timeout, 0.01))
+        return None
+
+
+class _Item:
+    def __init__(self, value):
+        self.record, self.overwritten_before = value, 0
+
+
+class _HoldOne(Worker):
+    def __init__(self):
+        super().__init__(None, WorkerContext("held", 1, {}, {}))
+        self.held = None
+        self.written = []
+        self.out = object()  # writes in place (WROTE); not a terminal stage
+
+    def process(self, item):
+        done = self.flush()
+        self.held = item.record
+        time.sleep(0.002)
+        return done
+
+    def pending(self):
+        return self.held is not None
+
+    def flush(self):
+        if self.held is None:
+            return None
+        self.written.append(self.held)
+        self.held = None
+        time.sleep(0.002)
+        return WROTE
+
+
+def _runner(worker, reader):
+    spec = {k: None for k in ("name", "module", "control", "rings", "input", "policy", "output",
+                              "reads", "params", "shared")}
+    spec.update(name="held", generation=1, parent_pid=0)
+    runner = Runner(spec)
+    runner.worker, runner.reader = worker, reader
+    return runner
+
+
+def _loop_until(runner, cond, timeout=5.0):
+    thread = threading.Thread(target=runner._loop)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    runner.stop_event.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_held_item_is_flushed_when_no_new_item_waits():
+    worker, reader = _HoldOne(), _Reader([1, 2, 3])
+    runner = _runner(worker, reader)
+    _loop_until(runner, lambda: worker.written == [1, 2, 3])
+    assert worker.written == [1, 2, 3] and runner.frames_in == 3 and runner.frames_out == 3
+    # a held item makes the runner poll (timeout 0) instead of blocking on the ring
+    assert 0 in reader.timeouts
+    # the flush time went onto the item it finished: 3 timings, each ~ process + flush
+    assert len(runner.timings.values) == 3
+    assert all(v >= 3.5 for v in runner.timings.values), list(runner.timings.values)
+
+
+def test_stop_writes_the_held_item():
+    worker = _HoldOne()
+    runner = _runner(worker, _Reader([]))
+    worker.held = 9
+    runner.stop_event.set()
+    assert runner._loop() == 0
+    assert worker.written == [9] and runner.frames_out == 1
+
+
+def test_pause_flushes_first():
+    worker = _HoldOne()
+    runner = _runner(worker, _Reader([]))
+    worker.held = 4
+    runner.paused = True
+    _loop_until(runner, lambda: worker.written == [4], timeout=2.0)
+    assert worker.written == [4]
+
+
+def test_a_crash_in_flush_stops_the_worker_as_a_crash():
+    class Broken(_HoldOne):
+        def flush(self):
+            if self.held is not None:
+                raise RuntimeError("device lost")
+            return None
+
+    worker = Broken()
+    runner = _runner(worker, _Reader([1]))
+    assert runner._loop() == 1 and runner.stop_reason == "crashed"
