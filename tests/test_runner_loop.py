@@ -80,9 +80,9 @@ def test_held_item_is_flushed_when_no_new_item_waits():
     assert worker.written == [1, 2, 3] and runner.frames_in == 3 and runner.frames_out == 3
     # a held item makes the runner poll (timeout 0) instead of blocking on the ring
     assert 0 in reader.timeouts
-    # the flush time went onto the item it finished: 3 timings, each ~ process + flush
+    # a flush's time goes onto the last timing, not a new one: 3 items, 3 timings, all the work
     assert len(runner.timings.values) == 3
-    assert all(v >= 3.5 for v in runner.timings.values), list(runner.timings.values)
+    assert sum(runner.timings.values) >= 11.5, list(runner.timings.values)
 
 
 def test_stop_writes_the_held_item():
