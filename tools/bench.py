@@ -13,8 +13,10 @@ keeps what it measured) and <out>/bench_<variant>.md.
 
 Backends: torch (eager fp32), torch-fp16 (eager, fp16 backbone + channels-last, CUDA only),
 compile, trt, onnx. A backend that cannot run here is recorded with its error message.
---e2e (the running pipeline on a generated 1080p video) belongs to the lead's pipeline
-work and refuses clearly until it exists.
+--e2e then runs the whole pipeline in the same command (tools/bench_e2e.py: a generated 1080p
+video as fast as it decodes, `fixed` detector boxes for exactly 1 and 5 persons, published fps
+and capture->publish latency percentiles per --e2e-backends) and adds its table to the same
+markdown and JSON.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ sys.path.insert(0, str(_TOOLS.parent))
 
 log = logging.getLogger("bench")
 
-ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-frozen", "trt", "onnx")
+ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-fused", "compile-frozen", "trt", "onnx")
 
 
 class EagerRunner:
@@ -90,10 +92,10 @@ def make_backend(name, args, checkpoint, device, max_batch):
     cfg = BackendConfig(model=args.variant, checkpoint=str(checkpoint), device=device,
                         precision="fp32" if name == "onnx" else "fp16", max_batch=max_batch,
                         cache_dir=str(cache_root(args)), options={})
-    if name in ("compile", "compile-frozen"):
+    if name in ("compile", "compile-fused", "compile-frozen"):
         from pipeline.backends.compile import CompileBackend
         cfg.options.update(batch_sizes=args.compile_sizes, allow_cpu=args.compile_cpu,
-                           freezing=name == "compile-frozen")
+                           freezing=name == "compile-frozen", cudnn_fusion=name == "compile-fused")
         if args.compile_dynamic != "auto":
             cfg.options["dynamic"] = args.compile_dynamic == "true"
         return CompileBackend(cfg)
@@ -277,15 +279,47 @@ def main(argv=None):
     p.add_argument("--compile-cpu", action="store_true", help="allow the compile backend on CPU")
     p.add_argument("--e2e", action="store_true",
                    help="end-to-end pipeline throughput/latency on a generated 1080p video")
+    p.add_argument("--e2e-backends", default="torch,compile",
+                   help="backends for --e2e (torch, torch-fp16, compile, compile-fused, trt, onnx)")
+    p.add_argument("--e2e-persons", default="1,5")
+    p.add_argument("--e2e-seconds", type=float, default=15.0, help="measured seconds per --e2e row")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    result = run(args)
     if args.e2e:
-        raise SystemExit("--e2e is not available yet: the end-to-end part needs the running pipeline "
-                         "(supervisor + workers) and is added with it; run the per-crop benchmark "
-                         "without --e2e")
-    run(args)
+        run_e2e(args, result)
+
+
+def run_e2e(args, result) -> None:
+    """The whole pipeline per backend (tools/bench_e2e.py, its own processes), appended to this
+    run's JSON and markdown."""
+    import subprocess
+    out_dir = Path(args.out)
+    e2e_dir = out_dir / "e2e"
+    device = "cuda" if args.device == "auto" and result["environment"].get("gpu") else args.device
+    device = "cpu" if device == "auto" else device
+    cmd = [sys.executable, str(_TOOLS / "bench_e2e.py"), "--out", str(e2e_dir), "--backends", args.e2e_backends,
+           "--persons", args.e2e_persons, "--seconds", str(args.e2e_seconds), "--device", device,
+           "--model", f"poco-{args.variant}"]
+    cache = cache_root(args)
+    if cache.name == "engines":  # the workers keep compile caches in <data-dir>/engines: share them
+        cmd += ["--data-dir", str(cache.parent)]
+    if device == "cpu":
+        cmd.append("--realtime")  # an unpaced decoder would take the cores the model needs
+    log.info("end-to-end: %s", " ".join(cmd))
+    proc = subprocess.run(cmd)
+    e2e_json = e2e_dir / "e2e.json"
+    if proc.returncode != 0 or not e2e_json.exists():
+        result["e2e"] = {"error": f"bench_e2e exited {proc.returncode}; see its output above"}
+    else:
+        result["e2e"] = json.loads(e2e_json.read_text())
+    write_reports(out_dir, args.variant, result)
+    md = out_dir / f"bench_{args.variant}.md"
+    if (e2e_dir / "e2e.md").exists():
+        md.write_text(md.read_text() + "\n" + (e2e_dir / "e2e.md").read_text())
+    print(md.read_text())
 
 
 if __name__ == "__main__":

@@ -92,8 +92,11 @@ def write_config(path: Path, video: Path, backend: str, persons: int, device: st
                  data_dir: Path, port: int, realtime: bool = False) -> Path:
     import yaml
     precision = "fp32" if backend == "torch" else "fp16"
+    options = {}
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"
+    if backend == "compile-fused":  # conv+ReLU(+add) as single cuDNN kernels
+        backend, options = "compile", {"cudnn_fusion": True}
     cfg = {
         "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop"},
         "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920}, "max_persons": persons},
@@ -101,7 +104,8 @@ def write_config(path: Path, video: Path, backend: str, persons: int, device: st
             "detection": {"module": "workers.detection", "params": {"kind": "fixed", "boxes": BOXES[persons]}},
             "inference": {"module": "workers.inference", "start_timeout": 900, "health_timeout": 30,
                           "params": {"model": model, "backend": backend, "device": device,
-                                     "precision": precision, "smpl": "off", "data_dir": str(data_dir)}},
+                                     "precision": precision, "smpl": "off", "data_dir": str(data_dir),
+                                     "backend_options": options}},
             "metrics": {"module": "workers.metrics", "params": {"prometheus": False}},
         },
         "sinks": {"native": {"endpoint": f"tcp://127.0.0.1:{port}"}},

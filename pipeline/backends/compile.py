@@ -15,6 +15,8 @@ Options (BackendConfig.options):
     mode          torch.compile mode, default "reduce-overhead" on CUDA, "default" on CPU.
     fullgraph     bool, default False (a graph break is logged, not fatal).
     freezing      bool, default False: Inductor freezing (weights become constants).
+    cudnn_fusion  bool, default False: conv+ReLU and conv+add+ReLU as single cuDNN kernels
+                  (backends/conv_fusion.py); CUDA only.
     keep_fp32     bool: run fp32 on CUDA (default: fp16 backbone on CUDA).
     allow_cpu     bool: opt in to Inductor on CPU (slow to build; no CUDA graphs there).
 """
@@ -79,7 +81,8 @@ class CompileBackend(Backend):
             torch.backends.cudnn.benchmark = True
         model = net.build_network(cfg, device)
         prepared = net.prepare_network(model, precision, channels_last,
-                                       fold_bn=opts.get("fold_bn", True))
+                                       fold_bn=opts.get("fold_bn", True),
+                                       cudnn_fusion=bool(opts.get("cudnn_fusion", False)) and cuda)
         module = net.FlatNetwork(prepared.module, channels_last).eval()
 
         import torch._dynamo
@@ -111,6 +114,7 @@ class CompileBackend(Backend):
             "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
             "precision": precision, "precision_detail": prepared.precision_detail,
             "bn_folded": prepared.bn_folded, "channels_last": channels_last,
+            "cudnn_fusion": prepared.fused or False,
             "mode": mode, "freezing": bool(opts.get("freezing", False)),
             "dynamic": opts.get("dynamic", None), "batch_sizes": list(sizes),
             "untrained": cfg.checkpoint is None, "checkpoint": net.network_identity(cfg),

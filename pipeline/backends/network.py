@@ -10,7 +10,7 @@ Only imported by backends that already need torch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -109,10 +109,11 @@ class PreparedNetwork:
     module: nn.Module
     precision_detail: str     # what really runs in which precision
     bn_folded: bool
+    fused: dict = field(default_factory=dict)   # conv_fusion counts, when asked for
 
 
 def prepare_network(model: nn.Module, precision: str, channels_last: bool,
-                    fold_bn: bool = True) -> PreparedNetwork:
+                    fold_bn: bool = True, cudnn_fusion: bool = False) -> PreparedNetwork:
     """fp16 policy: the backbone (≈all the FLOPs) runs in fp16; the iterative regressor,
     the 6D->rotation Gram-Schmidt and the uncertainty head stay fp32 because they are tiny at
     these batch sizes and are where fp16 error would land directly on the rotations."""
@@ -127,6 +128,14 @@ def prepare_network(model: nn.Module, precision: str, channels_last: bool,
             new = fold_batchnorm(model)
             folded = new is not model
             model = new
+    fused = {}
+    if cudnn_fusion:
+        from pipeline.backends.conv_fusion import fuse_conv_relu
+        graph = target if target is not None else model
+        if not (folded and isinstance(graph, torch.fx.GraphModule)):
+            raise ValueError("cudnn_fusion needs the BatchNorm-folded, fx-traced network (fold_bn=true)")
+        graph, fused = fuse_conv_relu(graph)
+        log.info("cuDNN fusion: %d conv+relu, %d conv+add+relu", fused["conv_relu"], fused["conv_add_relu"])
     if precision == "fp16":
         if target is not None:
             model.backbone = _HalfIsland(target)
@@ -138,7 +147,7 @@ def prepare_network(model: nn.Module, precision: str, channels_last: bool,
         detail = "fp32"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return PreparedNetwork(model, detail, folded)
+    return PreparedNetwork(model, detail, folded, fused)
 
 
 class FlatNetwork(nn.Module):

@@ -48,3 +48,29 @@ def test_cuda_cropper_matches_cpu():
     gpu = GpuCropper("cuda", 1080, 1920).crops(f, centres, sides).cpu()
     cpu = GpuCropper("cpu", 1080, 1920).crops(f, centres, sides)
     assert (gpu - cpu).abs().max().item() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("registered", [False, True])
+def test_cuda_crops_stay_right_while_compute_is_queued(registered):
+    """Frames N and N+1 are cropped while a long kernel still occupies the compute stream (as
+    the previous frame's network does in the pipelined inference worker): the uploads must not
+    wait for it, nor overwrite a frame buffer a queued crop has yet to read."""
+    h, w = 1080, 1920
+    frames = np.stack([frame(h, w, seed) for seed in (4, 5, 6)])  # one block, like a ring
+    cropper = GpuCropper("cuda", h, w)
+    if registered:
+        assert cropper.register_host(frames.ctypes.data, frames.nbytes)
+    centres, sides = np.array([[900, 500], [200, 300]]), np.array([600, 300])
+    try:
+        busy = torch.randn(8192, 8192, device="cuda")
+        outs = []
+        for f in frames:
+            busy = busy @ busy / 8192.0  # ~10 ms of queued compute before each crop
+            outs.append(cropper.crops(f, centres, sides))
+        torch.cuda.synchronize()
+        for f, got in zip(frames, outs):
+            ref = GpuCropper("cpu", h, w).crops(f, centres, sides)
+            assert (got.cpu() - ref).abs().max().item() < 1e-3
+    finally:
+        cropper.unregister_host()

@@ -6,7 +6,7 @@ set -u
 OUT=${OUT:-runs/device}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export POSEPIPE_CACHE_DIR=/tmp/posepipe-cache   # shared by the GPU tests and the bench (compile cache hits)
+export POSEPIPE_CACHE_DIR=${POSEPIPE_CACHE_DIR:-/tmp/posepipe-data/engines}   # shared by the GPU tests and the bench (compile cache hits)
 export YOLO_OFFLINE=1 YOLO_CONFIG_DIR=/tmp/yolo-config
 PY=${PY:-python3}
 
@@ -36,7 +36,8 @@ PYEOF
 
 if [ -z "${SKIP_TESTS:-}" ]; then
   echo "== GPU tests $(date -u +%T)"
-  timeout 270 $PY -m pytest -m gpu tests/backends -q -s -p no:cacheprovider -o addopts="" -rs 2>&1 | tee "$OUT/gpu_tests.log"
+  timeout ${TESTS_TIMEOUT:-270} $PY -m pytest -m gpu tests/backends -q -s -p no:cacheprovider -o addopts="" -rs \
+      ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"
 fi
 
 echo "== bench $(date -u +%T)"
