@@ -46,6 +46,8 @@ class GpuSampler:
         self.handles = handles
         self.names = [_text(nvml.nvmlDeviceGetName(h)) for h in handles]
         self._last_proc_ts = [0] * len(handles)
+        self._last_pcie: list[tuple[float, float]] = [(NAN, NAN)] * len(handles)
+        self._last_procs: dict[int, GpuProcessSample] = {}
         self._warned: set[str] = set()
 
     @classmethod
@@ -75,7 +77,9 @@ class GpuSampler:
         except Exception:
             pass
 
-    def sample(self) -> tuple[list[GpuDeviceSample], dict[int, GpuProcessSample]]:
+    def sample(self, detail: bool = True) -> tuple[list[GpuDeviceSample], dict[int, GpuProcessSample]]:
+        """detail=False skips the slower queries (PCIe throughput, per-process memory and
+        utilisation) and repeats their last values: the profiler's cost governor asks for that."""
         devices, procs = [], {}
         for i, h in enumerate(self.handles):
             d = GpuDeviceSample(i, self.names[i])
@@ -89,11 +93,15 @@ class GpuSampler:
             d.sm_clock_mhz = _num(clock)
             power = self._try("power", self.nvml.nvmlDeviceGetPowerUsage, h)
             d.power_w = _num(power) / 1000.0  # milliwatts
+            devices.append(d)
+            if not detail:
+                d.pcie_tx_mb_s, d.pcie_rx_mb_s = self._last_pcie[i]
+                continue
             # NVML reports PCIe throughput in KB/s over a 20 ms window.
             tx = self._try("pcie", self.nvml.nvmlDeviceGetPcieThroughput, h, self.nvml.NVML_PCIE_UTIL_TX_BYTES)
             rx = self._try("pcie", self.nvml.nvmlDeviceGetPcieThroughput, h, self.nvml.NVML_PCIE_UTIL_RX_BYTES)
             d.pcie_tx_mb_s, d.pcie_rx_mb_s = _num(tx) / 1024.0, _num(rx) / 1024.0
-            devices.append(d)
+            self._last_pcie[i] = (d.pcie_tx_mb_s, d.pcie_rx_mb_s)
             running = self._try("process memory", self.nvml.nvmlDeviceGetComputeRunningProcesses, h) or []
             for p in running:
                 used = getattr(p, "usedGpuMemory", None)
@@ -109,6 +117,9 @@ class GpuSampler:
                     entry.sm_util_percent = max(_zero(entry.sm_util_percent), float(u.smUtil))
             elif self._last_proc_ts[i] == 0:
                 self._last_proc_ts[i] = int(time.time() * 1e6) - 1_000_000
+        if not detail:
+            return devices, dict(self._last_procs)
+        self._last_procs = procs
         return devices, procs
 
     def _try(self, what: str, fn, *args):

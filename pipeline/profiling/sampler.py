@@ -58,6 +58,7 @@ class _Tracked:
     cpu_s: float
     ctx: tuple[int, int]
     thread_cpu: dict[int, float]
+    thread_t: float               # when thread_cpu was read (threads may be read less often)
 
 
 class ProcessSampler:
@@ -66,17 +67,18 @@ class ProcessSampler:
     per_thread: read per-thread CPU times (one /proc read per thread; threads under
         `thread_min_percent` are left out of the result to keep timelines small).
     uss: read USS (smaps_rollup). Measured: parsing smaps_rollup of a torch process was 80 % of
-        the sampler's cost at 0.5 s intervals, so USS is read every `uss_every`-th sample per
-        process (RSS every sample) and carried over in between.
+        the sampler's cost at 0.5 s intervals (more for a CUDA process: its mappings are huge),
+        so USS is read at most every `uss_interval_s` per process (RSS every sample) and carried
+        over in between.
     """
 
     def __init__(self, per_thread: bool = True, uss: bool = True, thread_min_percent: float = 0.5,
-                 max_threads: int = 8, uss_every: int = 10):
+                 max_threads: int = 8, uss_interval_s: float = 10.0):
         self.per_thread = per_thread
         self.uss = uss
-        self.uss_every = max(1, int(uss_every))
+        self.uss_interval_s = float(uss_interval_s)
         self.uss_cpu_s = 0.0   # CPU seconds spent reading USS (it dominates on big processes)
-        self._uss: dict[int, tuple[int, float]] = {}   # pid -> (samples since USS was read, last USS)
+        self._uss: dict[int, tuple[float, float]] = {}   # pid -> (when USS was read, last USS)
         self.thread_min_percent = thread_min_percent
         self.max_threads = max_threads
         self._tracked: dict[int, _Tracked] = {}
@@ -84,8 +86,10 @@ class ProcessSampler:
         self.vanished: list[tuple[str, int]] = []  # (worker, pid) seen to disappear, for the summary
 
     def sample(self, targets: Mapping[str, int | None], generations: Mapping[str, int] | None = None,
-               now: float | None = None) -> list[ProcessSample]:
-        """One sample per named target; a target with pid None (not running) gives alive=False."""
+               now: float | None = None, threads: bool = True) -> list[ProcessSample]:
+        """One sample per named target; a target with pid None (not running) gives alive=False.
+        threads=False skips the per-thread read this time (the profiler's cost governor); the
+        next read measures thread rates over the longer interval."""
         now = time.monotonic() if now is None else now
         generations = generations or {}
         out = []
@@ -96,7 +100,7 @@ class ProcessSampler:
                 out.append(ProcessSample(now, name, None, gen, alive=False))
                 continue
             live_pids.add(pid)
-            out.append(self._sample_one(name, int(pid), gen, now))
+            out.append(self._sample_one(name, int(pid), gen, now, threads))
         for pid in set(self._tracked) - live_pids:  # replaced or no longer asked for
             del self._tracked[pid]
         for pid in set(self._uss) - live_pids:
@@ -105,27 +109,27 @@ class ProcessSampler:
             self._thread_names = {k: v for k, v in self._thread_names.items() if k[0] in live_pids}
         return out
 
-    def _sample_one(self, name: str, pid: int, gen: int, now: float) -> ProcessSample:
+    def _sample_one(self, name: str, pid: int, gen: int, now: float, read_threads: bool = True) -> ProcessSample:
         tracked = self._tracked.get(pid)
         try:
             proc = tracked.proc if tracked is not None else psutil.Process(pid)
             with proc.oneshot():
                 times = proc.cpu_times()
                 cpu_s = times.user + times.system
-                since, last_uss = self._uss.get(pid, (self.uss_every, NAN))
-                if self.uss and since >= self.uss_every:
+                read_at, last_uss = self._uss.get(pid, (-math.inf, NAN))
+                if self.uss and now - read_at >= self.uss_interval_s:
                     t0 = time.thread_time()
                     mem = proc.memory_full_info()
                     self.uss_cpu_s += time.thread_time() - t0
                     uss = float(mem.uss)
-                    self._uss[pid] = (1, uss)
+                    self._uss[pid] = (now, uss)
                 else:
                     mem = proc.memory_info()
                     uss = last_uss
-                    self._uss[pid] = (since + 1, last_uss)
                 ctx = proc.num_ctx_switches()
                 num_threads = proc.num_threads()
-                threads = proc.threads() if self.per_thread else []
+                read_threads = self.per_thread and (read_threads or tracked is None)
+                threads = proc.threads() if read_threads else []
                 create = proc.create_time() if tracked is None else 0.0
                 # A process being torn down (killed, not yet reaped) reads as zombie or with no memory.
                 if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) or mem.rss == 0:
@@ -141,6 +145,9 @@ class ProcessSampler:
         sample = ProcessSample(now, name, pid, gen, rss_bytes=float(mem.rss),
                                uss_bytes=uss, num_threads=num_threads)
         thread_cpu = {t.id: t.user_time + t.system_time for t in threads}
+        thread_t = now
+        if not read_threads and tracked is not None:
+            thread_cpu, thread_t = tracked.thread_cpu, tracked.thread_t  # carried to the next read
         if tracked is None:
             # First sight of this pid: average over its life so far (wall clock vs monotonic is fine
             # at this precision).
@@ -152,9 +159,10 @@ class ProcessSampler:
                 sample.cpu_percent = max(0.0, 100.0 * (cpu_s - tracked.cpu_s) / dt)
                 sample.ctx_voluntary_per_s = max(0.0, (ctx.voluntary - tracked.ctx[0]) / dt)
                 sample.ctx_involuntary_per_s = max(0.0, (ctx.involuntary - tracked.ctx[1]) / dt)
-                sample.threads = self._thread_rates(pid, thread_cpu, tracked.thread_cpu, dt)
-                sample.threads_measured = self.per_thread
-        self._tracked[pid] = _Tracked(proc, now, cpu_s, (ctx.voluntary, ctx.involuntary), thread_cpu)
+                if read_threads and now > tracked.thread_t:
+                    sample.threads = self._thread_rates(pid, thread_cpu, tracked.thread_cpu, now - tracked.thread_t)
+                    sample.threads_measured = True
+        self._tracked[pid] = _Tracked(proc, now, cpu_s, (ctx.voluntary, ctx.involuntary), thread_cpu, thread_t)
         return sample
 
     def _thread_rates(self, pid: int, cur: dict, prev: dict, dt: float) -> list[ThreadSample]:

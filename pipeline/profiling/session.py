@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.profiling.governor import CostGovernor
 from pipeline.profiling.sampler import ProcessSampler, own_cpu_seconds
 from pipeline.profiling.summary import (Bottleneck, StageLoad, find_bottleneck, heartbeat_load, latency_table,
                                         stamps_load)
@@ -168,6 +169,7 @@ class Profiler:
         self.last_pids: dict[str, tuple[int | None, int]] = {}
         self.notes: list[str] = []
         self.costs = CostMeter()
+        self.governor = CostGovernor()
         self._stop = False
 
     def stop(self) -> None:
@@ -218,7 +220,8 @@ class Profiler:
                     if status.get("state") in ("stopping", "stopped"):
                         stop_reason = "the pipeline is stopping"
                         break
-                    self._sample(timeline, status, now, ring_counts)
+                    self._sample(timeline, status, now, ring_counts, detail=self.governor.detail_now())
+                    self.governor.after_sample(time.monotonic(), own_cpu_seconds())
                     n_samples += 1
                     next_sample += self.opts.interval_s
                     if next_sample < now:  # we fell behind (suspended?): do not burst to catch up
@@ -240,7 +243,8 @@ class Profiler:
                               "frames_lost": self.lost_frames})
         return self._write(timeline, n_samples, elapsed, overhead, stop_reason)
 
-    def _sample(self, timeline: Timeline, status: dict, now: float, ring_counts: dict) -> None:
+    def _sample(self, timeline: Timeline, status: dict, now: float, ring_counts: dict,
+                detail: bool = True) -> None:
         workers = [w for w in status.get("workers", []) if isinstance(w, dict) and isinstance(w.get("name"), str)]
         targets = {w["name"]: w.get("pid") for w in workers}
         gens = {w["name"]: int(w.get("generation") or 0) for w in workers}
@@ -255,14 +259,14 @@ class Profiler:
         targets["profiler"] = os.getpid()
         vanished_before = len(self.sampler.vanished)
         with self.costs.part("psutil"):
-            samples = self.sampler.sample(targets, gens, now)
+            samples = self.sampler.sample(targets, gens, now, threads=detail)
         for name, pid in self.sampler.vanished[vanished_before:]:
             timeline.event(now, "vanished", worker=name, pid=pid)
         per_pid_gpu = {}
         if self.gpu is not None:
             try:
                 with self.costs.part("NVML"):
-                    devices, per_pid_gpu = self.gpu.sample()
+                    devices, per_pid_gpu = self.gpu.sample(detail=detail)
             except Exception as exc:
                 log.warning("NVML sample failed: %s", exc)
                 devices = []
@@ -396,10 +400,12 @@ class Profiler:
         shares = self.costs.shares(elapsed)
         parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 0.005)
         timeline.meta["profiler_cpu_percent_by_part"] = {k: round(v, 3) for k, v in shares.items()}
+        timeline.meta["detail_every_max"] = self.governor.highest
         text = "\n".join([header, self.gpu_note, bottleneck.text(),
                           f"profiler overhead: {overhead:.2f} % of one core (CPU time of the profiler "
                           f"process while sampling; by part, % of one core: {parts or 'none measured'}; "
-                          f"the rest is the loop, ZeroMQ's I/O thread and the interpreter)"]) + "\n"
+                          f"the rest is the loop, ZeroMQ's I/O thread and the interpreter); "
+                          f"{self.governor.describe()}"]) + "\n"
         (out / "summary.txt").write_text(text)
         files.append("summary.txt")
         if self.gpu is not None:

@@ -70,6 +70,21 @@ def test_device_and_process_values():
     sampler.close()
 
 
+def test_without_detail_the_slow_queries_are_skipped_and_last_values_repeated():
+    nvml = FakeNvml()
+    calls = []
+    for name in ("nvmlDeviceGetPcieThroughput", "nvmlDeviceGetComputeRunningProcesses"):
+        real = getattr(nvml, name)
+        setattr(nvml, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    sampler, _ = GpuSampler.open(nvml)
+    sampler.sample()
+    n = len(calls)
+    devices, procs = sampler.sample(detail=False)
+    assert len(calls) == n, "no PCIe or per-process query without detail"
+    assert devices[0].util_percent == 87 and devices[0].pcie_tx_mb_s == 2   # fresh / repeated
+    assert procs[11].mem_bytes == 1 << 30                                     # repeated
+
+
 def test_without_nvml_says_why():
     sampler, reason = GpuSampler.open(FakeNvml(fail_init=True))
     assert sampler is None and "NVML is not usable" in reason

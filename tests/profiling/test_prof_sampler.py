@@ -82,3 +82,30 @@ def test_a_replaced_pid_starts_fresh(procs):
     assert s.pid == b.pid and s.alive
     assert not s.threads_measured                     # first sight of the new pid
     assert 0 <= s.cpu_percent <= 100 * psutil.cpu_count() + 5   # averaged over its life so far
+
+
+def test_threads_can_be_skipped_and_are_measured_over_the_longer_interval(procs):
+    busy = procs(BUSY)
+    sampler = ProcessSampler()
+    time.sleep(0.3)
+    sampler.sample({"w": busy.pid})
+    time.sleep(0.3)
+    skipped = sampler.sample({"w": busy.pid}, threads=False)[0]
+    assert skipped.alive and not skipped.threads_measured and skipped.threads == []
+    assert skipped.cpu_percent >= 0                    # the process itself is still measured
+    time.sleep(0.3)
+    s = sampler.sample({"w": busy.pid})[0]
+    assert s.threads_measured and s.top_thread is not None
+    assert s.top_thread.cpu_percent <= 100 * psutil.cpu_count() + 5
+
+
+def test_uss_is_read_at_most_every_interval(procs):
+    idle = procs(IDLE)
+    sampler = ProcessSampler(uss_interval_s=100.0)
+    t = time.monotonic()
+    first = sampler.sample({"w": idle.pid}, now=t)[0]
+    spent = sampler.uss_cpu_s
+    again = sampler.sample({"w": idle.pid}, now=t + 1.0)[0]
+    assert sampler.uss_cpu_s == spent and again.uss_bytes == first.uss_bytes   # carried over
+    sampler.sample({"w": idle.pid}, now=t + 101.0)
+    assert sampler.uss_cpu_s > spent
