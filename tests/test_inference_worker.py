@@ -459,6 +459,7 @@ def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings,
     sync_rec = last_pose(rings)  # the same frame through the synchronous path, for comparison
 
     inference.backend = _LaterBackend(inference.backend)
+    inference.overlap = True  # what setup() decides for an asynchronous backend
     before = rings.poses.newest_seq()
     assert inference.process(detection_item(rings, slot, seq, person, frame_id=2)) is None
     assert inference.pending() and rings.poses.newest_seq() == before, "frame 2 waits for frame 3"
@@ -484,3 +485,9 @@ def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings,
     assert inference.process(detection_item(rings, slot, seq, person, frame_id=7)) is WROTE
     assert last_pose(rings)["frame_id"] == 6 and not inference.pending()
     assert inference.backend.submitted == inference.backend.resolved == 4
+
+    # overlap_frames: false (or a synchronous backend): every frame is written by its own process()
+    inference.overlap = False
+    slot, seq = rings.write_frame(textured(seed=5))
+    assert inference.process(detection_item(rings, slot, seq, person, frame_id=8)) is WROTE
+    assert last_pose(rings)["frame_id"] == 8 and not inference.pending()

@@ -41,6 +41,10 @@ class Params:
     data_dir: str = "data"
     threads: int = 0                      # torch CPU threads (0: torch's default on CPU, 1 on CUDA)
     backend_options: dict = field(default_factory=dict)   # passed to the backend (BackendConfig.options)
+    # GPU backends: crop and launch frame N while frame N-1's network runs (its record is then
+    # written when frame N has been launched, or at once when no frame is waiting). false: one
+    # frame at a time, each written before the next is read.
+    overlap_frames: bool = True
 
 
 class Inference(Worker):
@@ -118,7 +122,8 @@ class Inference(Worker):
         self._last_extras = 0.0
         self.recorder = None
         self._in_flight: _InFlight | None = None
-        self.extras["pipelined"] = bool(getattr(self.backend, "asynchronous", False))
+        self.overlap = bool(p.overlap_frames and getattr(self.backend, "asynchronous", False))
+        self.extras["overlap_frames"] = self.overlap
         self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
 
     def _checkpoint(self) -> str | None:
@@ -223,7 +228,7 @@ class Inference(Worker):
         t = time.perf_counter()
         pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
         return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0,
-                    overlaps=bool(getattr(self.backend, "asynchronous", False)))
+                    overlaps=self.overlap)
 
     def _outputs(self, job: "_Job") -> dict:
         """The job's SMPL parameters; waits for the device if it is still running."""
@@ -303,7 +308,8 @@ class Inference(Worker):
         out = {"model": self.model_name, "backend": self.backend_name, "device": self.device,
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
-               "smpl_joints": self.smpl is not None, "max_batch": self.max_persons}
+               "smpl_joints": self.smpl is not None, "max_batch": self.max_persons,
+               "overlap_frames": self.overlap}
         if self.untrained:
             out["description"] = f"{self.model_name} {self.backend_name}/{self.device} — UNTRAINED random weights"
         return out
