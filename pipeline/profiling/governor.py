@@ -60,6 +60,6 @@ class CostGovernor:
 
     def describe(self) -> str:
         if self.highest == 1:
-            return "details (per-thread CPU, NVML per process and PCIe) read on every sample"
-        return (f"to stay under {self.budget:g} % the details (per-thread CPU, NVML per process and "
-                f"PCIe) were read every {self.highest}th sample at most (every {self.every}th at the end)")
+            return "details (per-thread CPU, USS, NVML per process and PCIe) read on every sample"
+        return (f"to stay under {self.budget:g} % the details (per-thread CPU, USS, NVML per process "
+                f"and PCIe) were read every {self.highest}th sample at most (every {self.every}th at the end)")

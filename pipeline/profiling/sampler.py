@@ -86,10 +86,10 @@ class ProcessSampler:
         self.vanished: list[tuple[str, int]] = []  # (worker, pid) seen to disappear, for the summary
 
     def sample(self, targets: Mapping[str, int | None], generations: Mapping[str, int] | None = None,
-               now: float | None = None, threads: bool = True) -> list[ProcessSample]:
+               now: float | None = None, detail: bool = True) -> list[ProcessSample]:
         """One sample per named target; a target with pid None (not running) gives alive=False.
-        threads=False skips the per-thread read this time (the profiler's cost governor); the
-        next read measures thread rates over the longer interval."""
+        detail=False skips the per-thread and USS reads this time (the profiler's cost governor):
+        the next thread read measures rates over the longer interval, USS is carried over."""
         now = time.monotonic() if now is None else now
         generations = generations or {}
         out = []
@@ -100,7 +100,7 @@ class ProcessSampler:
                 out.append(ProcessSample(now, name, None, gen, alive=False))
                 continue
             live_pids.add(pid)
-            out.append(self._sample_one(name, int(pid), gen, now, threads))
+            out.append(self._sample_one(name, int(pid), gen, now, detail))
         for pid in set(self._tracked) - live_pids:  # replaced or no longer asked for
             del self._tracked[pid]
         for pid in set(self._uss) - live_pids:
@@ -109,7 +109,7 @@ class ProcessSampler:
             self._thread_names = {k: v for k, v in self._thread_names.items() if k[0] in live_pids}
         return out
 
-    def _sample_one(self, name: str, pid: int, gen: int, now: float, read_threads: bool = True) -> ProcessSample:
+    def _sample_one(self, name: str, pid: int, gen: int, now: float, detail: bool = True) -> ProcessSample:
         tracked = self._tracked.get(pid)
         try:
             proc = tracked.proc if tracked is not None else psutil.Process(pid)
@@ -117,7 +117,7 @@ class ProcessSampler:
                 times = proc.cpu_times()
                 cpu_s = times.user + times.system
                 read_at, last_uss = self._uss.get(pid, (-math.inf, NAN))
-                if self.uss and now - read_at >= self.uss_interval_s:
+                if self.uss and (detail or tracked is None) and now - read_at >= self.uss_interval_s:
                     t0 = time.thread_time()
                     mem = proc.memory_full_info()
                     self.uss_cpu_s += time.thread_time() - t0
@@ -128,7 +128,7 @@ class ProcessSampler:
                     uss = last_uss
                 ctx = proc.num_ctx_switches()
                 num_threads = proc.num_threads()
-                read_threads = self.per_thread and (read_threads or tracked is None)
+                read_threads = self.per_thread and (detail or tracked is None)
                 threads = proc.threads() if read_threads else []
                 create = proc.create_time() if tracked is None else 0.0
                 # A process being torn down (killed, not yet reaped) reads as zombie or with no memory.

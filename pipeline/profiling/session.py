@@ -259,7 +259,7 @@ class Profiler:
         targets["profiler"] = os.getpid()
         vanished_before = len(self.sampler.vanished)
         with self.costs.part("psutil"):
-            samples = self.sampler.sample(targets, gens, now, threads=detail)
+            samples = self.sampler.sample(targets, gens, now, detail=detail)
         for name, pid in self.sampler.vanished[vanished_before:]:
             timeline.event(now, "vanished", worker=name, pid=pid)
         per_pid_gpu = {}

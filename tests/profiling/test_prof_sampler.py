@@ -90,7 +90,7 @@ def test_threads_can_be_skipped_and_are_measured_over_the_longer_interval(procs)
     time.sleep(0.3)
     sampler.sample({"w": busy.pid})
     time.sleep(0.3)
-    skipped = sampler.sample({"w": busy.pid}, threads=False)[0]
+    skipped = sampler.sample({"w": busy.pid}, detail=False)[0]
     assert skipped.alive and not skipped.threads_measured and skipped.threads == []
     assert skipped.cpu_percent >= 0                    # the process itself is still measured
     time.sleep(0.3)
@@ -107,5 +107,7 @@ def test_uss_is_read_at_most_every_interval(procs):
     spent = sampler.uss_cpu_s
     again = sampler.sample({"w": idle.pid}, now=t + 1.0)[0]
     assert sampler.uss_cpu_s == spent and again.uss_bytes == first.uss_bytes   # carried over
-    sampler.sample({"w": idle.pid}, now=t + 101.0)
+    sampler.sample({"w": idle.pid}, now=t + 101.0, detail=False)
+    assert sampler.uss_cpu_s == spent            # due, but the governor said no details now
+    sampler.sample({"w": idle.pid}, now=t + 102.0)
     assert sampler.uss_cpu_s > spent
