@@ -207,7 +207,9 @@ def _ab_status():
 
 
 def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
-    run_cli("start", "--detach", "--config", _config(tmp_path), timeout=120, check=True)
+    # with the browser viewer (on a free port), which draws variant B beside A
+    run_cli("start", "--detach", "--config", _config(tmp_path), "--viewer", "--viewer-port", "0",
+            timeout=120, check=True)
     try:
 
         out = run_cli("ab", "start", "inference", timeout=120, check=True).stdout
@@ -220,6 +222,9 @@ def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
                         timeout=90, what="2 matched frames")
         agr = same["agreement"]
         assert agr["rot_deg"] < 1e-3 and agr["transl_mm"] < 1e-3 and agr["same_count"] == 1.0, agr
+        # the viewer draws B's skeletons beside A's: the publisher hands it B's frames
+        wait_for(lambda: (x := workers(request("status"))["publisher"]["extras"]).get("variant_b_frames", 0) > 0
+                 and x.get("viewer_received_b", 0) > 0, timeout=30, what="variant B frames at the viewer")
         assert "agreement on" in run_cli("ab", "status", check=True).stdout
         stopped = run_cli("ab", "stop", check=True).stdout
         assert "A keeps serving" in stopped

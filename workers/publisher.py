@@ -14,6 +14,12 @@ the heartbeat extras carry the smoother's raw and filtered change per field and 
 (`smoothing_*`, from `Smoother.stats`), from which `relay_metrics` makes the seed relay's
 filter-comparison row.
 
+During an A/B test (`pipeline ab start`) variant B writes its own ring, `poses_b`, created by
+the supervisor on first use. The publisher attaches to it when it appears and hands B's newest
+frame to the sinks that draw variants (the viewer: B's skeletons beside A's, in another
+colour). B is drawn raw (no smoothing), shown only, never published: the published stream stays
+A's. When B stops writing for a second its skeletons are cleared.
+
 Sinks that talk back to the pipeline (the viewer's "Record 5 s" button, the display's
 `q`/`r` keys) get a `ControlActions` bound to the supervisor's control socket; the viewer
 gets the SMPL mesh when the SMPL files exist.
@@ -32,6 +38,10 @@ from pipeline.records import stamp
 from pipeline.worker import WROTE, SettingError, Worker, WorkerError
 
 LATENCY_WINDOW = 300
+VARIANT_B_RING = "poses_b"
+B_ATTACH_EVERY_S = 1.0    # how often to look for the variant-B ring while there is none
+B_IDLE_S = 1.0            # no B frame for this long, and ...
+B_IDLE_FRAMES = 5         # ... over this many A frames: B has stopped, clear its skeletons
 
 
 @dataclass
@@ -77,6 +87,13 @@ class Publisher(Worker):
         self.no_image = 0
         self._want_image = any(s.wants_image for s in self.sinks)
         self._last_extras = 0.0
+        self._variant_sinks = [s for s in self.sinks if callable(getattr(s, "send_variant", None))]
+        self._b_shm = _sibling_ring(self.rings.get("poses"), VARIANT_B_RING)
+        self._b_ring = self._b_reader = None
+        self._b_next_try = 0.0
+        self._b_last = None
+        self._a_since_b = 0
+        self.variant_b_frames = 0
 
     def process(self, item):
         from pipeline.poses import from_record
@@ -104,8 +121,49 @@ class Publisher(Worker):
                 self.sink_errors[sink.name] += 1
                 if self.sink_errors[sink.name] in (1, 10, 100, 1000):
                     self.log.warning("sink %s failed (%d times): %s", sink.name, self.sink_errors[sink.name], exc)
+        if self._variant_sinks and self._b_shm:
+            self._forward_variant_b()
         self._update_extras()
         return WROTE
+
+    def _forward_variant_b(self) -> None:
+        """B's newest frame (A/B test) to the sinks that draw variants; attach to its ring
+        when it appears, clear B's skeletons when it stops."""
+        from pipeline.poses import from_record
+        from pipeline.ring import Ring, RingError
+
+        now = time.monotonic()
+        if self._b_reader is None:
+            if now < self._b_next_try:
+                return
+            self._b_next_try = now + B_ATTACH_EVERY_S
+            try:
+                self._b_ring = Ring.attach(self._b_shm)
+            except (RingError, OSError):
+                return  # no A/B test yet
+            self._b_reader = self._b_ring.reader(policy="latest")
+            self.log.info("variant B ring found: drawing B beside A in the viewer")
+        item = self._b_reader.read(timeout=0)
+        self._a_since_b += 1
+        if item is not None:
+            frame = from_record(item.record[()])
+            self._b_last = now
+            self._a_since_b = 0
+            self.variant_b_frames += 1
+        elif self._b_last is not None and now - self._b_last > B_IDLE_S and self._a_since_b >= B_IDLE_FRAMES:
+            # both: at a low frame rate one missed B frame is not B stopping
+            frame = from_record(np.zeros((), self._b_ring.dtype)[()])  # nobody: clears B
+            self._b_last = None
+        else:
+            return
+        for sink in self._variant_sinks:
+            try:
+                sink.send_variant(frame, variant="B")
+            except Exception as exc:  # same policy as send(): counted, never fatal
+                self.sink_errors[sink.name] += 1
+                if self.sink_errors[sink.name] in (1, 10, 100, 1000):
+                    self.log.warning("sink %s failed on variant B (%d times): %s", sink.name,
+                                     self.sink_errors[sink.name], exc)
 
     def _connect(self, sink) -> None:
         """Hand a sink what it needs from the pipeline, before it opens."""
@@ -158,6 +216,7 @@ class Publisher(Worker):
             "latency_p50_ms": round(float(p50), 2), "latency_p99_ms": round(float(p99), 2),
             "persons": self.persons, "published": self.published,
             "sink_errors": sum(self.sink_errors.values()), "no_image": self.no_image,
+            "variant_b_frames": self.variant_b_frames,
         })
         for sink in self.sinks:
             for k, v in (sink.stats() or {}).items():
@@ -196,6 +255,10 @@ class Publisher(Worker):
                 sink.close()
             except Exception as exc:
                 self.log.warning("closing sink %s failed: %s", sink.name, exc)
+        ring = getattr(self, "_b_ring", None)
+        if ring is not None:
+            self._b_reader = self._b_ring = None
+            ring.close()
 
     def info(self) -> dict:
         out = {"sinks": [s.name for s in self.sinks], "smoothing": self.smoother.preset_name}
@@ -205,6 +268,14 @@ class Publisher(Worker):
                 out[f"{sink.name}_endpoint"] = endpoint
         return out
 
+
+
+def _sibling_ring(ring, name: str) -> str | None:
+    """Shared-memory name of ring `name` of the same run as `ring` (posepipe-<run>-<ring>)."""
+    shm = getattr(ring, "shm_name", None)
+    if not shm or "-" not in shm:
+        return None
+    return f"{shm.rsplit('-', 1)[0]}-{name}"
 
 
 def viewer_mesh(data_dir=None):

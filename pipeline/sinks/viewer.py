@@ -325,7 +325,8 @@ class ViewerSink(Sink):
             counts = dict(self._counts)
         received = sum(v for k, v in counts.items() if k.startswith("received_"))
         drawn = sum(v for k, v in counts.items() if k.startswith("drawn_"))
-        return {"received": received, "drawn": drawn, "dropped": max(received - drawn, 0),
+        return {"received": received, "received_b": counts.get("received_B", 0),
+                "drawn": drawn, "dropped": max(received - drawn, 0),
                 "draw_errors": counts.get("draw_errors", 0), "images": counts.get("images", 0),
                 "clients": len(self.server.get_clients()) if self.server is not None else 0}
 
