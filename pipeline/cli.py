@@ -123,16 +123,26 @@ def cli(verbose):
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
 @click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
+@click.option("--listen", metavar="HOST",
+              help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
+                   "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, overrides):
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, listen,
+          overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
+    from pipeline import listen as listening
     from pipeline import rundir
 
+    flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
+             "device": device, "detector": detector, "seconds": seconds}
     try:
-        cfg = load_config(config_path, overrides, flags={"source": _source_value(source), "backend": backend,
-                                                         "model": model, "checkpoint": checkpoint,
-                                                         "device": device, "detector": detector,
-                                                         "seconds": seconds})
+        cfg = load_config(config_path, overrides, flags=flags)
+        if listen is None:
+            listening.refuse_non_loopback(cfg)
+        else:
+            host = listening.check_host(listen)
+            cfg = load_config(config_path, (*overrides, *listening.listen_overrides(cfg, host)), flags=flags)
+            click.echo(listening.listen_warning(cfg, host), err=True)
     except ConfigError as exc:
         fail(str(exc))
     try:

@@ -79,6 +79,8 @@ class NativeSink(Sink):
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, self.hwm)
+        if self.requested.startswith("tcp://["):
+            self._sock.setsockopt(zmq.IPV6, 1)  # an IPv6 literal endpoint, e.g. tcp://[::1]:5560
         try:
             self._sock.bind(self.requested)
         except zmq.ZMQError as exc:

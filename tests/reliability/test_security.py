@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -240,3 +241,73 @@ def test_viewer_exposes_no_path_reading_or_writing_action():
                      or ast.unparse(n.func).endswith((".write_text", ".write_bytes", ".read_text", ".read_bytes",
                                                       ".unlink", ".open")))]
         assert not touching, f"{rel} touches files: {touching}"
+
+
+# ------------------------------------------------------------------------------ --listen
+
+def _cfg(tmp_path, text=""):
+    from pipeline.config import load_config
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return load_config(path if text else None, ())
+
+
+def test_servers_of_the_default_config_are_all_on_loopback(tmp_path):
+    from pipeline.listen import refuse_non_loopback, servers
+    cfg = _cfg(tmp_path, "sinks:\n  viewer: {port: 8080}\n")
+    found = {s.what: s.host for s in servers(cfg)}
+    assert found == {"native stream": "127.0.0.1", "viewer": "127.0.0.1", "Prometheus": "127.0.0.1"}
+    refuse_non_loopback(cfg)  # no error
+
+
+@pytest.mark.parametrize("text, key", [
+    ("sinks:\n  native: {endpoint: 'tcp://0.0.0.0:5560'}\n", "sinks.native.endpoint"),
+    ("sinks:\n  viewer: {host: 192.168.1.20}\n", "sinks.viewer.host"),
+    ("workers:\n  metrics: {module: workers.metrics, params: {prometheus_host: 0.0.0.0}}\n",
+     "workers.metrics.params.prometheus_host"),
+    ("control: {transport: tcp, host: 10.0.0.5}\n", "control.host"),
+])
+def test_non_loopback_without_listen_is_refused_naming_key_and_flag(tmp_path, text, key):
+    from pipeline.config import ConfigError
+    from pipeline.listen import refuse_non_loopback
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}.*--listen"):
+        refuse_non_loopback(_cfg(tmp_path, text))
+
+
+def test_listen_moves_every_server_and_keeps_ports(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.listen import check_host, listen_overrides, listen_warning, servers
+    path = tmp_path / "c.yaml"
+    path.write_text("sinks:\n  native: {endpoint: 'tcp://127.0.0.1:5999'}\n  viewer: {port: 8090}\n")
+    cfg = load_config(path, ())
+    moved = load_config(path, tuple(listen_overrides(cfg, check_host("0.0.0.0"))))
+    got = {s.what: (s.host, str(s.port)) for s in servers(moved)}
+    assert got == {"native stream": ("0.0.0.0", "5999"), "viewer": ("0.0.0.0", "8090"),
+                   "Prometheus": ("0.0.0.0", "9100")}
+    warning = listen_warning(moved, "0.0.0.0")
+    assert "other machines" in warning and "control socket stays local" in warning
+    six = load_config(path, tuple(listen_overrides(cfg, check_host("::"))))
+    assert moved.sinks["native"]["endpoint"] == "tcp://0.0.0.0:5999"
+    assert six.sinks["native"]["endpoint"] == "tcp://[::]:5999"
+
+
+@pytest.mark.parametrize("bad", ["", "not a host!", "tcp://0.0.0.0", "-leading-dash"])
+def test_listen_rejects_what_is_not_a_host(bad):
+    from pipeline.config import ConfigError
+    from pipeline.listen import check_host
+    with pytest.raises(ConfigError, match="--listen"):
+        check_host(bad)
+
+
+def test_start_refuses_a_public_config_and_listen_warns(run_cli, tmp_path, pipeline_env):
+    config = tmp_path / "c.yaml"
+    config.write_text("sinks:\n  native: {endpoint: 'tcp://0.0.0.0:0'}\n")
+    proc = run_cli("start", "--config", config, "--seconds", "1", timeout=60)
+    assert proc.returncode != 0 and "--listen 0.0.0.0" in proc.stderr, proc.stderr
+    proc = run_cli("start", "--config", config, "--listen", "not a host!", "--seconds", "1", timeout=60)
+    assert proc.returncode != 0 and "--listen 'not a host!'" in proc.stderr, proc.stderr
+    # asked for: it starts, on every interface, and says so
+    fast = make_config(tmp_path / "fast.yaml")
+    proc = run_cli("start", "--config", fast, "--listen", "0.0.0.0", "--seconds", "3", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --listen 0.0.0.0: the native stream (0.0.0.0:" in proc.stderr, proc.stderr
