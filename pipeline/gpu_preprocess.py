@@ -45,6 +45,8 @@ class GpuCropper:
         self._consumed = [torch.cuda.Event() for _ in range(2)] if cuda else []
         self._turn = 0
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
+        from pipeline.pinned import PinnedUploader
+        self._small = PinnedUploader(self.device)  # crop matrices, without waiting for queued work
         self._registered = None      # (address, size) of page-locked caller memory
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
@@ -157,7 +159,7 @@ class GpuCropper:
         theta[:, 0, 2] = (2 * centres[:, 0] + 1 - 1 / k) / w - 1
         theta[:, 1, 1] = sides / h
         theta[:, 1, 2] = (2 * centres[:, 1] + 1 - 1 / k) / h - 1
-        return torch.from_numpy(theta.astype(np.float32)).to(self.device, non_blocking=True)
+        return self._small.upload(theta, np.float32)
 
     def _check_frame(self, frame) -> np.ndarray:
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:

@@ -106,6 +106,8 @@ class CompileBackend(Backend):
         self._compiled = torch.compile(module, **kwargs)
         self._device = device
         self.asynchronous = cuda
+        from pipeline.pinned import PinnedUploader
+        self._uploader = PinnedUploader(device)
         self._sizes = sizes
         self._host = net.HostOutputs(device, int(cfg.max_batch))
         self._dev_out = torch.empty((int(cfg.max_batch), net.FLAT_WIDTH), device=device)
@@ -156,8 +158,8 @@ class CompileBackend(Backend):
         from pipeline.backends import network as net
         self._require_loaded()
         net.check_inputs(img, bbox_info)
-        img = net.as_input(img, self._device, name="img")
-        bbox_info = net.as_input(bbox_info, self._device, name="bbox_info")
+        img = net.as_device_input(img, self._device, self._uploader, name="img")
+        bbox_info = net.as_device_input(bbox_info, self._device, self._uploader, name="bbox_info")
         flat, self._dev_out = net.run_chunked(self._run, img, bbox_info, self._sizes, self._dev_out)
         return self._host.fetch_async(flat)
 

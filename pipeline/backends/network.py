@@ -175,6 +175,16 @@ def as_input(x, device: torch.device, dtype=torch.float32, name: str = "input") 
     return x.to(device=device, dtype=dtype, non_blocking=True)
 
 
+def as_device_input(x, device: torch.device, uploader=None, name: str = "input") -> torch.Tensor:
+    """Like `as_input`; numpy arrays go through `uploader` (a pipeline.pinned.PinnedUploader) on
+    CUDA, so the copy does not wait for work already queued on the stream."""
+    if uploader is not None and uploader.cuda and isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"{name} must be floating point, got {x.dtype}")
+        return uploader.upload(x, np.float32)
+    return as_input(x, device, name=name)
+
+
 def check_inputs(img, bbox_info) -> int:
     if tuple(img.shape[1:]) != (3, CROP, CROP) or img.ndim != 4:
         raise ValueError(f"img must be (B,3,{CROP},{CROP}), got {tuple(img.shape)}")

@@ -172,6 +172,8 @@ class TrtBackend(Backend):
         self._sizes = tuple(range(1, key.max_batch + 1))
         self._host = net.HostOutputs(device, key.max_batch)
         self.asynchronous = True
+        from pipeline.pinned import PinnedUploader
+        self._uploader = PinnedUploader(device)
         self._scratch = None
         self._info = {
             "name": self.name, "loaded": True, "device": str(device), "device_name": device_name,
@@ -208,8 +210,8 @@ class TrtBackend(Backend):
         from pipeline.backends import network as net
         self._require_loaded()
         net.check_inputs(img, bbox_info)
-        img = net.as_input(img, self._device, name="img")
-        bbox_info = net.as_input(bbox_info, self._device, name="bbox_info")
+        img = net.as_device_input(img, self._device, self._uploader, name="img")
+        bbox_info = net.as_device_input(bbox_info, self._device, self._uploader, name="bbox_info")
         with torch.inference_mode():
             flat, self._scratch = net.run_chunked(self._engine, img, bbox_info, self._sizes,
                                                   self._scratch)

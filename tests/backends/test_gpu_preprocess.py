@@ -68,6 +68,8 @@ def test_cuda_crops_stay_right_while_compute_is_queued(registered):
         for f in frames:
             busy = busy @ busy / 8192.0  # ~10 ms of queued compute before each crop
             outs.append(cropper.crops(f, centres, sides))
+        # crops() returned while the matmuls still run: it waited for its own upload only
+        assert not torch.cuda.current_stream().query()
         torch.cuda.synchronize()
         for f, got in zip(frames, outs):
             ref = GpuCropper("cpu", h, w).crops(f, centres, sides)

@@ -1,0 +1,41 @@
+"""Small host arrays to the GPU without waiting for the work queued before them.
+
+A copy from ordinary (pageable) host memory may make CUDA wait for everything already queued
+on the stream before it starts. In the inference worker that is the previous frame's network,
+so each small upload (crop matrices, bbox_info) would undo the overlap of frames. Copies from
+page-locked memory are truly asynchronous; `PinnedUploader` keeps a few page-locked buffers in
+rotation and reuses one only after the copy that last read it has run (an event per buffer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class PinnedUploader:
+    def __init__(self, device, depth: int = 4):
+        import torch
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.depth = max(1, int(depth))
+        self._bufs: list = [None] * self.depth
+        self._events = [torch.cuda.Event() for _ in range(self.depth)] if self.cuda else []
+        self._turn = 0
+
+    def upload(self, array: np.ndarray, dtype=np.float32):
+        """`array` as a tensor on the device (queued on the current stream)."""
+        import torch
+        array = np.ascontiguousarray(array, dtype=dtype)
+        if not self.cuda:
+            return torch.from_numpy(array.copy()).to(self.device)
+        self._turn = (self._turn + 1) % self.depth
+        i = self._turn
+        self._events[i].synchronize()  # the copy that last read this buffer has run (no-op if never)
+        buf = self._bufs[i]
+        if buf is None or buf.numel() < array.size or buf.dtype != torch.from_numpy(array[:0]).dtype:
+            buf = self._bufs[i] = torch.empty(max(array.size, 64), dtype=torch.from_numpy(array[:0]).dtype,
+                                              pin_memory=True)
+        staged = buf[:array.size]
+        staged.numpy()[:] = array.reshape(-1)
+        out = staged.view(array.shape).to(self.device, non_blocking=True)
+        self._events[i].record(torch.cuda.current_stream(self.device))
+        return out
