@@ -150,7 +150,7 @@ def test_swap_is_make_before_break(run_cli, small_config):
         new = workers(request("status"))["inference"]
         assert new["generation"] == old["generation"] + 1 and new["state"] == "running" and new["restarts"] == 0
         wait_for(lambda: not psutil.pid_exists(old["pid"]) or
-                 psutil.Process(old["pid"]).status() == psutil.STATUS_ZOMBIE, timeout=5, what="old generation exit")
+                 psutil.Process(old["pid"]).status() == psutil.STATUS_ZOMBIE, timeout=15, what="old generation exit")
         bad = run_cli("swap", "inference", "threads=-1", timeout=120)
         assert bad.returncode != 0 and "must be >= 0" in bad.stderr and "keeps running" in bad.stderr
         bad = run_cli("swap", "inference", "nope=1")
