@@ -150,7 +150,6 @@ class GpuCropper:
         return dev[:shape[0] * shape[1] * 3].view(shape)
 
     def _theta(self, centres, sides, w, h):
-        import torch
         # Output pixel u samples input x = (u + 0.5 - res/2) * side/res + cx, written in
         # grid_sample's normalised coordinates (align_corners=False) for x and y.
         k = self.res / sides

@@ -12,14 +12,11 @@ network is testable anywhere.
 """
 from __future__ import annotations
 
-import logging
 import operator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups):
