@@ -81,6 +81,11 @@ log = logging.getLogger(__name__)
 MAGIC = b"PPRING01"
 VERSION = 1
 SHM_PREFIX = "posepipe-"
+
+
+def ring_shm_name(run_id: str, name: str) -> str:
+    """The shared-memory block of ring `name` of run `run_id` (what `Ring.create` makes)."""
+    return f"{SHM_PREFIX}{run_id}-{name}"
 SHM_DIR = "/dev/shm"
 PAGE = 4096
 SEQ_STRIDE = 128
@@ -292,7 +297,7 @@ class Ring:
         data_off = _align(seq_off + SEQ_STRIDE * slots, PAGE)
         stride = _align(dtype.itemsize, PAGE if dtype.itemsize > PAGE else SLOT_ALIGN)
         size = data_off + stride * slots
-        shm_name = f"{SHM_PREFIX}{run_id}-{name}"
+        shm_name = ring_shm_name(run_id, name)
         try:
             shm = _open_untracked(shm_name, create=True, size=size)
         except FileExistsError as e:

@@ -232,7 +232,7 @@ class Supervisor:
     def _shared(self) -> dict:
         c = self.cfg
         return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
-                "sinks": c.sinks, "max_persons": c.rings.max_persons}
+                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id}
 
     # ---- main loop ------------------------------------------------------------------------------
     def _supervise(self) -> None:

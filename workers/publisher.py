@@ -35,6 +35,7 @@ from typing import Literal, Union
 import numpy as np
 
 from pipeline.records import stamp
+from pipeline.ring import ring_shm_name
 from pipeline.worker import WROTE, SettingError, Worker, WorkerError
 
 LATENCY_WINDOW = 300
@@ -88,7 +89,8 @@ class Publisher(Worker):
         self._want_image = any(s.wants_image for s in self.sinks)
         self._last_extras = 0.0
         self._variant_sinks = [s for s in self.sinks if callable(getattr(s, "send_variant", None))]
-        self._b_shm = _sibling_ring(self.rings.get("poses"), VARIANT_B_RING)
+        run_id = self.ctx.shared.get("run_id")
+        self._b_shm = ring_shm_name(run_id, VARIANT_B_RING) if run_id else None
         self._b_ring = self._b_reader = None
         self._b_next_try = 0.0
         self._b_last = None
@@ -268,14 +270,6 @@ class Publisher(Worker):
                 out[f"{sink.name}_endpoint"] = endpoint
         return out
 
-
-
-def _sibling_ring(ring, name: str) -> str | None:
-    """Shared-memory name of ring `name` of the same run as `ring` (posepipe-<run>-<ring>)."""
-    shm = getattr(ring, "shm_name", None)
-    if not shm or "-" not in shm:
-        return None
-    return f"{shm.rsplit('-', 1)[0]}-{name}"
 
 
 def viewer_mesh(data_dir=None):

@@ -300,14 +300,14 @@ class Profiler:
 
     # ---- rings ----------------------------------------------------------------------------------
     def _attach_rings(self, run_id) -> None:
-        from pipeline.ring import SHM_PREFIX, Ring, RingError
+        from pipeline.ring import Ring, RingError, ring_shm_name
 
         if not isinstance(run_id, str):
             self.notes.append("status has no run id: no per-frame stamps")
             return
         for name in RINGS:
             try:
-                self.rings[name] = Ring.attach(f"{SHM_PREFIX}{run_id}-{name}")
+                self.rings[name] = Ring.attach(ring_shm_name(run_id, name))
             except (RingError, OSError) as exc:
                 log.debug("ring %s not attached: %s", name, exc)
         if "published" in self.rings:

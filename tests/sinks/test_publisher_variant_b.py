@@ -51,7 +51,7 @@ def setup(monkeypatch):
     monkeypatch.setattr(pipeline.sinks, "build_sink", lambda name, options: sink)
     monkeypatch.setattr(publisher_module, "B_ATTACH_EVERY_S", 0.0)
     monkeypatch.setattr(publisher_module, "B_IDLE_S", 0.2)
-    ctx = WorkerContext("publisher", 1, rings, {"sinks": {"variants": {}}})
+    ctx = WorkerContext("publisher", 1, rings, {"sinks": {"variants": {}}, "run_id": run})
     pub = publisher_module.Publisher(publisher_module.Params(), ctx)
     rings["published"].set_owner(1)
     pub.out = Output(rings["published"], 1)
