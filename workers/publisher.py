@@ -117,12 +117,7 @@ class Publisher(Worker):
         frame = self.smoother.apply(from_record(rec[()]))
         image = self._image(rec) if self._want_image else None
         for sink in self.sinks:
-            try:
-                sink.send(frame, image if sink.wants_image else None)
-            except Exception as exc:  # one broken sink must not stop the others or the pipeline
-                self.sink_errors[sink.name] += 1
-                if self.sink_errors[sink.name] in (1, 10, 100, 1000):
-                    self.log.warning("sink %s failed (%d times): %s", sink.name, self.sink_errors[sink.name], exc)
+            self._to_sink(sink, "", sink.send, frame, image if sink.wants_image else None)
         if self._variant_sinks and self._b_shm:
             self._forward_variant_b()
         self._update_extras()
@@ -159,13 +154,16 @@ class Publisher(Worker):
         else:
             return
         for sink in self._variant_sinks:
-            try:
-                sink.send_variant(frame, variant="B")
-            except Exception as exc:  # same policy as send(): counted, never fatal
-                self.sink_errors[sink.name] += 1
-                if self.sink_errors[sink.name] in (1, 10, 100, 1000):
-                    self.log.warning("sink %s failed on variant B (%d times): %s", sink.name,
-                                     self.sink_errors[sink.name], exc)
+            self._to_sink(sink, " on variant B", sink.send_variant, frame, variant="B")
+
+    def _to_sink(self, sink, what: str, send, *args, **kwargs) -> None:
+        try:
+            send(*args, **kwargs)
+        except Exception as exc:  # one broken sink must not stop the others or the pipeline
+            self.sink_errors[sink.name] += 1
+            if self.sink_errors[sink.name] in (1, 10, 100, 1000):
+                self.log.warning("sink %s failed%s (%d times): %s", sink.name, what,
+                                 self.sink_errors[sink.name], exc)
 
     def _connect(self, sink) -> None:
         """Hand a sink what it needs from the pipeline, before it opens."""
