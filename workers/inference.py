@@ -162,7 +162,7 @@ class Inference(Worker):
         frame = _InFlight(det, keep, height, width, t0, job)
         written = self._finish_in_flight()
         self._in_flight = frame
-        if job is None or not job.overlaps:
+        if job is None or not self.overlap:
             written += self._finish_in_flight()
         return _wrote(written)
 
@@ -227,8 +227,7 @@ class Inference(Worker):
         img, centres, sides = crops
         t = time.perf_counter()
         pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
-        return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0,
-                    overlaps=self.overlap)
+        return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0)
 
     def _outputs(self, job: "_Job") -> dict:
         """The job's SMPL parameters; waits for the device if it is still running."""
@@ -340,7 +339,6 @@ class _Job:
     sides: np.ndarray
     img_wh: tuple
     submit_ms: float
-    overlaps: bool             # the backend returned before the device finished
 
 
 @dataclass

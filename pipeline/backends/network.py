@@ -285,9 +285,6 @@ class HostPending:
     def __init__(self, host: HostOutputs, index: int, ticket: int, dst: torch.Tensor, event):
         self.host, self.index, self.ticket, self.dst, self.event = host, index, ticket, dst, event
 
-    def ready(self) -> bool:
-        return self.event is None or self.event.query()
-
     def result(self) -> dict:
         if self.event is not None:
             self.event.synchronize()
