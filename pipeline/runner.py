@@ -36,6 +36,8 @@ from pipeline.worker import WROTE, Output, SettingError, WorkerContext, Wrote, f
 
 log = logging.getLogger(__name__)
 
+_CRASHED = object()  # what Runner._step returns when process()/flush() raised
+
 EXIT_SETUP = 78
 HEARTBEAT_S = 0.5
 PARENT_GONE_GRACE_S = 1.0
@@ -92,7 +94,6 @@ class Runner:
         self.paused = False
         self.state = "starting"
         self.frames_in = 0
-        self._last_result = None
         self.frames_out = 0
         self.drops = 0
         self.timings = _Timings()
@@ -179,7 +180,7 @@ class Runner:
             if self.paused:
                 # `latest` readers resume at the newest item; `next` readers count what the
                 # ring overwrote meanwhile as drops.
-                if worker.pending() and not self._step(worker.flush, extend=True):
+                if worker.pending() and self._step(worker.flush, extend=True) is _CRASHED:
                     return 1
                 self.stop_event.wait(0.05)
                 continue
@@ -189,22 +190,23 @@ class Runner:
                 item = reader.read(timeout=0 if pending else 0.1, copy=worker.copy_input)
                 if item is None:
                     # Nothing new right now: write what a pipelined worker held back.
-                    if pending and not self._step(worker.flush, extend=True):
+                    if pending and self._step(worker.flush, extend=True) is _CRASHED:
                         return 1
                     continue
                 self.frames_in += 1
                 self.drops += item.overwritten_before
-            if not self._step(worker.process, item):
+            result = self._step(worker.process, item)
+            if result is _CRASHED:
                 return 1
-            if reader is None and self._last_result is not None:
+            if reader is None and result is not None:
                 self.frames_in += 1
         if worker.pending():
             self._step(worker.flush, extend=True)  # a clean stop still writes the last item
         return 0
 
-    def _step(self, fn, *args, extend: bool = False) -> bool:
-        """One process()/flush() call and its bookkeeping; False when it crashed. A flush's time
-        is added to the item it finishes, so per-item timings stay per item."""
+    def _step(self, fn, *args, extend: bool = False):
+        """One process()/flush() call and its bookkeeping; returns its result, or _CRASHED. A
+        flush's time is added to the last item's timing, so there is one timing per item."""
         out, reader = self.worker.out, self.reader
         t0 = time.perf_counter()
         try:
@@ -212,13 +214,12 @@ class Runner:
         except Exception:
             log.exception("%s (generation %d) crashed in %s()", self.name, self.generation, fn.__name__)
             self.stop_reason = "crashed"
-            return False
+            return _CRASHED
         ms = (time.perf_counter() - t0) * 1000.0
         if extend:
             self.timings.extend_last(ms)
         else:
             self.timings.add(ms)
-        self._last_result = result
         if result is WROTE:
             self.frames_out += 1
         elif isinstance(result, Wrote):
@@ -230,7 +231,7 @@ class Runner:
                 self.frames_out += 1
         elif out is None and reader is not None and not extend:
             self.frames_out += 1  # a terminal stage (metrics): what it consumed is its output
-        return True
+        return result
 
     def _apply_commands(self) -> None:
         while True:
