@@ -157,11 +157,9 @@ class CompileBackend(Backend):
         """Queues the graph replay(s) and the output copy; returns before the GPU is done."""
         from pipeline.backends import network as net
         self._require_loaded()
-        net.check_inputs(img, bbox_info)
-        img = net.as_device_input(img, self._device, self._uploader, name="img")
-        bbox_info = net.as_device_input(bbox_info, self._device, self._uploader, name="bbox_info")
-        flat, self._dev_out = net.run_chunked(self._run, img, bbox_info, self._sizes, self._dev_out)
-        return self._host.fetch_async(flat)
+        pending, self._dev_out = net.submit_chunked(self._run, img, bbox_info, self._sizes, self._dev_out,
+                                                    self._uploader, self._host)
+        return pending
 
     def info(self) -> dict:
         return dict(self._info)

@@ -175,14 +175,15 @@ def as_input(x, device: torch.device, dtype=torch.float32, name: str = "input") 
     return x.to(device=device, dtype=dtype, non_blocking=True)
 
 
-def as_device_input(x, device: torch.device, uploader=None, name: str = "input") -> torch.Tensor:
-    """Like `as_input`; numpy arrays go through `uploader` (a pipeline.pinned.PinnedUploader) on
-    CUDA, so the copy does not wait for work already queued on the stream."""
-    if uploader is not None and uploader.cuda and isinstance(x, np.ndarray):
+def as_device_input(x, uploader, name: str = "input") -> torch.Tensor:
+    """Like `as_input` on `uploader.device`; numpy arrays go through `uploader` (a
+    pipeline.pinned.PinnedUploader) on CUDA, so the copy does not wait for work already queued
+    on the stream."""
+    if uploader.cuda and isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"{name} must be floating point, got {x.dtype}")
         return uploader.upload(x, np.float32)
-    return as_input(x, device, name=name)
+    return as_input(x, uploader.device, name=name)
 
 
 def check_inputs(img, bbox_info) -> int:
@@ -240,6 +241,17 @@ def run_chunked(fn, img: torch.Tensor, bbox_info: torch.Tensor, sizes, scratch: 
                   batching.pad_rows(bbox_info[c.start:c.stop], c.run_size))
         scratch[c.start:c.stop].copy_(flat[:c.count])
     return scratch[:n], scratch
+
+
+def submit_chunked(fn, img, bbox_info, sizes, scratch, uploader, host: "HostOutputs"):
+    """The asynchronous `submit` of a graph/engine backend: check and upload the inputs, run
+    `fn` over the batch (`run_chunked`), queue the copy of the outputs to the host.
+    Returns (pending result, scratch buffer)."""
+    check_inputs(img, bbox_info)
+    img = as_device_input(img, uploader, name="img")
+    bbox_info = as_device_input(bbox_info, uploader, name="bbox_info")
+    flat, scratch = run_chunked(fn, img, bbox_info, sizes, scratch)
+    return host.fetch_async(flat), scratch
 
 
 class HostOutputs:

@@ -209,13 +209,10 @@ class TrtBackend(Backend):
         import torch
         from pipeline.backends import network as net
         self._require_loaded()
-        net.check_inputs(img, bbox_info)
-        img = net.as_device_input(img, self._device, self._uploader, name="img")
-        bbox_info = net.as_device_input(bbox_info, self._device, self._uploader, name="bbox_info")
         with torch.inference_mode():
-            flat, self._scratch = net.run_chunked(self._engine, img, bbox_info, self._sizes,
-                                                  self._scratch)
-            return self._host.fetch_async(flat)
+            pending, self._scratch = net.submit_chunked(self._engine, img, bbox_info, self._sizes,
+                                                        self._scratch, self._uploader, self._host)
+        return pending
 
     def info(self) -> dict:
         return dict(self._info)
