@@ -143,6 +143,14 @@ class EngineCache:
                                          f"its sidecar (truncated or replaced)")
         return Lookup("hit", path)
 
+    def find(self, key: EngineKey, options: dict) -> Lookup:
+        """`lookup` with a backend's options: `engine_path` (a user-supplied engine) and the
+        `on_stale` policy applied to a stale engine (rebuild: returned as stale; refuse: raises)."""
+        found = self.lookup(key, options.get("engine_path"))
+        if found.status == "stale":
+            resolve_stale(found, options.get("on_stale", "rebuild"))
+        return found
+
     def store(self, key: EngineKey, write_engine: Callable[[Path], None],
               engine_path: str | os.PathLike | None = None) -> Path:
         """Build via `write_engine(tmp_path)` and move the engine + sidecar into place.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
 from pipeline.backends import batching
-from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey, resolve_stale
+from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,9 @@ class OnnxBackend(Backend):
         t0 = time.perf_counter()
         key = self.engine_key()
         cache = self.cache()
-        found = cache.lookup(key, opts.get("engine_path"))
+        found = cache.find(key, opts)
         built = False
         if found.status != "hit":
-            if found.status == "stale":
-                resolve_stale(found, opts.get("on_stale", "rebuild"))
             log.info("onnx: exporting the network to %s (once per checkpoint)", found.engine_path)
             module = self._export_module()
             cache.store(key, lambda p: export_onnx(module, p, key.max_batch, dict(key.extra)["opset"],

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
-from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey, resolve_stale
+from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,9 @@ class TrtBackend(Backend):
         key = self.engine_key(device_name, trt_version, getattr(tt, "__version__", "unknown"))
         cache, opts = self.cache(), self.config.options
         t0 = time.perf_counter()
-        found = cache.lookup(key, opts.get("engine_path"))
+        found = cache.find(key, opts)
         built = False
         if found.status != "hit":
-            if found.status == "stale":
-                resolve_stale(found, opts.get("on_stale", "rebuild"))
             log.warning("trt: building a TensorRT engine for %s %s batch 1..%d on %s; this takes "
                         "minutes once, later starts load it from %s", self.config.model,
                         self.config.precision, key.max_batch, device_name, found.engine_path)
