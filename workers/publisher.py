@@ -35,7 +35,7 @@ from typing import Literal, Union
 import numpy as np
 
 from pipeline.records import stamp
-from pipeline.ring import ring_shm_name
+from pipeline.ring import Ring, RingError, ring_shm_name
 from pipeline.worker import WROTE, SettingError, Worker, WorkerError
 
 LATENCY_WINDOW = 300
@@ -127,7 +127,6 @@ class Publisher(Worker):
         """B's newest frame (A/B test) to the sinks that draw variants; attach to its ring
         when it appears, clear B's skeletons when it stops."""
         from pipeline.poses import from_record
-        from pipeline.ring import Ring, RingError
 
         now = time.monotonic()
         if self._b_reader is None:

@@ -190,7 +190,6 @@ class Profiler:
                          "interval_s": self.opts.interval_s, "ncores": os.cpu_count(), "gpu": self.gpu_note,
                          "started_unix": time.time()}
         cpu0 = own_cpu_seconds()
-        self.costs = CostMeter()
         uss0 = self.sampler.uss_cpu_s
         next_sample = t0
         ring_counts: dict[str, tuple[float, int]] = {}
