@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from pipeline.messages import Bye, Command, Event, Heartbeat, Hello, Ready, Reply, Stats
-from pipeline.worker import WROTE, Output, SettingError, WorkerContext, Wrote, find_worker_class
+from pipeline.worker import Output, SettingError, WorkerContext, Wrote, find_worker_class
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ class Runner:
             self.timings.extend_last(ms)
         else:
             self.timings.add(ms)
-        if result is WROTE:
-            self.frames_out += 1
-        elif isinstance(result, Wrote):
+        if isinstance(result, Wrote):
             self.frames_out += result.count
         elif result is not None:
             if out is None:

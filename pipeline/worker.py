@@ -44,13 +44,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-WROTE = object()  # returned by process() after writing in place through self.out
-
-
 @dataclass(frozen=True)
 class Wrote:
     """Returned by process()/flush() after writing `count` records in place (0 or more)."""
     count: int
+
+
+WROTE = Wrote(1)  # returned by process() after writing one record in place through self.out
 
 
 class WorkerError(RuntimeError):
