@@ -117,7 +117,7 @@ def cli(verbose):
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
-@click.option("--backend", help="Inference backend: torch, compile, trt, onnx (workers.inference.params.backend).")
+@click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
 @click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")

@@ -12,7 +12,7 @@ Results go to <out>/bench_<variant>.json (rewritten after every backend, so a ru
 keeps what it measured) and <out>/bench_<variant>.md.
 
 Backends: torch (eager fp32), torch-fp16 (eager, fp16 backbone + channels-last, CUDA only),
-compile, trt, onnx. A backend that cannot run here is recorded with its error message.
+compile, compile-fused (cudnn_fusion), cudagraph (cudagraph-sN: with N streams), trt, onnx. A backend that cannot run here is recorded with its error message.
 --e2e then runs the whole pipeline in the same command (tools/bench_e2e.py: a generated 1080p
 video as fast as it decodes, `fixed` detector boxes for exactly 1 and 5 persons, published fps
 and capture->publish latency percentiles per --e2e-backends) and adds its table to the same
@@ -39,7 +39,8 @@ sys.path.insert(0, str(_TOOLS.parent))
 
 log = logging.getLogger("bench")
 
-ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-fused", "compile-frozen", "trt", "onnx")
+ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-fused", "compile-frozen",
+                "cudagraph", "cudagraph-s1", "cudagraph-s8", "trt", "onnx")
 
 
 class EagerRunner:
@@ -99,6 +100,10 @@ def make_backend(name, args, checkpoint, device, max_batch):
         if args.compile_dynamic != "auto":
             cfg.options["dynamic"] = args.compile_dynamic == "true"
         return CompileBackend(cfg)
+    if name.startswith("cudagraph"):
+        from pipeline.backends.cudagraph import CudaGraphBackend
+        cfg.options.update(batch_sizes=args.compile_sizes, **cudagraph_options(name))
+        return CudaGraphBackend(cfg)
     if name == "trt":
         from pipeline.backends.trt import TrtBackend
         return TrtBackend(cfg)
@@ -106,6 +111,12 @@ def make_backend(name, args, checkpoint, device, max_batch):
         from pipeline.backends.onnx import OnnxBackend
         return OnnxBackend(cfg)
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
+
+
+def cudagraph_options(name: str) -> dict:
+    """cudagraph-sN: the cudagraph backend with N streams (cudagraph: its default)."""
+    suffix = name[len("cudagraph"):]
+    return {"streams": int(suffix[2:])} if suffix.startswith("-s") else {}
 
 
 def cache_root(args) -> Path:
@@ -274,13 +285,13 @@ def main(argv=None):
     p.add_argument("--cache", default=None,
                    help="checkpoint/compile/engine cache (default $POSEPIPE_CACHE_DIR or OUT/cache)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--compile-sizes", default="all", help="compile: all | pow2 | 1,2,4,8")
+    p.add_argument("--compile-sizes", default="all", help="compile and cudagraph: all | pow2 | 1,2,4,8")
     p.add_argument("--compile-dynamic", choices=("auto", "true", "false"), default="auto")
     p.add_argument("--compile-cpu", action="store_true", help="allow the compile backend on CPU")
     p.add_argument("--e2e", action="store_true",
                    help="end-to-end pipeline throughput/latency on a generated 1080p video")
     p.add_argument("--e2e-backends", default="torch,compile",
-                   help="backends for --e2e (torch, torch-fp16, compile, compile-fused, trt, onnx)")
+                   help="backends for --e2e (torch, torch-fp16, compile, compile-fused, cudagraph, cudagraph-sN, trt, onnx)")
     p.add_argument("--e2e-persons", default="1,5")
     p.add_argument("--e2e-seconds", type=float, default=15.0, help="measured seconds per --e2e row")
     p.add_argument("-v", "--verbose", action="store_true")

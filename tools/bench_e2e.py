@@ -97,6 +97,8 @@ def write_config(path: Path, video: Path, backend: str, persons: int, device: st
         backend, precision = "torch", "fp16"
     if backend == "compile-fused":  # conv+ReLU(+add) as single cuDNN kernels
         backend, options = "compile", {"cudnn_fusion": True}
+    if backend.startswith("cudagraph-s"):  # cudagraph with N streams
+        backend, options = "cudagraph", {"streams": int(backend[len("cudagraph-s"):])}
     cfg = {
         "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop"},
         "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920}, "max_persons": persons},

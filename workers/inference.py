@@ -33,7 +33,7 @@ TIMING_WINDOW = 256
 class Params:
     model: Literal["poco-cliff", "poco-pare", "cliff", "pare"] = "poco-cliff"
     checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
-    backend: Literal["torch", "compile", "trt", "onnx"] = "torch"
+    backend: Literal["torch", "compile", "cudagraph", "trt", "onnx"] = "torch"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "fp16"] = "auto"   # auto: fp16 on CUDA, fp32 on CPU
     channels_last: bool = False

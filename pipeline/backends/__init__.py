@@ -5,7 +5,7 @@ import importlib
 
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
 
-BACKEND_NAMES = ("torch", "compile", "trt", "onnx")
+BACKEND_NAMES = ("torch", "compile", "cudagraph", "trt", "onnx")
 
 __all__ = ["Backend", "BackendConfig", "BackendUnavailable", "BACKEND_NAMES", "get_backend"]
 

@@ -9,7 +9,7 @@ it is building and how long it took), and rebuilds or refuses (option on_stale) 
 key does not match. Batches above the engine's range are split.
 
 Missing torch-tensorrt/TensorRT or CUDA is a `BackendUnavailable` naming what to install.
-There is no silent fallback: only `options["fallback"]` = "compile" | "torch" | "onnx"
+There is no silent fallback: only `options["fallback"]` = "compile" | "cudagraph" | "torch" | "onnx"
 enables one, and `info()` then says `fallback_from: trt` with the reason.
 
 Options: on_stale ("rebuild" default | "refuse"), engine_path, opt_batch (TensorRT's
@@ -27,7 +27,7 @@ from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, Engi
 
 log = logging.getLogger(__name__)
 
-FALLBACKS = ("compile", "torch", "onnx")
+FALLBACKS = ("compile", "cudagraph", "torch", "onnx")
 
 
 def install_hint() -> str:
@@ -226,14 +226,5 @@ class TrtBackend(Backend):
 
 
 def _make_backend(name: str, config: BackendConfig) -> Backend:
-    if name == "compile":
-        from pipeline.backends.compile import CompileBackend
-        return CompileBackend(config)
-    if name == "onnx":
-        from pipeline.backends.onnx import OnnxBackend
-        return OnnxBackend(config)
-    try:
-        from pipeline.backends.torch import TorchBackend
-    except ImportError as exc:
-        raise BackendUnavailable(f"fallback backend 'torch' cannot be imported: {exc}") from exc
-    return TorchBackend(config)
+    from pipeline.backends import get_backend
+    return get_backend(name)(config)

@@ -10,7 +10,7 @@ from pipeline.backends.torch import TorchBackend
 def test_registry_finds_torch_backend_and_rejects_unknown():
     assert get_backend("torch") is TorchBackend
     assert "torch" in BACKEND_NAMES
-    with pytest.raises(ValueError, match="allowed: torch, compile, trt, onnx"):
+    with pytest.raises(ValueError, match="allowed: torch, compile, cudagraph, trt, onnx"):
         get_backend("tflite")
 
 
