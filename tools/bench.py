@@ -40,7 +40,7 @@ sys.path.insert(0, str(_TOOLS.parent))
 log = logging.getLogger("bench")
 
 ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-fused", "compile-frozen",
-                "cudagraph", "cudagraph-s1", "cudagraph-s8", "trt", "onnx")
+                "cudagraph", "cudagraph-s1", "cudagraph-s8", "cudagraph-nofuse", "trt", "onnx")
 
 
 class EagerRunner:
@@ -114,8 +114,11 @@ def make_backend(name, args, checkpoint, device, max_batch):
 
 
 def cudagraph_options(name: str) -> dict:
-    """cudagraph-sN: the cudagraph backend with N streams (cudagraph: its default)."""
+    """cudagraph-sN: the cudagraph backend with N streams; cudagraph-nofuse: without cuDNN
+    conv+ReLU fusion; cudagraph: its defaults."""
     suffix = name[len("cudagraph"):]
+    if suffix == "-nofuse":
+        return {"cudnn_fusion": False}
     return {"streams": int(suffix[2:])} if suffix.startswith("-s") else {}
 
 
