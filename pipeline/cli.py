@@ -486,6 +486,7 @@ def doctor_report() -> list[str]:
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
                  f"{'' if cuda else ' (CPU: slow, ~170 ms per crop)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
+    lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")
     lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install posepipe[onnx]'}")
     ok_mp, _ = _probe("mediapipe")

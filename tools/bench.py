@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -40,7 +41,7 @@ sys.path.insert(0, str(_TOOLS.parent))
 log = logging.getLogger("bench")
 
 ALL_BACKENDS = ("torch", "torch-fp16", "compile", "compile-fused", "compile-frozen",
-                "cudagraph", "cudagraph-s1", "cudagraph-s8", "cudagraph-nofuse", "trt", "onnx")
+                "cudagraph", "cudagraph-s1", "cudagraph-s4", "cudagraph-nofuse", "trt", "onnx")
 
 
 class EagerRunner:
@@ -219,7 +220,7 @@ def run(args):
     batches = sorted({int(b) for b in args.batches.split(",")})
     max_batch = max(batches)
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_BACKENDS]
+    unknown = [n for n in names if n not in ALL_BACKENDS and not re.fullmatch(r"cudagraph-s\d+", n)]
     if unknown:
         raise SystemExit(f"unknown backends {unknown}; choose from {', '.join(ALL_BACKENDS)}")
     if "torch" not in names:

@@ -264,6 +264,7 @@ def main() -> int:
                     help="data dir of the inference worker (compile cache under <data-dir>/engines)")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--profile-dir", type=Path, help="also run `pipeline profile` on the first configuration")
+    ap.add_argument("--profile-backend", help="profile the first configuration of this backend instead")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -287,17 +288,21 @@ def main() -> int:
             "decode_fps": decode_rate(video), "seconds": args.seconds}
     print(f"decode alone: {meta['decode_fps']:.0f} fps", flush=True)
     results = []
-    first = True
+    backends = args.backends.split(",")
+    if args.profile_backend and args.profile_backend not in backends:
+        raise SystemExit(f"--profile-backend {args.profile_backend!r} is not in --backends {args.backends!r}")
+    to_profile = args.profile_backend or backends[0]
+    profiled = False
     for p in persons:
-        for backend in args.backends.split(","):
+        for backend in backends:
             print(f"== {backend}, {p} person(s)", flush=True)
+            profile = args.profile_dir if args.profile_dir and not profiled and backend == to_profile else None
             try:
-                r = run_one(args, backend, p, video, env, free_port(),
-                            args.profile_dir if first and args.profile_dir else None)
+                r = run_one(args, backend, p, video, env, free_port(), profile)
             except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the rest
                 print(f"   failed: {exc}", flush=True)
                 continue
-            first = False
+            profiled = profiled or profile is not None
             results.append(r)
             print(json.dumps(r), flush=True)
             write_report(args.out, results, meta)

@@ -46,7 +46,7 @@ def resolve_device(config: BackendConfig, backend: str, cpu_ok: bool) -> torch.d
                 f"backend {backend!r} was asked for device {config.device!r} but this torch "
                 f"({torch.__version__}) sees no CUDA GPU; install a CUDA build of torch and an "
                 f"NVIDIA driver, or use device=cpu" + ("" if cpu_ok else
-                                                      f" with another backend (torch, onnx)"))
+                                                      " with another backend (torch, onnx)"))
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":

@@ -63,8 +63,9 @@ def import_tensorrt(device: str = "cuda"):
     if problems:
         raise BackendUnavailable("backend 'trt' cannot run here: " + "; ".join(problems)
                                  + ". Install: " + install_hint()
-                                 + ". (No automatic fallback: pick backend=compile or torch, or "
-                                 "set the trt option fallback=compile to allow one.)")
+                                 + ". (No automatic fallback: pick backend=cudagraph (the fastest "
+                                 "without TensorRT on a GPU), compile or torch, or set the trt "
+                                 "option fallback=cudagraph to allow one.)")
     try:
         import tensorrt
         trt_version = tensorrt.__version__

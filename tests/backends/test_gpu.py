@@ -187,7 +187,7 @@ def test_submit_returns_early_and_results_come_back_in_order(tmp_path):
     be.close()
 
 
-@pytest.mark.parametrize("streams", [4, 1])
+@pytest.mark.parametrize("streams", [8, 1])
 def test_cudagraph_agrees_with_eager_fp32_and_splits(cliff_checkpoint, streams):
     from pipeline.backends.cudagraph import CudaGraphBackend
     cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
