@@ -113,3 +113,16 @@ def test_a_crash_in_flush_stops_the_worker_as_a_crash():
     worker = Broken()
     runner = _runner(worker, _Reader([1]))
     assert runner._loop() == 1 and runner.stop_reason == "crashed"
+
+
+def test_setup_objects_are_frozen_out_of_the_collector(monkeypatch):
+    import gc
+
+    from pipeline.runner import freeze_setup_objects
+    try:
+        monkeypatch.setenv("POSEPIPE_GC_FREEZE", "0")
+        assert freeze_setup_objects() is False
+        monkeypatch.setenv("POSEPIPE_GC_FREEZE", "1")
+        assert freeze_setup_objects() is True and gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

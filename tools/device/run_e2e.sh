@@ -4,7 +4,7 @@
 # Needs .whl/ (pyzmq for Python 3.12) carried along. Logs go straight to $OUT (a run cut short
 # still returns them); everything else is tarred at the end (the device tool returns at most
 # 8 files).
-#   env: BACKENDS PERSONS SECONDS_PER_ROW PROFILE_BACKEND E2E_TIMEOUT
+#   env: BACKENDS PERSONS SECONDS_PER_ROW PROFILE=0|1 PROFILE_BACKEND E2E_TIMEOUT
 #        GPU_TESTS=1 GPU_TESTS_PATHS GPU_TESTS_TIMEOUT   BREAKDOWN=1
 #        SWAP=0|1 SWAP_SETTINGS SWAP_TIMEOUT
 set -o pipefail
@@ -23,9 +23,10 @@ if [ "${GPU_TESTS:-0}" = 1 ]; then
   timeout ${GPU_TESTS_TIMEOUT:-180} python3 -m pytest -q -s -m gpu -p no:cacheprovider -o addopts="" -rs \
       ${GPU_TESTS_PATHS:-tests/backends tests/models} 2>&1 | grep -v -E "warnings.warn|Warning:" | tee $OUT/gpu_tests.txt
 fi
+PROFILE_ARGS="--profile-dir $R/profile ${PROFILE_BACKEND:+--profile-backend $PROFILE_BACKEND}"
+[ "${PROFILE:-1}" = 0 ] && PROFILE_ARGS=""
 timeout ${E2E_TIMEOUT:-420} python3 tools/bench_e2e.py --out $R/e2e --backends ${BACKENDS:-compile,torch} \
-    --persons ${PERSONS:-1,5} --seconds ${SECONDS_PER_ROW:-15} --profile-dir $R/profile \
-    ${PROFILE_BACKEND:+--profile-backend $PROFILE_BACKEND} 2>&1 | tee $OUT/e2e.log
+    --persons ${PERSONS:-1,5} --seconds ${SECONDS_PER_ROW:-15} $PROFILE_ARGS 2>&1 | tee $OUT/e2e.log
 cp $R/e2e/e2e.md $R/profile/summary.txt $OUT/ 2>/dev/null
 if [ "${SWAP:-1}" != 0 ]; then
   cp $R/e2e/cfg_torch_1p.yaml $R/swap_cfg.yaml 2>/dev/null || true
