@@ -279,7 +279,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", choices=("cliff", "pare"), default="cliff")
     p.add_argument("--out", default="runs/bench")
-    p.add_argument("--backends", default="torch,torch-fp16,compile,trt,onnx",
+    p.add_argument("--backends", default="torch,torch-fp16,cudagraph,compile,trt,onnx",
                    help=f"comma list of {', '.join(ALL_BACKENDS)}")
     p.add_argument("--batches", default="1,2,4,8")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -294,7 +294,7 @@ def main(argv=None):
     p.add_argument("--compile-cpu", action="store_true", help="allow the compile backend on CPU")
     p.add_argument("--e2e", action="store_true",
                    help="end-to-end pipeline throughput/latency on a generated 1080p video")
-    p.add_argument("--e2e-backends", default="torch,compile",
+    p.add_argument("--e2e-backends", default="torch,cudagraph,compile",
                    help="backends for --e2e (torch, torch-fp16, compile, compile-fused, cudagraph, cudagraph-sN, trt, onnx)")
     p.add_argument("--e2e-persons", default="1,5")
     p.add_argument("--e2e-seconds", type=float, default=15.0, help="measured seconds per --e2e row")

@@ -1,6 +1,6 @@
 """End-to-end pipeline benchmark: throughput and capture->publish latency of the real pipeline.
 
-    python tools/bench_e2e.py --out runs/e2e --backends torch,compile --persons 1,5 --seconds 20
+    python tools/bench_e2e.py --out runs/e2e --backends torch,cudagraph,compile --persons 1,5 --seconds 20
 
 For each (backend, persons) it starts the whole pipeline (`pipeline start --detach`) on a
 generated 1080p video played as fast as possible (`realtime: false`, looping), with the
@@ -250,7 +250,7 @@ def write_report(out: Path, results: list, meta: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/e2e"))
-    ap.add_argument("--backends", default="torch,compile")
+    ap.add_argument("--backends", default="torch,cudagraph,compile")
     ap.add_argument("--persons", default="1,5")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--model", default="poco-cliff")
