@@ -35,7 +35,7 @@ from pipeline.records import STAGES
 log = logging.getLogger(__name__)
 
 RINGS = ("frames", "detections", "poses", "published")
-DRAIN_S = 0.2              # how often the published ring (64 slots) is drained between samples
+DRAIN_S = 0.05             # how often the published ring (64 slots) is drained: 64 frames last 0.18 s at 350 fps
 MAX_FRAMES = 200_000       # per-frame stamps kept (a long profile keeps the newest)
 STATUS_FAILURES_TO_STOP = 3
 
