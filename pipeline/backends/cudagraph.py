@@ -21,7 +21,7 @@ import logging
 import time
 
 from pipeline.backends import batching
-from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
+from pipeline.backends.base import Backend, BackendConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ class CudaGraphBackend(Backend):
         streams = int(opts.get("streams", DEFAULT_STREAMS))
         if not 1 <= streams <= 16:
             raise ValueError(f"cudagraph option streams must be in 1..16, got {streams}")
-        if torch.device(cfg.device).type != "cuda":
-            raise BackendUnavailable(
-                f"backend 'cudagraph' needs a CUDA GPU (device=cuda), got device={cfg.device!r}: "
-                f"it replays CUDA graphs. On CPU use backend=onnx (fastest there) or backend=torch")
         device = net.resolve_device(cfg, self.name, cpu_ok=False)
         sizes = batching.parse_sizes(opts.get("batch_sizes", "all"), int(cfg.max_batch))
         t0 = time.perf_counter()

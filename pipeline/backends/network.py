@@ -52,7 +52,9 @@ def resolve_device(config: BackendConfig, backend: str, cpu_ok: bool) -> torch.d
     elif device.type != "cpu":
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     elif not cpu_ok:
-        raise BackendUnavailable(f"backend {backend!r} needs a CUDA GPU (device=cuda)")
+        raise BackendUnavailable(f"backend {backend!r} needs a CUDA GPU (device=cuda), got "
+                                 f"device={config.device!r}. On CPU use backend=onnx (fastest there) "
+                                 f"or backend=torch")
     return device
 
 
