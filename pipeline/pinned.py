@@ -30,10 +30,9 @@ class PinnedUploader:
         self._turn = (self._turn + 1) % self.depth
         i = self._turn
         self._events[i].synchronize()  # the copy that last read this buffer has run (no-op if never)
-        buf = self._bufs[i]
-        if buf is None or buf.numel() < array.size or buf.dtype != torch.from_numpy(array[:0]).dtype:
-            buf = self._bufs[i] = torch.empty(max(array.size, 64), dtype=torch.from_numpy(array[:0]).dtype,
-                                              pin_memory=True)
+        buf, dtype = self._bufs[i], torch.from_numpy(array[:0]).dtype
+        if buf is None or buf.numel() < array.size or buf.dtype != dtype:
+            buf = self._bufs[i] = torch.empty(max(array.size, 64), dtype=dtype, pin_memory=True)
         staged = buf[:array.size]
         staged.numpy()[:] = array.reshape(-1)
         out = staged.view(array.shape).to(self.device, non_blocking=True)

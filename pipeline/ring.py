@@ -81,11 +81,6 @@ log = logging.getLogger(__name__)
 MAGIC = b"PPRING01"
 VERSION = 1
 SHM_PREFIX = "posepipe-"
-
-
-def ring_shm_name(run_id: str, name: str) -> str:
-    """The shared-memory block of ring `name` of run `run_id` (what `Ring.create` makes)."""
-    return f"{SHM_PREFIX}{run_id}-{name}"
 SHM_DIR = "/dev/shm"
 PAGE = 4096
 SEQ_STRIDE = 128
@@ -93,6 +88,12 @@ SLOT_ALIGN = 64
 WAIT_SLICE_S = 0.1
 _DESCR_OFFSET = 512
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+def ring_shm_name(run_id: str, name: str) -> str:
+    """The shared-memory block of ring `name` of run `run_id` (what `Ring.create` makes)."""
+    return f"{SHM_PREFIX}{run_id}-{name}"
+
 
 # Fixed header fields: (name, numpy type, byte offset). 8-byte fields are 8-aligned so each
 # load/store is a single aligned access; the futex word is 4-aligned as the kernel requires.

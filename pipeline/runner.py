@@ -37,6 +37,11 @@ from pipeline.worker import Output, SettingError, WorkerContext, Wrote, find_wor
 log = logging.getLogger(__name__)
 
 _CRASHED = object()  # what Runner._step returns when process()/flush() raised
+EXIT_SETUP = 78
+HEARTBEAT_S = 0.5
+PARENT_GONE_GRACE_S = 1.0
+SPEC_KEYS = {"name", "module", "generation", "control", "parent_pid", "rings", "input", "policy",
+             "output", "reads", "params", "shared"}
 
 
 def freeze_setup_objects() -> bool:
@@ -51,12 +56,6 @@ def freeze_setup_objects() -> bool:
     gc.collect()
     gc.freeze()
     return True
-
-EXIT_SETUP = 78
-HEARTBEAT_S = 0.5
-PARENT_GONE_GRACE_S = 1.0
-SPEC_KEYS = {"name", "module", "generation", "control", "parent_pid", "rings", "input", "policy",
-             "output", "reads", "params", "shared"}
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:

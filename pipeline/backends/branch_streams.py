@@ -12,13 +12,10 @@ event calls, and the critical path shrinks from the sum of all branches to the l
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-
-log = logging.getLogger(__name__)
 
 # Nodes that launch no work of their own are still placed (their outputs carry the stream).
 _RUN_OPS = ("call_function", "call_method", "call_module")
@@ -30,7 +27,7 @@ class StreamPlan:
     waits: dict[str, tuple[str, ...]]          # node name -> producers on other streams
     streams_used: int
     chains: int                                # how many chains were opened (incl. the first)
-    cross_edges: int = field(default=0)
+    cross_edges: int = 0
     nodes: int = 0                             # nodes that may launch work
     depth: int = 0                             # those on the longest path, streams and waits counted
 
