@@ -57,8 +57,7 @@ class Capture(Worker):
         ring = self.out.ring
         _, self.max_h, self.max_w, _ = (None, *ring.dtype["pixels"].shape)
         self.frame_id = max(ring.last_frame_id + 1, 0)
-        newest = ring.newest_seq()
-        self.epoch = int(ring.slot_record(ring.slot_of(newest))["source_epoch"]) + 1 if newest else 0
+        self.epoch = _newest_epoch(ring) + 1
         self.downscaled = 0
         self._first_write = True
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
@@ -111,8 +110,7 @@ class Capture(Worker):
         if self._first_write:
             # Like the frame ids: the old generation may have moved on (looped) between our setup
             # and the hand-over, so our source starts one epoch above the newest frame written.
-            newest = self.out.ring.newest_seq()
-            last = int(self.out.ring.slot_record(self.out.ring.slot_of(newest))["source_epoch"]) if newest else -1
+            last = _newest_epoch(self.out.ring)
             if epoch <= last:
                 self.epoch += last + 1 - epoch
                 epoch = last + 1
@@ -161,6 +159,12 @@ class Capture(Worker):
         return {"source": source.describe() if source is not None else str(self.spec),
                 "fps": getattr(source, "fps", None), "live": getattr(source, "is_live", None),
                 "max_size": f"{self.max_w}x{self.max_h}"}
+
+
+def _newest_epoch(ring) -> int:
+    """The source epoch of the newest frame in the ring, -1 when it has none."""
+    newest = ring.newest_seq()
+    return int(ring.slot_record(ring.slot_of(newest))["source_epoch"]) if newest else -1
 
 
 def _takes_loop(spec) -> bool:
