@@ -21,11 +21,11 @@ markdown and JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -94,16 +94,16 @@ def make_backend(name, args, checkpoint, device, max_batch):
     cfg = BackendConfig(model=args.variant, checkpoint=str(checkpoint), device=device,
                         precision="fp32" if name == "onnx" else "fp16", max_batch=max_batch,
                         cache_dir=str(cache_root(args)), options={})
-    if name in ("compile", "compile-fused", "compile-frozen"):
+    backend, variant_options = backend_variant(name)
+    if backend == "compile":
         from pipeline.backends.compile import CompileBackend
-        cfg.options.update(batch_sizes=args.compile_sizes, allow_cpu=args.compile_cpu,
-                           freezing=name == "compile-frozen", cudnn_fusion=name == "compile-fused")
+        cfg.options.update(batch_sizes=args.compile_sizes, allow_cpu=args.compile_cpu, **variant_options)
         if args.compile_dynamic != "auto":
             cfg.options["dynamic"] = args.compile_dynamic == "true"
         return CompileBackend(cfg)
-    if name.startswith("cudagraph"):
+    if backend == "cudagraph":
         from pipeline.backends.cudagraph import CudaGraphBackend
-        cfg.options.update(batch_sizes=args.compile_sizes, **cudagraph_options(name))
+        cfg.options.update(batch_sizes=args.compile_sizes, **variant_options)
         return CudaGraphBackend(cfg)
     if name == "trt":
         from pipeline.backends.trt import TrtBackend
@@ -114,13 +114,19 @@ def make_backend(name, args, checkpoint, device, max_batch):
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
 
 
-def cudagraph_options(name: str) -> dict:
-    """cudagraph-sN: the cudagraph backend with N streams; cudagraph-nofuse: without cuDNN
-    conv+ReLU fusion; cudagraph: its defaults."""
-    suffix = name[len("cudagraph"):]
-    if suffix == "-nofuse":
-        return {"cudnn_fusion": False}
-    return {"streams": int(suffix[2:])} if suffix.startswith("-s") else {}
+def backend_variant(name: str) -> tuple[str, dict]:
+    """Row name -> (backend, options), as tools/bench_e2e.py names its rows (one mapping for both
+    benchmarks; loaded by path because tools/ is not a package and must not be on sys.path)."""
+    return _bench_e2e().backend_variant(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _bench_e2e():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_e2e", _TOOLS / "bench_e2e.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cache_root(args) -> Path:
@@ -220,7 +226,7 @@ def run(args):
     batches = sorted({int(b) for b in args.batches.split(",")})
     max_batch = max(batches)
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_BACKENDS and not re.fullmatch(r"cudagraph-s\d+", n)]
+    unknown = [n for n in names if n not in ALL_BACKENDS and backend_variant(n)[0] == n]
     if unknown:
         raise SystemExit(f"unknown backends {unknown}; choose from {', '.join(ALL_BACKENDS)}")
     if "torch" not in names:

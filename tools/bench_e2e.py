@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -88,17 +89,30 @@ def decode_rate(path: Path, seconds=2.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def backend_variant(name: str) -> tuple[str, dict]:
+    """A benchmark row name -> (inference backend, its options); tools/bench.py uses it too.
+    compile-fused: conv+ReLU(+add) as single cuDNN kernels; compile-frozen: Inductor freezing;
+    cudagraph-sN: cudagraph with N streams; cudagraph-nofuse: without the cuDNN fusion. Other
+    names are backends as they are (torch-fp16 is the torch backend in fp16: see write_config)."""
+    named = {"compile-fused": ("compile", {"cudnn_fusion": True}),
+             "compile-frozen": ("compile", {"freezing": True}),
+             "cudagraph-nofuse": ("cudagraph", {"cudnn_fusion": False})}
+    if name in named:
+        backend, options = named[name]
+        return backend, dict(options)
+    streams = re.fullmatch(r"cudagraph-s(\d+)", name)
+    if streams:
+        return "cudagraph", {"streams": int(streams.group(1))}
+    return name, {}
+
+
 def write_config(path: Path, video: Path, backend: str, persons: int, device: str, model: str,
                  data_dir: Path, port: int, realtime: bool = False) -> Path:
     import yaml
     precision = "fp32" if backend == "torch" else "fp16"
-    options = {}
+    backend, options = backend_variant(backend)
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"
-    if backend == "compile-fused":  # conv+ReLU(+add) as single cuDNN kernels
-        backend, options = "compile", {"cudnn_fusion": True}
-    if backend.startswith("cudagraph-s"):  # cudagraph with N streams
-        backend, options = "cudagraph", {"streams": int(backend[len("cudagraph-s"):])}
     cfg = {
         "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop"},
         "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920}, "max_persons": persons},
