@@ -55,6 +55,16 @@ def max_diff(a, b, key):
     return float(d.max())
 
 
+def assert_agrees(be, checkpoint, img, bbox, label, note=""):
+    """`be`'s outputs for these crops against eager fp32, within the fp16 bound; returns them."""
+    ref = eager_fp32(checkpoint, img, bbox)
+    got = be.infer(img.cuda(), bbox.cuda())
+    rot = max_diff(got, ref, "pred_pose")
+    print(f"{label} vs eager fp32: rotmat {rot:.3e}, betas {max_diff(got, ref, 'pred_shape'):.3e}{note}")
+    assert rot <= ROT_TOL_FP16
+    return got
+
+
 def test_compile_fp16_agrees_with_eager_fp32_and_splits(cliff_checkpoint, cache_dir):
     from pipeline.backends.compile import CompileBackend
     cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
@@ -65,12 +75,7 @@ def test_compile_fp16_agrees_with_eager_fp32_and_splits(cliff_checkpoint, cache_
     info = be.info()
     assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["precision"] == "fp16"
     img, bbox = crops(5)  # 5 > max_batch: split 2+2+1
-    ref = eager_fp32(cliff_checkpoint, img, bbox)
-    got = be.infer(img.cuda(), bbox.cuda())
-    rot = max_diff(got, ref, "pred_pose")
-    print(f"compile fp16 vs eager fp32: rotmat {rot:.3e}, betas {max_diff(got, ref, 'pred_shape'):.3e}, "
-          f"warm-up {info['warmup_s']} s")
-    assert rot <= ROT_TOL_FP16
+    got = assert_agrees(be, cliff_checkpoint, img, bbox, "compile fp16", f", warm-up {info['warmup_s']} s")
     # numpy input and batch 1 give the same rows
     one = be.infer(img[:1].numpy(), bbox[:1].numpy())
     assert np.abs(one["pred_pose"] - got["pred_pose"][:1]).max() <= 1e-2
@@ -137,8 +142,7 @@ def test_trt_agrees_or_says_what_is_missing(cliff_checkpoint, cache_dir):
         pytest.skip(f"TensorRT not installed on this GPU machine: {exc}")
     be.warmup()
     img, bbox = crops(3, seed=2)  # 3 > max_batch=2: split
-    ref = eager_fp32(cliff_checkpoint, img, bbox)
-    assert max_diff(be.infer(img.cuda(), bbox.cuda()), ref, "pred_pose") <= ROT_TOL_FP16
+    assert_agrees(be, cliff_checkpoint, img, bbox, "trt fp16")
     again = TrtBackend(cfg)
     again.load()
     assert again.info()["engine_built"] is False
@@ -154,12 +158,7 @@ def test_compile_with_cudnn_fusion_agrees(cliff_checkpoint, cache_dir):
     fused = be.info()["cudnn_fusion"]
     assert fused["conv_relu"] > 100 and fused["conv_add_relu"] > 100
     img, bbox = crops(3, seed=4)
-    ref = eager_fp32(cliff_checkpoint, img, bbox)
-    got = be.infer(img.cuda(), bbox.cuda())
-    rot = max_diff(got, ref, "pred_pose")
-    print(f"compile fp16 + cuDNN fusion vs eager fp32: rotmat {rot:.3e}, "
-          f"betas {max_diff(got, ref, 'pred_shape'):.3e}")
-    assert rot <= ROT_TOL_FP16
+    assert_agrees(be, cliff_checkpoint, img, bbox, "compile fp16 + cuDNN fusion")
     be.close()
 
 
@@ -199,13 +198,8 @@ def test_cudagraph_agrees_with_eager_fp32_and_splits(cliff_checkpoint, streams):
     assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["streams"] == streams
     assert info["cudnn_fusion"]["conv_relu"] > 100
     img, bbox = crops(5, seed=7)  # 5 > max_batch: split 2+2+1
-    ref = eager_fp32(cliff_checkpoint, img, bbox)
-    got = be.infer(img.cuda(), bbox.cuda())
-    rot = max_diff(got, ref, "pred_pose")
-    print(f"cudagraph ({streams} streams) fp16 vs eager fp32: rotmat {rot:.3e}, "
-          f"betas {max_diff(got, ref, 'pred_shape'):.3e}, warm-up {info['warmup_s']} s, "
-          f"plan {info['stream_plan']}")
-    assert rot <= ROT_TOL_FP16
+    got = assert_agrees(be, cliff_checkpoint, img, bbox, f"cudagraph ({streams} streams) fp16",
+                        f", warm-up {info['warmup_s']} s, plan {info['stream_plan']}")
     again = be.infer(img.numpy(), bbox.numpy())   # replays are deterministic
     assert max_diff(again, got, "pred_pose") <= 1e-5
     jobs = [be.submit(img[:1].cuda(), bbox[:1].cuda()), be.submit(img[1:3].cuda(), bbox[1:3].cuda())]
