@@ -14,7 +14,7 @@ import logging
 import msgpack
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 
 log = logging.getLogger(__name__)
 

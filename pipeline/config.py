@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from pipeline.worker import Worker, WorkerError, find_worker_class
+from pipeline.runtime.worker import Worker, WorkerError, find_worker_class
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 READ_POLICIES = ("latest", "next")
@@ -316,17 +316,20 @@ def order_workers(workers: dict) -> dict:
     return ordered
 
 
-def _validate_sinks(sinks) -> dict:
-    from pipeline.sinks import SINKS
+# The names a `sinks:` mapping may use. The config owns its schema; `pipeline.sinks` maps each
+# name to the module that implements it (and checks at import that the two lists agree).
+SINK_NAMES = ("native", "remi", "vmc", "recording", "viewer", "display", "video")
 
+
+def _validate_sinks(sinks) -> dict:
     if sinks is None:
         return {}
     if not isinstance(sinks, dict):
         raise ConfigError(f"sinks = {sinks!r} — expected a mapping of sink name -> options")
     out = {}
     for name, opts in sinks.items():
-        if name not in SINKS:
-            raise ConfigError(f"sinks.{name} is not a known sink — allowed: {', '.join(SINKS)}")
+        if name not in SINK_NAMES:
+            raise ConfigError(f"sinks.{name} is not a known sink — allowed: {', '.join(SINK_NAMES)}")
         if opts is None or opts is False:
             continue  # `sinks.vmc: null` / `false` disables a sink
         if opts is True:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from pipeline import rundir
+from pipeline.runtime import rundir
 from pipeline.client import NativeClient
-from pipeline.control import ControlClient
+from pipeline.runtime.control import ControlClient
 
 
 def request(cmd, args=None, timeout_s=5.0):

@@ -13,9 +13,9 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import rundir
-from pipeline.control import ControlClient, ControlError, ControlServer, WorkerLink, make_endpoints
-from pipeline.messages import (Bye, Command, Event, Heartbeat, Hello, MessageError, Ready, Reply, Stats, decode,
+from pipeline.runtime import rundir
+from pipeline.runtime.control import ControlClient, ControlError, ControlServer, WorkerLink, make_endpoints
+from pipeline.runtime.messages import (Bye, Command, Event, Heartbeat, Hello, MessageError, Ready, Reply, Stats, decode,
                                encode)
 
 MESSAGES = [
@@ -139,8 +139,8 @@ def test_long_run_dir_falls_back_to_tcp(tmp_path, monkeypatch):
 
 
 def test_stale_runs_are_found_and_removed(run_dir):
-    from pipeline.records import frames_dtype
-    from pipeline.ring import Ring
+    from pipeline.runtime.records import frames_dtype
+    from pipeline.runtime.ring import Ring
 
     # A run whose supervisor is dead (a finished child process stands in for a killed one).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

@@ -13,9 +13,9 @@ import uuid
 import numpy as np
 import pytest
 
-from pipeline.records import detections_dtype, frames_dtype, poses_dtype
-from pipeline.ring import ReadItem, Ring
-from pipeline.worker import WROTE, Output, SettingError, WorkerContext, WorkerError
+from pipeline.runtime.records import detections_dtype, frames_dtype, poses_dtype
+from pipeline.runtime.ring import ReadItem, Ring
+from pipeline.runtime.worker import WROTE, Output, SettingError, WorkerContext, WorkerError
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 pytestmark = [pytest.mark.timeout(300)]
@@ -138,7 +138,7 @@ def test_batch_of_n_persons_gives_n_results_with_the_same_ids(rings, inference):
     assert rec["precision"] == b"fp32" and rec["has_joints"] == 0
     assert rec["frame_id"] == rings.frames.slot_record(slot)["frame_id"]
     st = rec["stamps_ns"]
-    from pipeline.records import STAGE_INDEX
+    from pipeline.runtime.records import STAGE_INDEX
     assert 0 < st[STAGE_INDEX["infer_start"]] <= st[STAGE_INDEX["infer_end"]]
     info = inference.info()
     assert info["untrained"] is True and "UNTRAINED" in info["description"]
@@ -309,7 +309,7 @@ def test_center_detection_writes_the_frame_reference(rings, detection_cls):
     assert rec["count"] == 1 and rec["n_found"] == 1 and rec["track_ids"][0] == 0
     np.testing.assert_allclose(rec["boxes"][0], [20, 0, 140, 120])
     assert rec["frame_id"] == rings.frames.slot_record(slot)["frame_id"]
-    from pipeline.records import STAGE_INDEX
+    from pipeline.runtime.records import STAGE_INDEX
     assert rec["stamps_ns"][STAGE_INDEX["detect_end"]] >= rec["stamps_ns"][STAGE_INDEX["detect_start"]] > 0
     info = worker.info()
     assert info["single_person"] is True and info["detector"] == "center"
@@ -451,7 +451,7 @@ class _LaterBackend:
 
 
 def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings, inference):
-    from pipeline.worker import Wrote
+    from pipeline.runtime.worker import Wrote
 
     person = [[10, 10, 60, 110]]
     slot, seq = rings.write_frame(textured(seed=5))

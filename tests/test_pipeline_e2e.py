@@ -165,10 +165,10 @@ def test_stages_in_process_with_image_sink_and_failing_sink():
     pixels reach a `wants_image` sink, and a raising sink is counted, not fatal."""
     import uuid
 
-    from pipeline.records import detections_dtype, frames_dtype, poses_dtype
-    from pipeline.ring import Ring
+    from pipeline.runtime.records import detections_dtype, frames_dtype, poses_dtype
+    from pipeline.runtime.ring import Ring
     from pipeline.sinks.base import Sink
-    from pipeline.worker import WROTE, Output, WorkerContext
+    from pipeline.runtime.worker import WROTE, Output, WorkerContext
     from workers.publisher import Params as PubParams
     from workers.publisher import Publisher
     from real_workers import INFERENCE_FAST

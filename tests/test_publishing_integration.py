@@ -143,8 +143,8 @@ def test_publish_flags_smoothing_live_record_request(run_cli, tmp_path, monkeypa
             assert all(packet[k].dtype == np.float32 and packet[k].shape == s for k, s in RELAY_KEYS.items())
 
         # What the viewer's "Record 5 s" button and the display's `r` key call.
-        from pipeline import rundir
-        from pipeline.display import ControlActions
+        from pipeline.runtime import rundir
+        from pipeline.sinks.display import ControlActions
 
         monkeypatch.chdir(tmp_path)  # the CSV lands in the requester's directory
         endpoint = rundir.current_run()[1]["router"]
@@ -219,7 +219,7 @@ def test_bad_publish_name_names_the_choices(run_cli):
 # ---- in-process pieces (no pipeline) ----------------------------------------------------------
 
 def _frame(persons=1):
-    from pipeline.poses import Person, PosesFrame
+    from pipeline.pose.frame import Person, PosesFrame
 
     people = [Person(track_id=3, box=np.array([100, 40, 220, 230], np.float32), score=0.9,
                      global_orient=np.array([np.pi, 0, 0], np.float32), body_pose=np.zeros(69, np.float32),
@@ -235,7 +235,8 @@ def _frame(persons=1):
 def test_video_sink_draws_overlay_and_reports_progress(tmp_path):
     import cv2
 
-    from pipeline.display import VideoSink, output_bar
+    from pipeline.cli.progress import output_bar
+    from pipeline.sinks.display import VideoSink
 
     sink = VideoSink(str(tmp_path / "o.mp4"), fps=10, data_dir=str(tmp_path / "no-smpl"))
     sink.open()
@@ -257,7 +258,7 @@ def test_video_sink_draws_overlay_and_reports_progress(tmp_path):
 
 
 def test_display_sink_refuses_without_display(monkeypatch):
-    from pipeline.display import DisplaySink
+    from pipeline.sinks.display import DisplaySink
     from pipeline.sinks import SinkError, build_sink
 
     monkeypatch.delenv("DISPLAY", raising=False)

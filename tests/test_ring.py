@@ -9,8 +9,8 @@ from multiprocessing import shared_memory
 import numpy as np
 import pytest
 
-from pipeline.records import detections_dtype, frames_dtype, poses_dtype
-from pipeline.ring import Ring, RingError, RingReader, RingWriter
+from pipeline.runtime.records import detections_dtype, frames_dtype, poses_dtype
+from pipeline.runtime.ring import Ring, RingError, RingReader, RingWriter
 
 SIMPLE = np.dtype([("frame_id", "<i8"), ("value", "<f8"), ("payload", "<u4", (16,))], align=True)
 

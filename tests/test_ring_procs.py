@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from pipeline.ring import Ring
+from pipeline.runtime.ring import Ring
 
 PAYLOAD = 16384  # 64 KiB of uint32 per record: big enough that a copy can race a rewrite
 DTYPE = np.dtype([("frame_id", "<i8"), ("generation", "<i4"), ("payload", "<u4", (PAYLOAD,))], align=True)

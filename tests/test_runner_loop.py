@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.runner import Runner
-from pipeline.worker import WROTE, Worker, WorkerContext
+from pipeline.runtime.runner import Runner
+from pipeline.runtime.worker import WROTE, Worker, WorkerContext
 
 
 class _Reader:
@@ -118,7 +118,7 @@ def test_a_crash_in_flush_stops_the_worker_as_a_crash():
 def test_setup_objects_are_frozen_out_of_the_collector(monkeypatch):
     import gc
 
-    from pipeline.runner import freeze_setup_objects
+    from pipeline.runtime.runner import freeze_setup_objects
     try:
         monkeypatch.setenv("POSEPIPE_GC_FREEZE", "0")
         assert freeze_setup_objects() is False

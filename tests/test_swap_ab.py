@@ -100,8 +100,8 @@ def _videos(tmp_path):
 
 
 def test_swap_gap_broken_swap_bad_inputs_and_capture_source(run_cli, tmp_path):
-    from pipeline import rundir
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient, ControlError
 
     run_cli("start", "--detach", "--config", _config(tmp_path), timeout=120, check=True)
     collector = None

@@ -160,8 +160,8 @@ def wait_ready(env, timeout: float) -> dict:
 
 
 def measure(run_id: str, seconds: float, settle: float = 3.0) -> dict:
-    from pipeline.records import STAGE_INDEX
-    from pipeline.ring import Ring
+    from pipeline.runtime.records import STAGE_INDEX
+    from pipeline.runtime.ring import Ring
 
     ring = Ring.attach(f"posepipe-{run_id}-published")
     try:

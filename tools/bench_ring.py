@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.records import frames_dtype  # noqa: E402
-from pipeline.ring import Ring  # noqa: E402
+from pipeline.runtime.records import frames_dtype  # noqa: E402
+from pipeline.runtime.ring import Ring  # noqa: E402
 
 CTX = mp.get_context("spawn")
 

@@ -6,7 +6,7 @@
 Skeleton: the 24 SMPL joints with SMPL's tree (root = pelvis). Bone offsets come from, in
 order of preference: `--rest-joints` (a (24, 3) .npy of rest-pose joint positions in metres,
 e.g. regressed from your SMPL model), `--smpl` (the SMPL model file; joints regressed at
-the track's mean betas, needs the `smplx` package), or `pipeline.skeleton`'s documented
+the track's mean betas, needs the `smplx` package), or `pipeline.pose.skeleton`'s documented
 default rest joints for an average body. Leaf joints (head, feet, hands) end in a short
 End Site. Units: metres times `--scale` (default 100: centimetres).
 
@@ -33,9 +33,9 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `pipeline` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.rotations import EULER_ORDERS, FLIP_YZ, axis_angle_to_rotmat, rotmat_to_euler  # noqa: E402
+from pipeline.pose.rotations import EULER_ORDERS, FLIP_YZ, axis_angle_to_rotmat, rotmat_to_euler  # noqa: E402
 from pipeline.sinks.recording import load_recording  # noqa: E402
-from pipeline.skeleton import DEFAULT_REST_JOINTS, JOINT_NAMES, PARENTS, check_rest_joints  # noqa: E402
+from pipeline.pose.skeleton import DEFAULT_REST_JOINTS, JOINT_NAMES, PARENTS, check_rest_joints  # noqa: E402
 
 log = logging.getLogger(__name__)
 

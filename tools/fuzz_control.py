@@ -202,7 +202,7 @@ def fuzz(endpoint: str, count: int = 10000, seed: int = 0, workers: list[str] | 
 
 def _decodes_as(data: bytes) -> str:
     """The message type the receiver will see ('' when it drops the message as malformed)."""
-    from pipeline.messages import MessageError, decode
+    from pipeline.runtime.messages import MessageError, decode
 
     try:
         msg = decode(data)
@@ -215,7 +215,7 @@ def _decodes_as(data: bytes) -> str:
 def _drain(sock, result: FuzzResult) -> None:
     import zmq
 
-    from pipeline.messages import MessageError, Reply, decode
+    from pipeline.runtime.messages import MessageError, Reply, decode
 
     while True:
         try:
@@ -238,8 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument("--endpoint", help="ROUTER endpoint (default: the running pipeline's)")
     args = ap.parse_args(argv)
-    from pipeline import rundir
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient, ControlError
 
     endpoint = args.endpoint
     if endpoint is None:

@@ -42,10 +42,10 @@ def main() -> int:
     ap.add_argument("--swaps", type=int, default=3)
     ap.add_argument("--settle", type=float, default=5.0, help="seconds of output between swaps")
     a = ap.parse_args()
-    from pipeline import rundir
+    from pipeline.runtime import rundir
     from pipeline.client import NativeClient
     from pipeline.config import parse_override
-    from pipeline.control import ControlClient
+    from pipeline.runtime.control import ControlClient
 
     def request(cmd, args=None, timeout_s=5.0):
         _, endpoints = rundir.current_run()

@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 from pipeline.metrics.dump import DUMP_COLUMNS  # noqa: E402
 from pipeline.metrics.percentiles import STAGE_SPANS, stage_latencies_ms  # noqa: E402
 from pipeline.metrics.seedcsv import SEED_COLUMNS  # noqa: E402
-from pipeline.records import STAGES  # noqa: E402
+from pipeline.runtime.records import STAGES  # noqa: E402
 
 BAR_COLUMNS = SEED_COLUMNS[2:]
 

@@ -95,8 +95,8 @@ def judge(samples: list[dict], warmup_s: float, window_s: float, rss_growth: flo
 def soak(minutes: float, source: str | None, warmup_s: float, interval_s: float, window_s: float,
          rss_growth: float, fps_decay: float, max_fps: float, config: str | None, overrides: list[str],
          csv_path: str | None) -> dict:
-    from pipeline import rundir
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient, ControlError
 
     tmp = tempfile.TemporaryDirectory(prefix="posepipe-soak-")
     if source is None:

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import viewer_scene as vs  # noqa: E402
-from pipeline.poses import Person, PosesFrame  # noqa: E402
+from pipeline.sinks import viewer_scene as vs  # noqa: E402
+from pipeline.pose.frame import Person, PosesFrame  # noqa: E402
 from pipeline.sinks.base import SinkError  # noqa: E402
 from pipeline.sinks.viewer import SmplMeshData, ViewerSink  # noqa: E402
 

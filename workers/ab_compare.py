@@ -1,5 +1,5 @@
 """A/B compare worker (DESIGN §4): reads variant A (`poses`) and variant B (`poses_b`) with
-policy `next`, pairs their records by frame_id and keeps the comparison of `pipeline.ab`.
+policy `next`, pairs their records by frame_id and keeps the comparison of `pipeline.metrics.ab`.
 
 Started and stopped by the supervisor with `pipeline ab start|stop`; it is not part of a
 config. The comparison travels in every heartbeat (`extras["ab"]`), where `pipeline ab
@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pipeline.ab import AbComparer, csv_rows, write_csv
-from pipeline.poses import from_record
-from pipeline.worker import SettingError, Worker, WorkerError
+from pipeline.metrics.ab import AbComparer, csv_rows, write_csv
+from pipeline.pose.frame import from_record
+from pipeline.runtime.worker import SettingError, Worker, WorkerError
 
 EXTRAS_EVERY_S = 0.25
 

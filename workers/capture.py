@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.records import stamp
-from pipeline.worker import WROTE, Worker, WorkerError
+from pipeline.runtime.records import stamp
+from pipeline.runtime.worker import WROTE, Worker, WorkerError
 
 
 @dataclass

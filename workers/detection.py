@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from pipeline.records import stamp
-from pipeline.worker import WROTE, SettingError, Worker, WorkerError
+from pipeline.runtime.records import stamp
+from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError
 
 # Live settings (`pipeline set detection key=value`) and the detector attribute each one changes.
 LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": "post.min_box_size",

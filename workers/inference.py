@@ -23,8 +23,8 @@ from typing import Literal, Union
 
 import numpy as np
 
-from pipeline.records import stamp
-from pipeline.worker import WROTE, SettingError, Worker, WorkerError, Wrote
+from pipeline.runtime.records import stamp
+from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError, Wrote
 
 TIMING_WINDOW = 256
 
@@ -106,7 +106,7 @@ class Inference(Worker):
         self.frames = self.rings["frames"]
         self.cropper = None
         if self.device.startswith("cuda"):
-            from pipeline.gpu_preprocess import GpuCropper
+            from pipeline.backends.gpu_preprocess import GpuCropper
 
             # one pinned staging buffer + side-stream upload per frame, one grid_sample for all persons
             max_h, max_w = self.frames.dtype["pixels"].shape[:2]

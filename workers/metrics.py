@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.metrics.engine import MetricsEngine, format_summary
-from pipeline.poses import from_record
-from pipeline.worker import SettingError, Worker, WorkerError
+from pipeline.pose.frame import from_record
+from pipeline.runtime.worker import SettingError, Worker, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class MetricsWorker(Worker):
         return spec.get("control") if isinstance(spec, dict) else None
 
     def _poll_stats(self, endpoint: str) -> None:
-        from pipeline.control import ControlClient, ControlError
+        from pipeline.runtime.control import ControlClient, ControlError
 
         warned = False
         with ControlClient(endpoint) as client:

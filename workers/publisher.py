@@ -34,9 +34,9 @@ from typing import Literal, Union
 
 import numpy as np
 
-from pipeline.records import stamp
-from pipeline.ring import Ring, RingError, ring_shm_name
-from pipeline.worker import WROTE, SettingError, Worker, WorkerError
+from pipeline.runtime.records import stamp
+from pipeline.runtime.ring import Ring, RingError, ring_shm_name
+from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError
 
 LATENCY_WINDOW = 300
 VARIANT_B_RING = "poses_b"
@@ -62,7 +62,7 @@ class Publisher(Worker):
 
     def setup(self) -> None:
         from pipeline.sinks import SinkError, build_sink
-        from pipeline.smoothing import Smoother
+        from pipeline.pose.smoothing import Smoother
 
         self.smoother = Smoother(self.params.smoothing)
         configured = self.ctx.shared.get("sinks") or {}
@@ -98,7 +98,7 @@ class Publisher(Worker):
         self.variant_b_frames = 0
 
     def process(self, item):
-        from pipeline.poses import from_record
+        from pipeline.pose.frame import from_record
 
         rec = item.record  # our own copy
         now = time.monotonic_ns()
@@ -126,7 +126,7 @@ class Publisher(Worker):
     def _forward_variant_b(self) -> None:
         """B's newest frame (A/B test) to the sinks that draw variants; attach to its ring
         when it appears, clear B's skeletons when it stops."""
-        from pipeline.poses import from_record
+        from pipeline.pose.frame import from_record
 
         now = time.monotonic()
         if self._b_reader is None:
@@ -166,7 +166,7 @@ class Publisher(Worker):
 
     def _connect(self, sink) -> None:
         """Hand a sink what it needs from the pipeline, before it opens."""
-        from pipeline.display import ControlActions
+        from pipeline.sinks.display import ControlActions
 
         spec = getattr(self.ctx.runner, "spec", None)
         actions = ControlActions(spec.get("control") if isinstance(spec, dict) else None,
@@ -183,8 +183,7 @@ class Publisher(Worker):
             if sink.smpl is None:
                 sink.smpl = viewer_mesh(self.params.data_dir or None)
                 if sink.smpl is not None:
-                    from pipeline import viewer_scene
-
+                    from pipeline.sinks import viewer_scene
                     sink.rest_offsets = viewer_scene.offsets_from_rest_joints(sink.smpl.rest_joints)
 
     def _image(self, rec):
@@ -271,7 +270,7 @@ class Publisher(Worker):
 
 def viewer_mesh(data_dir=None):
     """`SmplMeshData` for the viewer from the SMPL model file, or None (skeletons) without it."""
-    from pipeline.display import DEFAULT_DATA_DIR
+    from pipeline.sinks.display import DEFAULT_DATA_DIR
     from pipeline.models.smpl import load_smpl
     from pipeline.sinks.viewer import SmplMeshData
 

@@ -106,7 +106,7 @@ class CompileBackend(Backend):
         self._compiled = torch.compile(module, **kwargs)
         self._device = device
         self.asynchronous = cuda
-        from pipeline.pinned import PinnedUploader
+        from pipeline.backends.pinned import PinnedUploader
         self._uploader = PinnedUploader(device)
         self._sizes = sizes
         self._host = net.HostOutputs(device, int(cfg.max_batch))

@@ -70,7 +70,7 @@ class CudaGraphBackend(Backend):
         self._module = net.FlatNetwork(prepared.module, True).eval()
         self._device, self._sizes = device, sizes
         self.asynchronous = True
-        from pipeline.pinned import PinnedUploader
+        from pipeline.backends.pinned import PinnedUploader
         self._uploader = PinnedUploader(device)
         self._host = net.HostOutputs(device, int(cfg.max_batch))
         self._dev_out = None

@@ -179,7 +179,7 @@ def as_input(x, device: torch.device, dtype=torch.float32, name: str = "input") 
 
 def as_device_input(x, uploader, name: str = "input") -> torch.Tensor:
     """Like `as_input` on `uploader.device`; numpy arrays go through `uploader` (a
-    pipeline.pinned.PinnedUploader) on CUDA, so the copy does not wait for work already queued
+    pipeline.backends.pinned.PinnedUploader) on CUDA, so the copy does not wait for work already queued
     on the stream."""
     if uploader.cuda and isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):

@@ -171,7 +171,7 @@ class TrtBackend(Backend):
         self._sizes = tuple(range(1, key.max_batch + 1))
         self._host = net.HostOutputs(device, key.max_batch)
         self.asynchronous = True
-        from pipeline.pinned import PinnedUploader
+        from pipeline.backends.pinned import PinnedUploader
         self._uploader = PinnedUploader(device)
         self._scratch = None
         self._info = {

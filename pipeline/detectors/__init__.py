@@ -5,6 +5,9 @@
     d = det.detect(rgb)      # Detections(boxes, scores, track_ids, n_found)
 
 Importing this package is light: torch, ultralytics and mediapipe load in `setup()`.
+
+May import: numpy, OpenCV, `pipeline.models.tflite` (models shipped in the mediapipe wheel) and
+(inside `setup()`) torch, ultralytics, mediapipe. Detectors see plain RGB arrays, never rings.
 """
 from __future__ import annotations
 

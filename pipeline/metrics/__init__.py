@@ -1,6 +1,9 @@
 """Metrics library (DESIGN §10): per-frame quantities, trailing windows, the seed CSV, Prometheus.
 
 Light to import: numpy only; prometheus_client is imported by `pipeline.metrics.prometheus`.
+
+Also the A/B comparison of two pose variants (`ab`).
+May import: numpy, `pipeline.pose`, `pipeline.runtime` (records, control).
 """
 from pipeline.metrics.engine import MetricsEngine, RecordResult, format_summary
 from pipeline.metrics.quantities import FrameMeasurer, FrameQuantities

@@ -10,8 +10,8 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline.poses import PosesFrame
-from pipeline.records import STAGES
+from pipeline.pose.frame import PosesFrame
+from pipeline.runtime.records import STAGES
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from pipeline.metrics.quantities import FrameMeasurer, FrameQuantities
 from pipeline.metrics.seedcsv import append_row, build_row, default_csv_name, parse_condition
 from pipeline.metrics.window import DEFAULT_WINDOW_S, TrailingWindow, WindowSummary, WorkerStats
-from pipeline.poses import PosesFrame
+from pipeline.pose.frame import PosesFrame
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Per-stage latency spans from a frame's stage stamps, and NaN-omitting percentiles.
 
-A span is the time between two stamps of `pipeline.records.STAGES`. The seed had only one
+A span is the time between two stamps of `pipeline.runtime.records.STAGES`. The seed had only one
 number (loop time, camera wait included); these spans split a frame's life so a slow stage is
 visible. Queueing spans are the waits *between* stages (a frame sitting in a ring).
 """
@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.records import STAGES
+from pipeline.runtime.records import STAGES
 
 # name -> (from stamp, to stamp); order is the column order of the CSV and the plots.
 STAGE_SPANS: dict[str, tuple[str, str]] = {

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 from pipeline.metrics.percentiles import stage_latencies_ms
 
 NUM_BODY_JOINTS = 23

@@ -43,8 +43,8 @@ def build_request(condition: str | None, note: str | None, seconds: float, csv_p
 def send_record(request: dict, worker: str = "metrics", endpoint: str | None = None,
                 timeout_s: float = 10.0) -> dict:
     """Send the request to the running pipeline; returns the worker's reply {path, row}."""
-    from pipeline.control import ControlClient, ControlError
-    from pipeline.rundir import NotRunning, current_run
+    from pipeline.runtime.control import ControlClient, ControlError
+    from pipeline.runtime.rundir import NotRunning, current_run
 
     if endpoint is None:
         try:

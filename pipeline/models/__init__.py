@@ -7,6 +7,8 @@
     params = to_smpl_params(out, centres, sides, (W, H))
 
 torch is imported only when a function that needs it is called.
+
+May import: torch, numpy, smplx and `pipeline.pose`. Never backends, rings or workers.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def to_smpl_params(out: dict, centres, sides, img_wh) -> dict[str, np.ndarray]:
     Plain numpy in float64: this runs once per frame on the inference worker's hot path, where
     a few dozen small torch CPU ops cost more (and jitter more) than the arithmetic itself.
     """
-    from pipeline.rotations import rotmat_to_axis_angle
+    from pipeline.pose.rotations import rotmat_to_axis_angle
 
     rot = _f64(out["pred_pose"])
     b = rot.shape[0]

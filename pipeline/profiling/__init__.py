@@ -4,6 +4,8 @@ bottleneck summary.
 
 Light to import: psutil and numpy only. matplotlib (plots), pynvml (GPU) and torch (torch_trace)
 are imported inside the modules that need them.
+
+May import: `pipeline.runtime`, `pipeline.metrics`.
 """
 from pipeline.profiling.sampler import ProcessSample, ProcessSampler, ThreadSample
 from pipeline.profiling.summary import Bottleneck, StageLoad, find_bottleneck

@@ -1,4 +1,4 @@
-"""`pipeline profile` / `tools/profile.py`: profile a running pipeline, or start one and profile it."""
+"""`pipeline profile` / `tools/profile_pipeline.py`: profile a running pipeline, or start one and profile it."""
 from __future__ import annotations
 
 import os

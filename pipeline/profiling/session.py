@@ -30,7 +30,7 @@ from pipeline.profiling.summary import (Bottleneck, StageLoad, find_bottleneck, 
                                         stamps_load)
 from pipeline.profiling.timeline import Timeline
 from pipeline.profiling.trace import FrameStamps, write_chrome_trace
-from pipeline.records import STAGES
+from pipeline.runtime.records import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ class StatusSource:
     """The supervisor's `status`, via the control socket of the current run."""
 
     def __init__(self):
-        from pipeline import rundir
-        from pipeline.control import ControlClient
+        from pipeline.runtime import rundir
+        from pipeline.runtime.control import ControlClient
 
         try:
             self.run, endpoints = rundir.current_run()
@@ -299,7 +299,7 @@ class Profiler:
 
     # ---- rings ----------------------------------------------------------------------------------
     def _attach_rings(self, run_id) -> None:
-        from pipeline.ring import Ring, RingError, ring_shm_name
+        from pipeline.runtime.ring import Ring, RingError, ring_shm_name
 
         if not isinstance(run_id, str):
             self.notes.append("status has no run id: no per-frame stamps")

@@ -1,6 +1,6 @@
 """Per-frame stage spans in the Chrome trace event format (Perfetto, chrome://tracing).
 
-Two views of the same stamps (`pipeline.records.STAGES`, `time.monotonic_ns`, one clock for
+Two views of the same stamps (`pipeline.runtime.records.STAGES`, `time.monotonic_ns`, one clock for
 every process of the host):
 
 * one track per stage process (capture, detection, inference, publisher): complete events
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.records import STAGES
+from pipeline.runtime.records import STAGES
 
 # (phase name, from stamp, to stamp, track) in the order of a frame's life.
 PHASES = (

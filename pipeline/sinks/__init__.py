@@ -4,12 +4,18 @@ Config ``sinks: {<name>: {<options>}}``; each name maps to a module imported onl
 sink is configured (viser, python-osc, ... stay out of processes that do not need them).
 The module defines one `Sink` subclass whose ``name`` equals the config name; it is built
 with ``from_config(options)`` when the class has it, else ``Class(**options)``.
+
+Also here: what the sinks draw (`overlay`, `display` for the OpenCV window and video file,
+`viewer_scene` for the browser viewer's geometry).
+May import: `pipeline.pose`, `pipeline.runtime.records` and `pipeline.runtime.control` (the
+display's keys and the viewer's record button talk to the supervisor); never the CLI.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 
+from pipeline.config import SINK_NAMES
 from pipeline.sinks.base import Sink, SinkError
 
 SINKS = {
@@ -18,9 +24,11 @@ SINKS = {
     "vmc": "pipeline.sinks.vmc",
     "recording": "pipeline.sinks.recording",
     "viewer": "pipeline.sinks.viewer",
-    "display": "pipeline.display",     # --display: overlay in an OpenCV window
-    "video": "pipeline.display",       # --output out.mp4: the same overlay into a video file
+    "display": "pipeline.sinks.display",     # --display: overlay in an OpenCV window
+    "video": "pipeline.sinks.display",       # --output out.mp4: the same overlay into a video file
 }
+if tuple(SINKS) != SINK_NAMES:  # the config validates names against its own list
+    raise ImportError(f"pipeline.sinks.SINKS {tuple(SINKS)} and pipeline.config.SINK_NAMES {SINK_NAMES} differ")
 
 
 def sink_class(name: str) -> type[Sink]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from pipeline.poses import PosesFrame
+from pipeline.pose.frame import PosesFrame
 
 
 class SinkError(RuntimeError):

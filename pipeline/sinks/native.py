@@ -21,7 +21,7 @@ import logging
 import msgpack
 import numpy as np
 
-from pipeline.poses import PosesFrame
+from pipeline.pose.frame import PosesFrame
 from pipeline.sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)

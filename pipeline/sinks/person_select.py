@@ -1,7 +1,7 @@
 """Which person a single-avatar sink (seed relay, VMC) follows in a multi-person frame."""
 from __future__ import annotations
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 
 POLICIES = ("largest", "first")
 

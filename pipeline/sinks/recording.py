@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
-from pipeline.records import NUM_BETAS, NUM_JOINTS, STAGES
+from pipeline.pose.frame import Person, PosesFrame
+from pipeline.runtime.records import NUM_BETAS, NUM_JOINTS, STAGES
 from pipeline.sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from the crop camera ``pred_cam = [s, tx, ty]``. With ``translation="full"`` the
 full-image translation is sent instead, expressed in the same flipped frame so body and
 position stay consistent: SMPL rotates about the rest pelvis J0, so the exact flipped
 translation is ``F @ transl + (F - I) @ J0`` with F = diag(1, -1, -1) and J0 the default
-rest pelvis (`pipeline.skeleton`). Nobody detected (or the chosen track absent): a T-pose
+rest pelvis (`pipeline.pose.skeleton`). Nobody detected (or the chosen track absent): a T-pose
 (all zeros) at the origin.
 
 Unlike the seed, a background thread owns the socket: it connects and reconnects with
@@ -43,11 +43,11 @@ from collections import deque
 
 import numpy as np
 
-from pipeline.poses import PosesFrame
-from pipeline.rotations import FLIP_YZ, axis_angle_to_rotmat, rotmat_to_axis_angle
+from pipeline.pose.frame import PosesFrame
+from pipeline.pose.rotations import FLIP_YZ, axis_angle_to_rotmat, rotmat_to_axis_angle
 from pipeline.sinks.base import Sink, SinkError
 from pipeline.sinks.person_select import check_policy, choose_person
-from pipeline.skeleton import DEFAULT_REST_JOINTS
+from pipeline.pose.skeleton import DEFAULT_REST_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class RemiSink(Sink):
         log.info("remi sink: sending to %s:%d (translation=%s)", self.host, self.port, self.translation)
 
     def _set_smoothing(self, preset: str) -> None:
-        from pipeline.smoothing import Smoother  # only when asked for
+        from pipeline.pose.smoothing import Smoother  # only when asked for
         try:
             if self._smoother is None:
                 self._smoother = Smoother(preset)

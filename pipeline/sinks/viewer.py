@@ -16,7 +16,7 @@ Scene node names: ``/persons/<variant>/<track>/{skeleton,joints}`` where `<track
 track id, or ``u<index>`` for untracked persons; nodes of a track that is absent from the
 newest frame are removed. Skinned meshes live at ``/meshes/<variant>/<n>``: a track's mesh is
 hidden (not removed) when the track leaves and reused by the next new track, because removing
-a skinned mesh can crash viser 1.1.1's browser client. Coordinates: see `pipeline.viewer_scene` (camera frame x right,
+a skinned mesh can crash viser 1.1.1's browser client. Coordinates: see `pipeline.sinks.viewer_scene` (camera frame x right,
 y down, z forward is shown in a y-up view frame, ``diag(1, -1, -1)``).
 """
 from __future__ import annotations
@@ -31,10 +31,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 from pipeline.sinks.base import Sink, SinkError
-from pipeline import viewer_scene as vs
-
+from pipeline.sinks import viewer_scene as vs
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("Optimal", "Low Light", "Partial Occlusion", "Fast Motion",

@@ -51,11 +51,11 @@ import time
 
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
-from pipeline.rotations import FLIP_YZ, axis_angle_to_quat, axis_angle_to_rotmat, rotmat_to_quat
+from pipeline.pose.frame import Person, PosesFrame
+from pipeline.pose.rotations import FLIP_YZ, axis_angle_to_quat, axis_angle_to_rotmat, rotmat_to_quat
 from pipeline.sinks.base import Sink, SinkError
 from pipeline.sinks.person_select import check_policy, choose_person
-from pipeline.skeleton import DEFAULT_REST_JOINTS, rest_offsets
+from pipeline.pose.skeleton import DEFAULT_REST_JOINTS, rest_offsets
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,9 @@ class VmcSink(Sink):
         try:
             check_policy(self.person, self.track_id)
             if self.rest_joints is not None:
-                from pipeline.skeleton import check_rest_joints
+                from pipeline.pose.skeleton import check_rest_joints
                 self.rest_joints = check_rest_joints(self.rest_joints)
-            from pipeline.smoothing import Smoother
+            from pipeline.pose.smoothing import Smoother
             self._smoother = Smoother(self._smoothing)
         except ValueError as e:
             raise SinkError(f"vmc: {e}") from None

@@ -8,6 +8,9 @@
 Each kind lives in its own module and is imported only when used (they import cv2).
 Options are passed through to the kind's constructor; an option the kind does not take
 is an error that names the allowed options.
+
+May import: numpy, OpenCV. Sources know nothing of rings or workers: the capture worker
+copies what `read()` returns into the frames ring.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.gpu_preprocess import GpuCropper
+from pipeline.backends.gpu_preprocess import GpuCropper
 from pipeline.models.preprocess import crop_torch
 
 

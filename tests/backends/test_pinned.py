@@ -1,10 +1,10 @@
-"""PinnedUploader (pipeline/pinned.py): values arrive intact through the rotating buffers; on
+"""PinnedUploader (pipeline/backends/pinned.py): values arrive intact through the rotating buffers; on
 CUDA the upload does not wait for work already queued on the stream."""
 import numpy as np
 import pytest
 import torch
 
-from pipeline.pinned import PinnedUploader
+from pipeline.backends.pinned import PinnedUploader
 
 
 def test_cpu_uploads_are_copies_with_the_right_values():

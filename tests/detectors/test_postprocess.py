@@ -96,7 +96,7 @@ def test_check_frame_rejects_bad_frames(frame):
 
 
 def test_record_round_trip_and_cut():
-    from pipeline.records import detections_dtype
+    from pipeline.runtime.records import detections_dtype
     rec = np.zeros((), detections_dtype(2))
     d = postprocess(boxes_of(30, 90, 60), [0.1, 0.2, 0.3], 500, 500, PostConfig(), track_ids=[4, 5, 6])
     d.to_record(rec)

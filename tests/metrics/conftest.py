@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.poses import Person, PosesFrame
-from pipeline.records import STAGES
+from pipeline.pose.frame import Person, PosesFrame
+from pipeline.runtime.records import STAGES
 
 
 def person(track_id=-1, body_pose=None, transl=(0.0, 0.0, 3.0), betas=None, box=(0, 0, 100, 200), joints=None):

@@ -4,7 +4,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from pipeline.messages import Command, Reply
+from pipeline.runtime.messages import Command, Reply
 from pipeline.metrics.record_cmd import RecordError, build_request, record, send_record
 from pipeline.metrics.seedcsv import MetricsCsvError
 
@@ -31,7 +31,7 @@ def test_record_with_nothing_running(tmp_path, monkeypatch):
 
 
 def test_send_record_through_control_server(tmp_path):
-    from pipeline.control import ControlServer
+    from pipeline.runtime.control import ControlServer
 
     server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"})
     seen = []

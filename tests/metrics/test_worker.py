@@ -4,9 +4,9 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.poses import fill_record
-from pipeline.records import poses_dtype
-from pipeline.worker import SettingError, WorkerContext
+from pipeline.pose.frame import fill_record
+from pipeline.runtime.records import poses_dtype
+from pipeline.runtime.worker import SettingError, WorkerContext
 
 metrics_worker = pytest.importorskip("workers.metrics")
 

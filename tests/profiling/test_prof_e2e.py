@@ -34,7 +34,7 @@ def tracker():
 
 
 def profile_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, str(REPO / "tools" / "profile.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(REPO / "tools" / "profile_pipeline.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, env=dict(os.environ))
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.profiling.summary import StageLoad, find_bottleneck, heartbeat_load, latency_table, stamps_load
 from pipeline.profiling.trace import FrameStamps
-from pipeline.records import STAGES
+from pipeline.runtime.records import STAGES
 
 
 def snapshots(rate, p50, seconds=5.0, dt=0.5, generation=1, start=0):

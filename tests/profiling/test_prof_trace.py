@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from pipeline.profiling.trace import PHASES, TRACKS, FrameStamps, chrome_trace, write_chrome_trace
-from pipeline.records import STAGES, poses_dtype
+from pipeline.runtime.records import STAGES, poses_dtype
 
 
 def pipelined_frames(n=30, period_ms=20.0, spans_ms=(1, 3, 8, 2, 35, 4)):

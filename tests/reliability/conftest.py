@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import rundir
-
+from pipeline.runtime import rundir
 RELIABLE_CONFIG = """
 source:
   spec: {source}
@@ -87,7 +86,7 @@ class EventLog:
         self._thread.start()
 
     def _run(self) -> None:
-        from pipeline.messages import Event, MessageError, decode
+        from pipeline.runtime.messages import Event, MessageError, decode
 
         while not self._stop.is_set():
             if not self._sock.poll(50):
@@ -126,7 +125,7 @@ class PublishedLog:
     """Reads the `published` ring with policy `next`: (arrival time, frame_id, generation)."""
 
     def __init__(self, shm_name: str):
-        from pipeline.ring import Ring
+        from pipeline.runtime.ring import Ring
 
         self.ring = Ring.attach(shm_name)
         self.reader = self.ring.reader(policy="next")
@@ -191,7 +190,7 @@ class LivePipeline:
         return self.published
 
     def request(self, cmd, args=None, timeout_s=5.0):
-        from pipeline.control import ControlClient
+        from pipeline.runtime.control import ControlClient
 
         with ControlClient(self.endpoints["router"]) as client:
             return client.request(cmd, args, timeout_s=timeout_s)

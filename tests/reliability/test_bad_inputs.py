@@ -88,7 +88,7 @@ def webcam(frames, **kw):
 
 
 def build_frame(frame_id=0, persons=1):
-    from pipeline.poses import Person, PosesFrame
+    from pipeline.pose.frame import Person, PosesFrame
 
     rng = np.random.default_rng(frame_id)
     people = [Person(track_id=i, box=np.array([10, 10, 100, 200], np.float32), score=0.9,
@@ -461,7 +461,7 @@ def viewer_disconnects_mid_frame(tmp, caplog):
 
 def malformed_control_message(tmp, caplog):
     import zmq
-    from pipeline.control import ControlServer
+    from pipeline.runtime.control import ControlServer
     server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"})
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)

@@ -73,7 +73,7 @@ def test_forged_hello_and_ready_cannot_claim_a_respawned_worker(live, reliable_c
 
     import zmq
 
-    from pipeline.messages import Heartbeat, Hello, Ready, encode
+    from pipeline.runtime.messages import Heartbeat, Hello, Ready, encode
 
     p = live(reliable_config)
     w = p.workers()["detection"]

@@ -130,7 +130,7 @@ def test_a_pickle_checkpoint_with_code_is_refused(tmp_path):
 
 
 def test_socket_decoders_use_no_pickle():
-    for rel in ("pipeline/messages.py", "pipeline/control.py", "pipeline/client.py", "pipeline/sinks/native.py"):
+    for rel in ("pipeline/runtime/messages.py", "pipeline/runtime/control.py", "pipeline/client.py", "pipeline/sinks/native.py"):
         tree = ast.parse((REPO / rel).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                     for a in n.names} | {n.module.split(".")[0] for n in ast.walk(tree)
@@ -234,7 +234,7 @@ def test_viewer_exposes_no_path_reading_or_writing_action():
     finally:
         sink.close()
     # And no file access anywhere in the viewer modules.
-    for rel in ("pipeline/sinks/viewer.py", "pipeline/viewer_scene.py"):
+    for rel in ("pipeline/sinks/viewer.py", "pipeline/sinks/viewer_scene.py"):
         tree = ast.parse((REPO / rel).read_text())
         touching = [ast.unparse(n)[:80] for n in ast.walk(tree) if isinstance(n, ast.Call) and
                     (ast.unparse(n.func) in ("open", "os.remove", "os.unlink", "shutil.rmtree", "np.save", "np.load")
@@ -253,7 +253,7 @@ def _cfg(tmp_path, text=""):
 
 
 def test_servers_of_the_default_config_are_all_on_loopback(tmp_path):
-    from pipeline.listen import refuse_non_loopback, servers
+    from pipeline.cli.listen import refuse_non_loopback, servers
     cfg = _cfg(tmp_path, "sinks:\n  viewer: {port: 8080}\n")
     found = {s.what: s.host for s in servers(cfg)}
     assert found == {"native stream": "127.0.0.1", "viewer": "127.0.0.1", "Prometheus": "127.0.0.1"}
@@ -269,14 +269,14 @@ def test_servers_of_the_default_config_are_all_on_loopback(tmp_path):
 ])
 def test_non_loopback_without_listen_is_refused_naming_key_and_flag(tmp_path, text, key):
     from pipeline.config import ConfigError
-    from pipeline.listen import refuse_non_loopback
+    from pipeline.cli.listen import refuse_non_loopback
     with pytest.raises(ConfigError, match=rf"{re.escape(key)}.*--listen"):
         refuse_non_loopback(_cfg(tmp_path, text))
 
 
 def test_listen_moves_every_server_and_keeps_ports(tmp_path):
     from pipeline.config import load_config
-    from pipeline.listen import check_host, listen_overrides, listen_warning, servers
+    from pipeline.cli.listen import check_host, listen_overrides, listen_warning, servers
     path = tmp_path / "c.yaml"
     path.write_text("sinks:\n  native: {endpoint: 'tcp://127.0.0.1:5999'}\n  viewer: {port: 8090}\n")
     cfg = load_config(path, ())
@@ -294,7 +294,7 @@ def test_listen_moves_every_server_and_keeps_ports(tmp_path):
 @pytest.mark.parametrize("bad", ["", "not a host!", "tcp://0.0.0.0", "-leading-dash"])
 def test_listen_rejects_what_is_not_a_host(bad):
     from pipeline.config import ConfigError
-    from pipeline.listen import check_host
+    from pipeline.cli.listen import check_host
     with pytest.raises(ConfigError, match="--listen"):
         check_host(bad)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 
 
 def build_person(track_id=0, global_orient=None, body_pose=None, betas=None, transl=None,

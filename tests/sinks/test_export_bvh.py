@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.rotations import FLIP_YZ, axis_angle_to_rotmat, euler_to_rotmat
+from pipeline.pose.rotations import FLIP_YZ, axis_angle_to_rotmat, euler_to_rotmat
 from pipeline.sinks.recording import RecordingSink
-from pipeline.skeleton import JOINT_NAMES
+from pipeline.pose.skeleton import JOINT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("export_bvh", ROOT / "tools" / "export_bvh.py")

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from pipeline.overlay import OverlayRenderer, OverlayVideoSink, OverlayVideoWriter
+from pipeline.sinks.overlay import OverlayRenderer, OverlayVideoSink, OverlayVideoWriter
 from pipeline.sinks.base import SinkError
-from pipeline.skeleton import forward_kinematics, project
+from pipeline.pose.skeleton import forward_kinematics, project
 
 W, H = 640, 480
 

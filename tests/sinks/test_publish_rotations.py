@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline import rotations as rot
-from pipeline.skeleton import DEFAULT_REST_JOINTS, forward_kinematics, project
+from pipeline.pose import rotations as rot
+from pipeline.pose.skeleton import DEFAULT_REST_JOINTS, forward_kinematics, project
 
 
 def _random_aa(rng, n, max_angle=np.pi):

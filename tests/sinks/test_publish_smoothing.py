@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.rotations import axis_angle_to_rotmat, rotation_angle_between
-from pipeline.smoothing import PRESETS, RELAY_COLUMNS, Smoother, relay_metrics
+from pipeline.pose.rotations import axis_angle_to_rotmat, rotation_angle_between
+from pipeline.pose.smoothing import PRESETS, RELAY_COLUMNS, Smoother, relay_metrics
 
 FPS = 30.0
 
@@ -24,7 +24,7 @@ def test_rotation_crossing_pi_does_not_flip(make_frame, make_person):
     out = []
     for i, a in enumerate(angles):
         R = axis_angle_to_rotmat([a, 0, 0])
-        from pipeline.rotations import rotmat_to_axis_angle
+        from pipeline.pose.rotations import rotmat_to_axis_angle
         go = rotmat_to_axis_angle(R)  # canonical axis-angle: flips sign past pi
         f = sm.apply(make_frame(i, [make_person(0, global_orient=go, body_pose=np.zeros(69))]))
         out.append(axis_angle_to_rotmat(f.persons[0].global_orient))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import workers.publisher as publisher_module
-from pipeline.records import frames_dtype, poses_dtype
-from pipeline.ring import ReadItem, Ring
-from pipeline.worker import WROTE, Output, WorkerContext
+from pipeline.runtime.records import frames_dtype, poses_dtype
+from pipeline.runtime.ring import ReadItem, Ring
+from pipeline.runtime.worker import WROTE, Output, WorkerContext
 
 
 class VariantSink:

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pipeline.rotations import axis_angle_to_rotmat
+from pipeline.pose.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
 from relay_wire import NumpyOnlyUnpickler, read_exact
@@ -127,7 +127,7 @@ def test_full_translation_and_track_choice(make_frame, make_person):
     assert np.all(relay_arrays(fr, "crop", track_id=9)["trans"] == 0)
     full = relay_arrays(fr, "full", "largest")["trans"][0]
     # the same rigid flip applied to the body: pelvis at F @ (transl + J0)
-    from pipeline.skeleton import DEFAULT_REST_JOINTS
+    from pipeline.pose.skeleton import DEFAULT_REST_JOINTS
     pelvis_cam = big.transl + DEFAULT_REST_JOINTS[0]
     assert np.allclose(full + DEFAULT_REST_JOINTS[0], np.diag([1, -1, -1]) @ pelvis_cam, atol=1e-5)
 

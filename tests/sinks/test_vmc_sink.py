@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.rotations import quat_to_rotmat
+from pipeline.pose.rotations import quat_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.vmc import BONE_NAMES, VmcSink, vmc_bones
 

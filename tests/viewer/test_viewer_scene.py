@@ -1,7 +1,7 @@
 """Geometry of the viewer: forward kinematics, frames, colours (no server, no browser)."""
 import numpy as np
 
-from pipeline import viewer_scene as vs
+from pipeline.sinks import viewer_scene as vs
 from viewer_helpers import make_person
 
 

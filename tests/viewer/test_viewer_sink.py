@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import viewer_scene as vs
+from pipeline.sinks import viewer_scene as vs
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.viewer import CONDITIONS, SmplMeshData, ViewerSink
 from viewer_helpers import make_frame, make_person, wait_for

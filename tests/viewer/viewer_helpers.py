@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 
 
 def make_person(track_id=1, transl=(0.0, 0.0, 3.0), body_pose=None, global_orient=(np.pi, 0.0, 0.0),

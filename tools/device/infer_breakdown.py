@@ -31,11 +31,11 @@ def main():
     import torch
 
     from pipeline.backends import BackendConfig, get_backend
-    from pipeline.gpu_preprocess import GpuCropper
+    from pipeline.backends.gpu_preprocess import GpuCropper
     from pipeline.models.postprocess import to_smpl_params
     from pipeline.models.preprocess import bbox_info, square_boxes
-    from pipeline.records import frames_dtype
-    from pipeline.ring import Ring
+    from pipeline.runtime.records import frames_dtype
+    from pipeline.runtime.ring import Ring
 
     ring = Ring.create("frames", frames_dtype(1080, 1920), 8, "bd%d" % int(time.time()))
     try:

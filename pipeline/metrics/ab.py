@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.poses import PosesFrame
-from pipeline.rotations import axis_angle_to_rotmat, rotation_angle_between
+from pipeline.pose.frame import PosesFrame
+from pipeline.pose.rotations import axis_angle_to_rotmat, rotation_angle_between
 
 VARIANTS = ("A", "B")
 PENDING_MAX = 256      # unmatched frames kept per variant (older ones can no longer match)

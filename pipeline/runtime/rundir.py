@@ -165,7 +165,7 @@ def cleanup_stale() -> list[str]:
 
 
 def _remove_rings(run_id: str) -> None:
-    from pipeline.ring import Ring  # the ring module owns the /dev/shm naming scheme
+    from pipeline.runtime.ring import Ring  # the ring module owns the /dev/shm naming scheme
 
     try:
         Ring.cleanup_stale(run_id=run_id)

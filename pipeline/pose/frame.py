@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.records import STAGES
+from pipeline.runtime.records import STAGES
 
 
 @dataclass

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Profile a posepipe pipeline: per-worker CPU/GPU timelines, a Chrome trace of frames, plots and a
-bottleneck summary. Same as `pipeline profile`; see `python tools/profile.py --help`."""
+bottleneck summary. Same as `pipeline profile`; see `python tools/profile_pipeline.py --help`."""
 import sys
 from pathlib import Path
 

@@ -45,7 +45,7 @@ class GpuCropper:
         self._consumed = [torch.cuda.Event() for _ in range(2)] if cuda else []
         self._turn = 0
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
-        from pipeline.pinned import PinnedUploader
+        from pipeline.backends.pinned import PinnedUploader
         self._small = PinnedUploader(self.device)  # crop matrices, without waiting for queued work
         self._registered = None      # (address, size) of page-locked caller memory
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0

@@ -3,7 +3,7 @@
 `OverlayRenderer` is created once and reused for every frame (the seed rebuilt its renderer
 each frame). Per person it draws the projected SMPL mesh when vertices and faces are given,
 else the 24-joint skeleton: from `Person.joints` when the frame carries them, else from the
-rotations by forward kinematics on the default rest skeleton (`pipeline.skeleton`). Joints
+rotations by forward kinematics on the default rest skeleton (`pipeline.pose.skeleton`). Joints
 are coloured by POCO's per-joint uncertainty (green = confident, red = uncertain, values
 clipped to [0, 1]). Boxes carry the track id. The text is the seed's: `FPS: x.xx`,
 `Latency: x.x ms` and a red `(No Detections)`.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.poses import Person, PosesFrame
+from pipeline.pose.frame import Person, PosesFrame
 from pipeline.sinks.base import Sink, SinkError
-from pipeline.skeleton import BONES, forward_kinematics, full_image_focal, project
+from pipeline.pose.skeleton import BONES, forward_kinematics, full_image_focal, project
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ through the control plane, `r` asks the metrics worker for a recording (same as 
 
 `VideoSink` (config ``sinks.video``, `--output out.mp4`) writes the overlay of every published
 frame to an mp4 at the source's frame rate. With a file source its `stats()` carry the file's
-frame count, which the CLI turns into a progress bar (`ProgressLine`).
+frame count, which the CLI turns into a progress bar (`pipeline.cli.progress.ProgressLine`).
 
 `ControlActions` is how both (and the viewer's button) talk to the supervisor: a fresh
 control client per request, so it is safe from any thread.
@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.poses import PosesFrame
-from pipeline.progress import LiveLine, progress_line
+from pipeline.pose.frame import PosesFrame
 from pipeline.sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 RECORD_SECONDS = 5.0
 NO_DISPLAY_MESSAGE = ("--display needs a graphical display, but neither DISPLAY nor WAYLAND_DISPLAY is set "
                       "(no display: use --output out.mp4 to write the overlay to a video file instead)")
@@ -76,7 +75,7 @@ class ControlActions:
             return
 
         def request():
-            from pipeline.control import ControlClient, ControlError
+            from pipeline.runtime.control import ControlClient, ControlError
 
             try:
                 with ControlClient(self.endpoint) as client:
@@ -94,7 +93,7 @@ class OverlayComposer:
     """One renderer (+ optional SMPL layer) for every frame of a display or video."""
 
     def __init__(self, mesh: bool = True, data_dir: str | os.PathLike | None = None):
-        from pipeline.overlay import OverlayRenderer
+        from pipeline.sinks.overlay import OverlayRenderer
 
         self.renderer = OverlayRenderer(rgb=True)
         self.smpl = None
@@ -307,7 +306,7 @@ class VideoSink(Sink):
             self.total_frames = count
 
     def open(self) -> None:
-        from pipeline.overlay import OverlayVideoWriter
+        from pipeline.sinks.overlay import OverlayVideoWriter
 
         path = Path(self.path).expanduser()
         if path.suffix.lower() != ".mp4":
@@ -344,25 +343,3 @@ class VideoSink(Sink):
         if self.total_frames:
             out["total"] = self.total_frames
         return out
-
-
-# ---------------------------------------------------------------------------- CLI progress
-
-def output_bar(status: dict, width: int = 20) -> str:
-    """`out.mp4 [#####.....] 120/300` from the publisher's video stats ('' when unknown)."""
-    for w in status.get("workers", []):
-        extras = w.get("extras") or {}
-        if "video_frames" in extras:
-            done, total = int(extras["video_frames"]), extras.get("video_total")
-            if not total:
-                return f" | output {done} frames"
-            filled = min(width, int(width * done / total))
-            return f" | output [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-    return ""
-
-
-class ProgressLine(LiveLine):
-    """The foreground status line plus the `--output` progress bar."""
-
-    def render(self, status: dict) -> str:
-        return progress_line(status) + output_bar(status)

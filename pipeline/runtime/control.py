@@ -18,7 +18,7 @@ import uuid
 
 import zmq
 
-from pipeline.messages import Command, Event, MessageError, Reply, decode, encode
+from pipeline.runtime.messages import Command, Event, MessageError, Reply, decode, encode
 
 log = logging.getLogger(__name__)
 

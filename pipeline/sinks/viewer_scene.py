@@ -170,7 +170,7 @@ class SkeletonPose:
 
 
 def person_skeleton(person, rest_offsets: np.ndarray = DEFAULT_REST_OFFSETS) -> SkeletonPose:
-    """View-frame joints of a `pipeline.poses.Person`.
+    """View-frame joints of a `pipeline.pose.frame.Person`.
 
     Uses `person.joints` (camera frame, translation included) when present, otherwise forward
     kinematics of the rotations on `rest_offsets`, placed at `person.transl`.

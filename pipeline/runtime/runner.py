@@ -1,4 +1,4 @@
-"""The one loop every worker runs in (DESIGN §5): ``python -m pipeline.runner '<spec json>'``.
+"""The one loop every worker runs in (DESIGN §5): ``python -m pipeline.runtime.runner '<spec json>'``.
 
 The supervisor starts each worker as a fresh interpreter (never a fork of itself) with a
 JSON spec: name, module, generation, control endpoint, parent pid, ring names, params and
@@ -31,8 +31,8 @@ import time
 
 import numpy as np
 
-from pipeline.messages import Bye, Command, Event, Heartbeat, Hello, Ready, Reply, Stats
-from pipeline.worker import Output, SettingError, WorkerContext, Wrote, find_worker_class
+from pipeline.runtime.messages import Bye, Command, Event, Heartbeat, Hello, Ready, Reply, Stats
+from pipeline.runtime.worker import Output, SettingError, WorkerContext, Wrote, find_worker_class
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Runner:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
-        from pipeline.control import WorkerLink
+        from pipeline.runtime.control import WorkerLink
 
         self.link = WorkerLink(self.spec["control"], self.name, self.generation)
         self.link.send(Hello(self.name, self.generation, os.getpid()))
@@ -168,7 +168,7 @@ class Runner:
 
     def _setup(self) -> None:
         from pipeline.config import build_dataclass
-        from pipeline.ring import Ring
+        from pipeline.runtime.ring import Ring
 
         spec = self.spec
         cls = find_worker_class(importlib.import_module(spec["module"]))
@@ -383,7 +383,7 @@ def _psutil_process():
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m pipeline.runner '<worker spec json>' (started by the supervisor)", file=sys.stderr)
+        print("usage: python -m pipeline.runtime.runner '<worker spec json>' (started by the supervisor)", file=sys.stderr)
         return 2
     try:
         spec = json.loads(argv[0])

@@ -8,7 +8,7 @@ import json
 
 import click
 
-from pipeline.cli import _request, fail, settings_to_params
+from pipeline.cli.main import _request, fail, settings_to_params
 
 
 @click.group()
@@ -31,7 +31,7 @@ def start(worker, settings, timeout):
 @click.option("--json", "as_json", is_flag=True, help="Print the raw comparison as JSON.")
 def status(as_json):
     """Print the comparison table: throughput, latency p50/p99 of A and B, and their agreement."""
-    from pipeline.ab import format_table
+    from pipeline.metrics.ab import format_table
 
     _, result = _request("ab_status")
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
@@ -55,7 +55,7 @@ def record(csv_path):
 @click.option("--timeout", default=330.0, show_default=True, help="Seconds to wait for the swap with --keep B.")
 def stop(keep, timeout):
     """End the A/B test, keeping A (default) or promoting B through the swap path."""
-    from pipeline.ab import format_table
+    from pipeline.metrics.ab import format_table
 
     _, result = _request("ab_stop", {"keep": keep}, timeout_s=timeout)
     if keep == "A":

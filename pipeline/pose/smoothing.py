@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.poses import PosesFrame, Person
-from pipeline.rotations import (align_sign, axis_angle_to_quat, axis_angle_to_rotmat,
+from pipeline.pose.frame import PosesFrame, Person
+from pipeline.pose.rotations import (align_sign, axis_angle_to_quat, axis_angle_to_rotmat,
                                 normalize_quat, quat_to_axis_angle)
 
 log = logging.getLogger(__name__)

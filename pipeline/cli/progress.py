@@ -102,3 +102,23 @@ def status_table(status: dict) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{n}}}" for n in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
+
+
+def output_bar(status: dict, width: int = 20) -> str:
+    """`out.mp4 [#####.....] 120/300` from the publisher's video stats ('' when unknown)."""
+    for w in status.get("workers", []):
+        extras = w.get("extras") or {}
+        if "video_frames" in extras:
+            done, total = int(extras["video_frames"]), extras.get("video_total")
+            if not total:
+                return f" | output {done} frames"
+            filled = min(width, int(width * done / total))
+            return f" | output [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    return ""
+
+
+class ProgressLine(LiveLine):
+    """The foreground status line plus the `--output` progress bar."""
+
+    def render(self, status: dict) -> str:
+        return progress_line(status) + output_bar(status)

@@ -46,7 +46,7 @@ def _sink_options(command):
     def wrapper(**kwargs):
         mine = {k: kwargs.pop(k) for k in names}
         if mine["display"]:
-            from pipeline.display import NO_DISPLAY_MESSAGE, display_available
+            from pipeline.sinks.display import NO_DISPLAY_MESSAGE, display_available
 
             if not display_available():
                 fail(NO_DISPLAY_MESSAGE)
@@ -82,7 +82,7 @@ def _sink_options(command):
 LAZY_COMMANDS = {
     "record": ("pipeline.metrics.record_cmd", "record"),
     "profile": ("pipeline.profiling.cli", "profile"),
-    "ab": ("pipeline.ab_cli", "ab"),
+    "ab": ("pipeline.cli.ab", "ab"),
     "export": ("pipeline.backends.export", "export"),
 }
 
@@ -130,9 +130,8 @@ def cli(verbose):
 def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, listen,
           overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
-    from pipeline import listen as listening
-    from pipeline import rundir
-
+    from pipeline.cli import listen as listening
+    from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
              "device": device, "detector": detector, "seconds": seconds}
     try:
@@ -178,9 +177,8 @@ def _check_source(cfg) -> None:
 
 
 def _start_foreground(cfg) -> None:
-    from pipeline.display import ProgressLine
-    from pipeline.progress import summary
-    from pipeline.supervisor import Supervisor
+    from pipeline.cli.progress import ProgressLine, summary
+    from pipeline.runtime.supervisor import Supervisor
 
     line = ProgressLine()  # the status line, plus a progress bar while --output writes a file
 
@@ -202,12 +200,12 @@ def _start_foreground(cfg) -> None:
 
 
 def _start_detached(cfg) -> None:
-    from pipeline import rundir
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient, ControlError
 
     log_path = rundir.base_dir() / "detached.log"
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.supervisor"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.supervisor"], stdin=subprocess.PIPE,
                                 stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
         proc.stdin.write(json.dumps(cfg.raw).encode())
         proc.stdin.close()
@@ -232,8 +230,8 @@ def _start_detached(cfg) -> None:
 
 
 def _client():
-    from pipeline import rundir
-    from pipeline.control import ControlClient
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient
 
     try:
         run, endpoints = rundir.current_run()
@@ -243,7 +241,7 @@ def _client():
 
 
 def _request(cmd, args=None, timeout_s=5.0):
-    from pipeline.control import ControlError
+    from pipeline.runtime.control import ControlError
 
     run, client = _client()
     with client:
@@ -257,8 +255,7 @@ def _request(cmd, args=None, timeout_s=5.0):
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for the supervisor to exit.")
 def stop(timeout):
     """Stop the running pipeline (or clean up after one that was killed)."""
-    from pipeline import rundir
-
+    from pipeline.runtime import rundir
     try:
         run, endpoints = rundir.current_run()
     except rundir.NotRunning as exc:
@@ -268,7 +265,7 @@ def stop(timeout):
             return
         fail(str(exc))
     pid = rundir.supervisor_pid(run.path)
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime.control import ControlClient, ControlError
 
     try:
         with ControlClient(endpoints["router"]) as client:
@@ -290,7 +287,7 @@ def stop(timeout):
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(as_json):
     """Show the workers of the running pipeline."""
-    from pipeline.progress import progress_line, status_table
+    from pipeline.cli.progress import progress_line, status_table
 
     _, result = _request("status")
     if as_json:
@@ -394,8 +391,8 @@ def watch(endpoint, count, timeout):
 
 
 def _running_native_endpoint():
-    from pipeline import rundir
-    from pipeline.control import ControlClient, ControlError
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient, ControlError
 
     try:
         _, endpoints = rundir.current_run()

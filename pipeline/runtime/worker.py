@@ -1,6 +1,6 @@
 """The Worker base class: what a pipeline stage implements (DESIGN §5).
 
-A worker module contains only its job. The shared runner (`pipeline/runner.py`) owns the
+A worker module contains only its job. The shared runner (`pipeline/runtime/runner.py`) owns the
 rest: attaching rings, the control link, heartbeats and stats, signals, pause/resume/stop,
 parent-death detection and the clean exit.
 

@@ -1,0 +1,75 @@
+"""Health and restart policy.
+
+Life of a worker: ``starting`` (spawned; `start_timeout` runs until `ready`) -> ``running``
+(`health_timeout` of silence gets it SIGKILLed) -> on exit: ``restarting`` (policy allows,
+delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped``/``finished``.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline.runtime.supervisor.state import WorkerState, _log_tail
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    """Watching workers and restarting them by policy (mixed into `Supervisor`)."""
+
+    def _check_worker(self, ws: WorkerState, now: float) -> None:
+        if ws.proc is not None and ws.proc.poll() is not None and ws.state in ("starting", "running", "paused"):
+            ws.exit_code = ws.proc.returncode
+            self._on_exit(ws, now)
+            return
+        if ws.state == "starting" and now - ws.started_at > ws.cfg.start_timeout:
+            ws.fatal = ws.fatal or f"no `ready` within start_timeout={ws.cfg.start_timeout:g} s"
+            log.warning("%s: %s; killing it", ws.name, ws.fatal)
+            self._kill(ws)
+        elif ws.state in ("running", "paused") and now - ws.last_seen > ws.cfg.health_timeout:
+            log.warning("%s (pid %s) silent for %.1f s (health_timeout); killing it", ws.name, ws.pid,
+                        now - ws.last_seen)
+            self._publish("unhealthy", worker=ws.name, generation=ws.generation)
+            self._kill(ws)
+            ws.last_seen = now
+        elif ws.state == "restarting" and now >= ws.next_restart_at and not self._stop_requested:
+            ws.restarts.append(now)
+            ws.total_restarts += 1
+            self._spawn(ws)
+            self._publish("restarted", worker=ws.name, generation=ws.generation)
+
+    def _on_exit(self, ws: WorkerState, now: float) -> None:
+        # Messages it sent just before exiting (`finished`, `fatal`) decide what the exit means.
+        for identity, msg in self.server.poll(0.05):
+            self._handle(identity, msg)
+        code = ws.exit_code
+        was_starting = ws.state == "starting"
+        if ws.finished:
+            ws.state = "finished"
+            self.request_stop(f"{ws.name} finished: {ws.finished}")
+            return
+        if self._stop_requested:
+            ws.state = "stopped"
+            return
+        failed = code != 0
+        policy = ws.cfg.restart
+        log.log(logging.WARNING if failed else logging.INFO, "%s (generation %d) exited with code %s%s",
+                ws.name, ws.generation, code, _log_tail(ws.log_path) if failed else "")
+        self._publish("exited", worker=ws.name, generation=ws.generation, code=code)
+        if self.state == "starting" and was_starting:
+            ws.state = "failed"  # the initial start aborts the whole pipeline (see _start_all)
+            return
+        if policy == "never" or (policy == "on-failure" and not failed):
+            ws.state = "failed" if failed else "stopped"
+            return
+        while ws.restarts and now - ws.restarts[0] > ws.cfg.restart_window:
+            ws.restarts.popleft()
+        if len(ws.restarts) >= ws.cfg.max_restarts:
+            ws.state = "failed"
+            log.error("%s failed %d times within %g s (max_restarts); giving up", ws.name,
+                      len(ws.restarts), ws.cfg.restart_window)
+            self._publish("gave_up", worker=ws.name)
+            return
+        delay = min(ws.cfg.restart_delay * (2 ** len(ws.restarts)), ws.cfg.max_restart_delay)
+        ws.state = "restarting"
+        ws.next_restart_at = now + delay
+        log.info("restarting %s in %.2f s", ws.name, delay)

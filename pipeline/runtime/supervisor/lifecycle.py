@@ -1,0 +1,189 @@
+"""Process lifecycle: spawn a worker generation, stop groups of workers, shut the run down.
+
+Each worker is a fresh interpreter (`python -m pipeline.runtime.runner '<spec json>'`, never a
+fork of the supervisor) in its own session; each spawn bumps the worker's generation and, unless
+it is the first half of a swap, makes that generation the owner of its output ring so stale
+writers of an older generation can never write again. Shutdown stops capture first, drains,
+stops the rest (control `stop`, then SIGTERM, then SIGKILL after the grace period), unlinks
+every ring and removes the run directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pipeline.runtime.messages import Command
+from pipeline.runtime.supervisor.state import (
+    REPO_ROOT,
+    StartError,
+    WorkerState,
+    _log_tail,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """Starting and stopping worker processes (mixed into `Supervisor`)."""
+
+    def _start_all(self) -> None:
+        for ws in self.workers.values():
+            self._spawn(ws)
+            while ws.state == "starting":
+                self._step(0.05)
+                if self._stop_requested:
+                    raise StartError(f"stopped while starting {ws.name} ({self.stop_reason})")
+            if ws.state != "running":
+                reason = ws.fatal or f"exited with code {ws.exit_code}" + _log_tail(ws.log_path)
+                raise StartError(f"worker {ws.name} ({ws.cfg.module}) could not start: {reason}")
+
+    def _spawn(self, ws: WorkerState, take_output: bool = True) -> None:
+        """Start the next generation of `ws`; `take_output=False` leaves the output ring's
+        writer token with the current owner (the first half of a swap)."""
+        self._generations[ws.name] = ws.generation = self._generations.get(ws.name, 0) + 1
+        ws.state = "starting"
+        ws.identity = None
+        ws.stats, ws.fatal, ws.finished, ws.exit_code = {}, "", "", None
+        out_ring = self.rings.get(ws.cfg.output) if ws.cfg.output else None
+        if out_ring is not None and take_output:
+            out_ring.set_owner(ws.generation)
+        spec = {
+            "name": ws.name, "module": ws.cfg.module, "generation": ws.generation,
+            "control": self.server.endpoints["router"], "parent_pid": os.getpid(),
+            "rings": {n: r.shm_name for n, r in self.rings.items()},
+            "input": ws.cfg.input, "policy": ws.cfg.policy, "output": ws.cfg.output,
+            "reads": list(ws.cfg.reads), "params": ws.cfg.params or {},
+            "shared": ws.shared if ws.shared is not None else self._shared(),
+            **ws.spec_extra,
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("POSEPIPE_LOG_LEVEL", "INFO")
+        ws.log_path = self.run_dir.path / f"{ws.name}.log"
+        with open(ws.log_path, "ab") as logf:
+            # A new session: Ctrl-C in the terminal reaches only the supervisor, which then stops
+            # the workers in order. PR_SET_PDEATHSIG in the runner covers a killed supervisor.
+            ws.proc = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.runner", json.dumps(spec)],
+                                       stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                                       start_new_session=True, close_fds=True)
+        ws.started_at = ws.last_seen = time.monotonic()
+        log.info("spawned %s generation %d pid %d", ws.name, ws.generation, ws.proc.pid)
+
+    def _shared(self) -> dict:
+        c = self.cfg
+        return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
+                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id}
+
+    def _kill(self, ws: WorkerState) -> None:
+        if ws.alive():
+            try:
+                ws.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def _retire(self, ws: WorkerState) -> None:
+        ws.state = "retiring"
+        if ws.identity is not None:
+            self.server.send(ws.identity, Command(0, "stop", {}))
+        else:
+            ws.proc.terminate()
+        self._retiring.append((ws, time.monotonic() + self.cfg.supervisor.shutdown_grace))
+
+    def _reap_retired(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for ws, deadline in self._retiring:
+            if ws.proc.poll() is not None:
+                continue
+            if force or now > deadline:
+                ws.proc.kill()
+                ws.proc.wait(5)
+                continue
+            keep.append((ws, deadline))
+        self._retiring = keep
+
+    def _shutdown(self) -> int:
+        from pipeline.runtime.ring import Ring
+
+        self._stop_requested = True
+        self.state = "stopping"
+        grace = self.cfg.supervisor.shutdown_grace
+        if self.server is None:
+            for ws in self.workers.values():
+                if ws.alive():
+                    self._kill(ws)
+        else:
+            try:
+                self.final_status = self.status()
+            except Exception:
+                self.final_status = {}
+            sources = [w for w in self.workers.values() if w.cfg.input is None]
+            rest = [w for w in self.workers.values() if w.cfg.input is not None] + list(self._side.values())
+            self._stop_group(sources, grace)            # capture first: nothing new enters
+            self._drain(self.cfg.supervisor.drain)      # let in-flight frames reach the publisher
+            try:
+                self.final_status = self.status()
+            except Exception:
+                pass
+            self._stop_group(rest, grace)
+            self.server.close()
+        for cand, *_ in self._swaps.values():
+            self._kill(cand)
+            cand.proc.wait(5)
+        self._swaps.clear()
+        self._reap_retired(force=True)
+        for ws in self.workers.values():  # a worker that never got a socket (start failure)
+            if ws.alive():
+                self._kill(ws)
+                ws.proc.wait(5)
+        for ring in self.rings.values():
+            ring.close()
+            ring.unlink()
+        if self.run_dir is not None:
+            Ring.cleanup_stale(run_id=self.run_dir.run_id)
+            self.run_dir.remove()
+        self.state = "stopped"
+        if self._unclean:
+            log.warning("did not stop cleanly: %s", "; ".join(self._unclean))
+            return 1
+        return 0
+
+    def _drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._step(0.02)
+
+    def _stop_group(self, group: list, grace: float) -> None:
+        live = [w for w in group if w.alive()]
+        for ws in live:
+            if ws.identity is not None:
+                self.server.send(ws.identity, Command(0, "stop", {}))
+            else:
+                ws.proc.terminate()
+        deadline = time.monotonic() + grace
+        sent_term = False
+        while any(w.alive() for w in live):
+            now = time.monotonic()
+            if not sent_term and now > deadline - grace / 2:
+                for ws in live:  # the control message may not have arrived: SIGTERM as well
+                    if ws.alive():
+                        ws.proc.terminate()
+                sent_term = True
+            if now > deadline:
+                for ws in live:
+                    if ws.alive():
+                        self._unclean.append(f"{ws.name} needed SIGKILL")
+                        ws.proc.kill()
+                        ws.proc.wait(5)
+                break
+            self._step(0.02)
+        for ws in live:
+            code = ws.proc.wait(5)
+            ws.state = "stopped"
+            if code not in (0, -signal.SIGTERM) and f"{ws.name} needed SIGKILL" not in self._unclean:
+                self._unclean.append(f"{ws.name} exited with code {code}")
