@@ -33,61 +33,7 @@ def test_pare_parameter_counts(pare_random):
     assert abs(_weights_numel(official_state_dict(pare_random)) - 36.6e6) < 0.05e6
 
 
-CLIFF_KEYS = {
-    "backbone.conv1.weight": (64, 3, 3, 3),
-    "backbone.layer1.0.downsample.0.weight": (256, 64, 1, 1),
-    "backbone.transition1.0.0.weight": (48, 256, 3, 3),
-    "backbone.transition1.1.0.0.weight": (96, 256, 3, 3),
-    "backbone.transition3.3.0.1.running_var": (384,),
-    "backbone.stage3.3.fuse_layers.2.0.1.0.weight": (192, 48, 3, 3),
-    "backbone.stage4.2.fuse_layers.3.0.0.0.weight": (48, 48, 3, 3),
-    "backbone.stage4.2.fuse_layers.0.3.0.weight": (48, 384, 1, 1),
-    "backbone.stage4.2.branches.3.3.bn2.bias": (384,),
-    "backbone.incre_modules.0.0.downsample.0.weight": (128, 48, 1, 1),
-    "backbone.incre_modules.3.0.conv3.weight": (1024, 256, 1, 1),
-    "backbone.downsamp_modules.2.0.bias": (1024,),
-    "backbone.final_layer.0.weight": (2048, 1024, 1, 1),
-    "backbone.final_layer.1.running_mean": (2048,),
-    "head.fc1.weight": (1024, 2208),
-    "head.decpose.weight": (144, 1024),
-    "head.init_pose": (1, 144),
-    "head.init_shape": (1, 10),
-    "head.init_cam": (1, 3),
-    "uncert_head.uncert_fc_poseNet.weight": (216, 216),
-    "uncert_head.uncert_fc_featNet.weight": (216, 2048),
-    "uncert_head.uncert_fc1.weight": (24, 432),
-}
-PARE_KEYS = {
-    "backbone.transition1.0.0.weight": (32, 256, 3, 3),
-    "backbone.stage4.2.fuse_layers.0.3.0.weight": (32, 256, 1, 1),
-    "backbone.final_layer.weight": (24, 32, 1, 1),
-    "backbone.upsample_stage_2.1.weight": (64, 64, 3, 3),
-    "backbone.upsample_stage_4.9.weight": (256, 256, 3, 3),
-    "backbone.upsample_stage_4.10.running_var": (256,),
-    "head.keypoint_deconv_layers.0.weight": (128, 480, 3, 3),
-    "head.smpl_deconv_layers.4.running_mean": (128,),
-    "head.keypoint_final_layer.weight": (25, 128, 1, 1),
-    "head.smpl_final_layer.weight": (64, 128, 1, 1),
-    "head.pose_mlp.weight": (1, 6, 128, 24, 1, 1),
-    "head.shape_mlp.weight": (10, 1536),
-    "head.cam_mlp.weight": (3, 1536),
-    "head.temperature": (),
-    "head.init_pose": (1, 144),
-    "uncert_head.uncert_fc1.weight": (512, 3288),
-    "uncert_head.uncert_fc2.weight": (24, 512),
-}
-
-
-@pytest.mark.parametrize("variant,keys", [("cliff", CLIFF_KEYS), ("pare", PARE_KEYS)])
-def test_official_key_names_and_shapes(variant, keys, request):
-    model = request.getfixturevalue(f"{variant}_random")
-    state = model.state_dict()
-    for key, shape in keys.items():
-        assert key in state, key
-        assert tuple(state[key].shape) == shape, key
-    assert not any("bias" in k for k in state if k.startswith("backbone.stage") and ".conv" in k)
-    if variant == "pare":
-        assert "head.pose_mlp.bias" not in state
+# Official key names and shapes: tests/models/test_official_constants.py (one table).
 
 
 def _inputs(n, seed=0):

@@ -32,6 +32,18 @@ OFFICIAL_SHAPES = {
         "uncert_head.uncert_fc_poseNet.weight": (216, 216),
         "uncert_head.uncert_fc_featNet.weight": (216, 2048),
         "uncert_head.uncert_fc1.weight": (24, 432),
+        "backbone.layer1.0.downsample.0.weight": (256, 64, 1, 1),
+        "backbone.transition1.0.0.weight": (48, 256, 3, 3),
+        "backbone.transition1.1.0.0.weight": (96, 256, 3, 3),
+        "backbone.transition3.3.0.1.running_var": (384,),
+        "backbone.stage3.3.fuse_layers.2.0.1.0.weight": (192, 48, 3, 3),
+        "backbone.stage4.2.fuse_layers.3.0.0.0.weight": (48, 48, 3, 3),
+        "backbone.stage4.2.fuse_layers.0.3.0.weight": (48, 384, 1, 1),
+        "backbone.stage4.2.branches.3.3.bn2.bias": (384,),
+        "backbone.incre_modules.0.0.downsample.0.weight": (128, 48, 1, 1),
+        "backbone.incre_modules.3.0.conv3.weight": (1024, 256, 1, 1),
+        "backbone.final_layer.1.running_mean": (2048,),
+        "head.decpose.weight": (144, 1024),
     },
     "pare": {
         "backbone.final_layer.weight": (24, 32, 1, 1),
@@ -49,6 +61,8 @@ OFFICIAL_SHAPES = {
         "head.init_pose": (1, 144),
         "uncert_head.uncert_fc1.weight": (512, 24 * 128 + 216),
         "uncert_head.uncert_fc2.weight": (24, 512),
+        "backbone.transition1.0.0.weight": (32, 256, 3, 3),
+        "backbone.stage4.2.fuse_layers.0.3.0.weight": (32, 256, 1, 1),
     },
 }
 
@@ -64,6 +78,9 @@ def test_state_dict_matches_official_layout(variant, request):
         assert tuple(state[key].shape) == shape, key
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[variant]
     assert not any(k.startswith("backbone.classifier") for k in state)
+    assert not any("bias" in k for k in state if k.startswith("backbone.stage") and ".conv" in k)
+    if variant == "pare":
+        assert "head.pose_mlp.bias" not in state
 
 
 def _official_three_point_matrix(centre, side, res=224):
