@@ -13,7 +13,9 @@ Rules (the seed's, kept so old and new CSV rows compare):
 - Latency (corrected; the seed timed its loop including the camera wait): mean capture→publish
   per frame. Per-stage spans are reported as p50/p95/p99.
 - Dropped frames per worker: growth of that worker's drops + overruns counters during the
-  window (its heartbeats are cumulative); CPU %, RSS and GPU numbers: the newest heartbeat.
+  window (its heartbeats are cumulative): frames lost. Skipped frames per worker: growth of its
+  `skipped` counter: frames a `latest` reader passed over by design (newest frame wins), not
+  lost. CPU %, RSS and GPU numbers: the newest heartbeat.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class WorkerStats:
     frames_out: int = 0
     drops: int = 0
     overruns: int = 0
+    skipped: int = 0
     cpu_percent: float = math.nan
     rss_bytes: float = math.nan
     gpu_util_percent: float = math.nan
@@ -67,6 +70,7 @@ class WorkerStats:
             "frames_out": ("frames_out",),
             "drops": ("drops", "dropped"),
             "overruns": ("overruns",),
+            "skipped": ("skipped",),
             "cpu_percent": ("cpu_percent", "cpu"),
             "rss_bytes": ("rss_bytes", "rss"),
             "gpu_util_percent": ("gpu_util_percent", "gpu_util"),
@@ -110,6 +114,7 @@ class WindowSummary:
     stage_ms: dict[str, dict[float, float]] = field(default_factory=dict)
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     worker_drops: dict[str, int] = field(default_factory=dict)
+    worker_skipped: dict[str, int] = field(default_factory=dict)
     gpu_util_percent: float = math.nan
     gpu_mem_bytes: float = math.nan
 
@@ -185,6 +190,8 @@ class TrailingWindow:
             grown = (newest.drops + newest.overruns) - (base.drops + base.overruns)
             # A restarted worker starts its counters at 0 again: count what the new one saw.
             s.worker_drops[name] = grown if grown >= 0 else newest.drops + newest.overruns
+            skipped = newest.skipped - base.skipped
+            s.worker_skipped[name] = skipped if skipped >= 0 else newest.skipped
             if math.isfinite(newest.gpu_util_percent):
                 s.gpu_util_percent = newest.gpu_util_percent
             if math.isfinite(newest.gpu_mem_bytes):
