@@ -142,8 +142,8 @@ def test_demand_and_holds_through_an_output(run_id):
         for fid in range(1, 10):
             _put(fw, fid)
         assert frames.members.held(item.seq)                # held for the record inference will read
+        inference.expect_ns = int(0.5e9)  # its process() takes ~0.5 s: the take says so at once
         got = inference.read(timeout=0)
-        inference.member.expect(time.monotonic_ns() + int(0.5e9))
         wait = out.demand_in(lead_ns=int(0.1e9))
         assert wait is not None and 0.3 < wait <= 0.4       # just in time: 0.5 s minus the 0.1 s lead
         assert frames.members.held(item.seq)                # taken, not done: still held

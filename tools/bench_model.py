@@ -1,7 +1,7 @@
 """Per-crop latency of POCO-CLIFF and POCO-PARE at several batch sizes on one device.
 
     python tools/bench_model.py [--device cpu|cuda] [--precision fp32|fp16] [--iters 5]
-                                [--batches 1,2,4,8] [--models cliff,pare] [--channels-last]
+                                [--batches 1,2,4,8] [--models cliff,pare] [--channels-last] [--backend torch]
 
 Random weights (BN calibrated) unless --checkpoint-dir holds poco_<model>.pt. Prints, per
 model and batch size, the median latency per batch and per crop and the per-crop ratio
@@ -25,16 +25,17 @@ def _sync(device):
 
 
 def bench(model_name: str, device: str, precision: str, batches: list[int], iters: int, warmup: int,
-          channels_last: bool, checkpoint: str | None) -> list[dict]:
+          channels_last: bool, checkpoint: str | None, backend: str = "torch") -> list[dict]:
     import numpy as np
 
+    from pipeline.backends import get_backend
     from pipeline.backends.base import BackendConfig
-    from pipeline.backends.torch import TorchBackend
     from pipeline.models.init import synthetic_images
     from pipeline.models.preprocess import normalise
 
-    be = TorchBackend(BackendConfig(model=model_name, checkpoint=checkpoint, device=device, precision=precision,
-                                    max_batch=max(batches), channels_last=channels_last, options={"seed": 0}))
+    be = get_backend(backend)(BackendConfig(model=model_name, checkpoint=checkpoint, device=device,
+                                            precision=precision, max_batch=max(batches),
+                                            channels_last=channels_last, options={"seed": 0}))
     be.load()
     rows = []
     pool = normalise(synthetic_images(max(batches), seed=0))
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,2,4,8")
     ap.add_argument("--models", default="cliff,pare")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--backend", default="torch", help="inference backend (torch, onnx, compile, cudagraph, trt)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--checkpoint-dir", default=None, help="directory with poco_cliff.pt / poco_pare.pt")
     args = ap.parse_args(argv)
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
         if args.checkpoint_dir:
             cand = Path(args.checkpoint_dir) / f"poco_{name}.pt"
             ckpt = str(cand) if cand.is_file() else None
-        rows = bench(name, args.device, args.precision, batches, args.iters, args.warmup, args.channels_last, ckpt)
+        rows = bench(name, args.device, args.precision, batches, args.iters, args.warmup, args.channels_last, ckpt,
+                     backend=args.backend)
         base = rows[0]["crop_ms"]
         for r in rows:
             print(f"{r['model']:6} {r['batch']:>5} {r['batch_ms']:>10.1f} {r['crop_ms']:>9.1f} "

@@ -647,6 +647,7 @@ class RingReader:
         self.overruns = 0
         self.skipped = 0
         self.reads = 0
+        self.expect_ns = 0  # member: how long an item takes to process, so producers deliver just in time
         self._returned = self.cursor  # seq of the last item returned (gaps are counted from it)
         # commit number of that item: gaps are counted in commits, which skipped write numbers lack
         self._returned_commit = int(ring._commits[ring.slot_of(self.cursor)]) if self.cursor else 0
@@ -686,7 +687,7 @@ class RingReader:
                     if member is not None:
                         if copy:
                             member.clear_claim()
-                        member.took(target)
+                        member.took(target, time.monotonic_ns() + self.expect_ns if self.expect_ns else 0)
                     return ReadItem(seq=target, slot=slot, record=record, overwritten_before=gap)
                 if member is not None:
                     member.clear_claim()

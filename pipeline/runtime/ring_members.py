@@ -249,7 +249,10 @@ class RingMember:
         self.pin_overflows += 1
         return None
 
-    def took(self, seq: int) -> None:
+    def took(self, seq: int, want_ns: int = 0) -> None:
+        """Item `seq` is taken; the next one is wanted at `want_ns` (monotonic; 0 = as soon as done).
+        The want is stored first, so a producer that sees the take sees when to deliver."""
+        self._want[0] = want_ns
         self._taken[0] = seq
         self.table.bump()
 

@@ -250,9 +250,6 @@ class Runner:
                     self.skipped += item.overwritten_before
                 else:
                     self.drops += item.overwritten_before
-                if reader.member is not None and self.expected_ms:
-                    # when we will want the next item: a producer on demand makes it just in time
-                    reader.member.expect(time.monotonic_ns() + int(self.expected_ms * 0.9e6))
             result = self._step(worker.process, item)
             if result is _CRASHED:
                 return 1
@@ -394,6 +391,9 @@ class Runner:
     def _stats(self, proc) -> Stats:
         p50, p99 = self.timings.percentiles()
         self.expected_ms = p50
+        if self.reader is not None:
+            # when we will want the next item, a little early: a producer on demand makes it just in time
+            self.reader.expect_ns = int(p50 * 0.9e6)
         now = time.monotonic()
         self._fps_window.append((now, self.frames_out))
         while len(self._fps_window) > 2 and now - self._fps_window[0][0] > 3.0:
