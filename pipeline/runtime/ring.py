@@ -687,7 +687,7 @@ class RingReader:
                     if member is not None:
                         if copy:
                             member.clear_claim()
-                        member.took(target, time.monotonic_ns() + self.expect_ns if self.expect_ns else 0)
+                        member.took(target, self.expect_ns)
                     return ReadItem(seq=target, slot=slot, record=record, overwritten_before=gap)
                 if member is not None:
                     member.clear_claim()

@@ -16,6 +16,8 @@ worker's input reader and the rings it reads by slot). An entry says:
                    working on demand waits for, and when a hand-over can let go.
 ``want_ns``        when the consumer expects to want its next item (0: now); the producer
                    starts its next item just in time instead of as early as possible.
+``busy_ns``        how long the consumer takes per item: a producer slower than an idle
+                   consumer makes items back to back instead of waiting for each take.
 ``need_fid``       lossless mode: the oldest frame id the member still needs.
 
 Writers use it in two ways (`ring.RingWriter.begin`):
@@ -49,7 +51,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PINS = 7
+PINS = 6
 MAX_MEMBERS = 32
 CONSUMER = 1        # a reader that consumes items in order (demand, hand-over)
 BACKPRESSURE = 2    # lossless: the writer must not overwrite what this member still needs
@@ -58,7 +60,7 @@ LIVENESS_TTL_S = 0.5
 MEMBER_DTYPE = np.dtype([
     ("pid", "<i8"), ("start", "<u8"), ("generation", "<i8"), ("flags", "<u8"),
     ("taken", "<u8"), ("done", "<u8"), ("need_fid", "<i8"), ("want_ns", "<i8"),
-    ("claim", "<u8"), ("pins", "<u8", (PINS,)),
+    ("busy_ns", "<i8"), ("claim", "<u8"), ("pins", "<u8", (PINS,)),
 ])
 assert MEMBER_DTYPE.itemsize == 128  # two cache lines per member, never shared with another
 TABLE_BYTES = MEMBER_DTYPE.itemsize * MAX_MEMBERS
@@ -128,11 +130,15 @@ class MemberTable:
 
     def consumers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(taken, done, want_ns) of the live consumers."""
+        taken, done, want, _ = self.consumer_state()
+        return taken, done, want
+
+    def consumer_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(taken, done, want_ns, busy_ns) of the live consumers."""
         mask = (self._t["flags"] & CONSUMER) != 0
         if mask.any():
             mask &= self.live()
-        return (np.array(self._t["taken"][mask]), np.array(self._t["done"][mask]),
-                np.array(self._t["want_ns"][mask]))
+        return tuple(np.array(self._t[k][mask]) for k in ("taken", "done", "want_ns", "busy_ns"))
 
     def describe(self) -> list[dict]:
         """Live members, for diagnostics and tests."""
@@ -159,7 +165,7 @@ class MemberTable:
             i = free[0]
             t = self._t
             t["pid"][i] = 0  # not in use while it is filled
-            for key in ("claim", "want_ns"):
+            for key in ("claim", "want_ns", "busy_ns"):
                 t[key][i] = 0
             t["pins"][i] = 0
             t["taken"][i] = t["done"][i] = taken
@@ -191,6 +197,7 @@ class RingMember:
         self._done = t["done"][index:index + 1]
         self._need = t["need_fid"][index:index + 1]
         self._want = t["want_ns"][index:index + 1]
+        self._busy = t["busy_ns"][index:index + 1]
         self._pid = t["pid"][index:index + 1]
         self.closed = False
 
@@ -249,10 +256,11 @@ class RingMember:
         self.pin_overflows += 1
         return None
 
-    def took(self, seq: int, want_ns: int = 0) -> None:
-        """Item `seq` is taken; the next one is wanted at `want_ns` (monotonic; 0 = as soon as done).
-        The want is stored first, so a producer that sees the take sees when to deliver."""
-        self._want[0] = want_ns
+    def took(self, seq: int, busy_ns: int = 0) -> None:
+        """Item `seq` is taken and will take about `busy_ns` to process (0: unknown): the next one
+        is wanted then. The want is stored first, so a producer that sees the take sees it too."""
+        self._busy[0] = busy_ns
+        self._want[0] = time.monotonic_ns() + busy_ns if busy_ns else 0
         self._taken[0] = seq
         self.table.bump()
 

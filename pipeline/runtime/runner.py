@@ -232,7 +232,7 @@ class Runner:
                     return 1
                 self.stop_event.wait(0.05)
                 continue
-            if on_demand and not worker.out.wait_for_demand(self._lead_ns()):
+            if on_demand and not worker.out.wait_for_demand(self._lead_ns(), int(self.expected_ms * 1e6)):
                 continue  # no consumer wants a record yet: do not make one it would skip
             item = None
             if reader is not None:

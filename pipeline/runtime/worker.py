@@ -180,25 +180,27 @@ class Output:
             self.forced_releases += 1
 
     # ---- demand ----------------------------------------------------------------------------------
-    def demand_in(self, lead_ns: int = 0) -> float | None:
+    def demand_in(self, lead_ns: int = 0, make_ns: int = 0) -> float | None:
         """Seconds until a consumer wants the next record (0.0: now), None while none has taken
         the newest one yet. No live consumer: 0.0 (nothing to wait for). `lead_ns`: how long the
-        next record takes to make, so it is ready when the consumer is (architecture.md §2)."""
+        next record takes to make, so it is ready when the consumer is (architecture.md §2).
+        `make_ns`: our time per record; an idle consumer that is faster than that takes the newest
+        record at once, so the next one is started without waiting for its take."""
         self.release_holds()
-        taken, _, want = self.ring.members.consumers()
+        taken, done, want, busy = self.ring.members.consumer_state()
         if not len(taken):
             return 0.0
         ready = taken >= self.ring.newest_seq()
         if not ready.any():
-            return None
+            return 0.0 if make_ns and bool(((done >= taken) & (busy < make_ns)).any()) else None
         return max(0.0, (int(want[ready].min()) - lead_ns - time.monotonic_ns()) / 1e9)
 
-    def wait_for_demand(self, lead_ns: int = 0, timeout: float = WAIT_SLICE_S) -> bool:
+    def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S) -> bool:
         """Sleep until a consumer wants the next record (True) or `timeout` passes (False)."""
         deadline = time.monotonic() + timeout
         while True:
             word = self.ring.space_word()
-            wait = self.demand_in(lead_ns)
+            wait = self.demand_in(lead_ns, make_ns)
             if wait == 0.0:
                 return True
             left = deadline - time.monotonic()
