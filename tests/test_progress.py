@@ -159,3 +159,36 @@ def test_every_frame_refuses_a_live_camera(run_cli):
     proc = run_cli("start", "--source", "0", "--every-frame", "--seconds", "2")
     assert proc.returncode != 0
     assert "source.every_frame = true needs a recorded source" in proc.stderr and "drop --every-frame" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_inference_keeps_the_detector_rate_behind_a_fast_source(run_cli, tmp_path):
+    """The issue's case on the GPU host: a source far faster than a ~22 ms detector, POCO-CLIFF
+    on CUDA (cudagraph; crops uploaded straight from the pinned frame slots) faster still."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    inference = ("{model: poco-cliff, backend: cudagraph, device: cuda, smpl: 'off', "
+                 "data_dir: /nonexistent-posepipe-data}")
+    config = tmp_path / "gpu.yaml"
+    config.write_text(CONFIG.format(source="sample", options="{width: 1280, height: 720, realtime: false}",
+                                    slots=8, detection="{kind: center, min_process_ms: 22}", inference=inference,
+                                    port=free_port()).replace("max_height: 240, max_width: 320",
+                                                              "max_height: 720, max_width: 1280"))
+    run_cli("start", "--detach", "--config", config, timeout=600, check=True)
+    try:
+        status = request("status")
+        t0, c0 = _counts()
+        frames = receive_frames(native_endpoint(status), 120, timeout=60)
+        t1, c1 = _counts()
+        w = workers(request("status"))
+        own_rate = 1000.0 / w["detection"]["p50_ms"]
+        captured = (c1["capture"][1] - c0["capture"][1]) / (t1 - t0)
+        assert captured >= 2 * own_rate, (captured, own_rate)  # a 1280x720 render outruns the detector
+        assert _rate(frames) >= 0.8 * own_rate, (_rate(frames), own_rate)
+        assert all(len(f.persons) == 1 for f in frames)
+        assert w["detection"]["extras"].get("torn_frames", 0) == 0
+        assert w["inference"]["extras"].get("stale_frames", 0) == 0
+    finally:
+        assert run_cli("stop").returncode == 0
