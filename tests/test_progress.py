@@ -120,26 +120,11 @@ def test_detection_runs_on_demand_when_inference_is_slow(run_cli, tmp_path):
         assert run_cli("stop").returncode == 0
 
 
-@pytest.fixture
-def numbered_video(tmp_path):
-    """24 frames of 320x240 MJPG, frame k showing a box at a position that depends on k."""
-    import cv2
-    import numpy as np
-
-    path = tmp_path / "numbered.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
-    assert writer.isOpened(), "OpenCV cannot write MJPG test videos"
-    for k in range(24):
-        img = np.full((240, 320, 3), 30, np.uint8)
-        cv2.rectangle(img, (10 + 10 * k, 40), (60 + 10 * k, 220), (0, 180, 250), -1)
-        writer.write(img)
-    writer.release()
-    return path
-
-
-def test_every_frame_records_each_frame_once_in_order_and_ends(run_cli, tmp_path, numbered_video):
+def test_every_frame_records_each_frame_once_in_order_and_ends(run_cli, tmp_path):
+    from conftest import write_clip
     from pipeline.sinks.recording import load_recording
 
+    numbered_video = write_clip(tmp_path / "numbered.avi", 24)
     rec_path = tmp_path / "dance.npz"
     config = write_config(tmp_path, "{kind: center, min_process_ms: 40}", INFERENCE_FAST,
                           source=(str(numbered_video), "{}"))
