@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -13,10 +14,17 @@ import pytest
 from pipeline.runtime.ring import Ring, RingError
 from pipeline.runtime.ring_members import LIVENESS_TTL_S, MAX_MEMBERS
 from pipeline.runtime.worker import HOLD_CAP, Output
-from test_ring_procs import run_id as _run_id_fixture  # noqa: F401  (the `run_id` fixture: blocks checked gone)
 
 DTYPE = np.dtype([("frame_id", "<i8"), ("generation", "<i4"), ("payload", "<u4", (4096,))], align=True)
 CTX = mp.get_context("spawn")
+
+
+@pytest.fixture
+def run_id():
+    rid = "m" + uuid.uuid4().hex[:10]
+    yield rid
+    Ring.cleanup_stale(run_id=rid)
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"posepipe-{rid}-")]
 
 
 @pytest.fixture
