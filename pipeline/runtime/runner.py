@@ -192,9 +192,13 @@ class Runner:
         self.worker = cls(params, ctx)
         if spec["output"]:
             self.worker.out = Output(self.rings[spec["output"]], self.generation)
-            self.worker.out.stopping = self.stop_event.is_set
+            self.worker.out.waiting = self._waiting_for_space
         self.worker.setup()
         self._join_rings()
+
+    def _waiting_for_space(self) -> bool:
+        self.last_loop = time.monotonic()  # held back by a slower stage (lossless), not stuck
+        return self.stop_event.is_set()
 
     def _join_rings(self) -> None:
         """Register in the rings this worker reads, once it is ready to read (architecture.md §2):

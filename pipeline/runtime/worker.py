@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-WAIT_SLICE_S = 0.1  # a waiting Output looks at `stopping` this often
+WAIT_SLICE_S = 0.1  # a waiting Output calls `waiting` this often
 HOLD_CAP = 3        # inputs held for consumers of one output, at most (older ones are let go)
 
 @dataclass(frozen=True)
@@ -96,7 +96,9 @@ class Output:
         self.written = 0
         self.suppressed = 0
         self.full = False                 # the last begin()/write() found no space (lossless, or all held)
-        self.stopping = lambda: False     # set by the runner: stop waiting for space when True
+        # Called while waiting for space, every WAIT_SLICE_S; True = give up (the runner: the worker
+        # stops). Back-pressure is not a hang: the runner counts the wait as a turn of its loop.
+        self.waiting = lambda: False
         self._holds: collections.deque = collections.deque()   # (output seq, member, input seq)
         self.forced_releases = 0          # holds let go before every consumer had passed them
 
@@ -151,7 +153,7 @@ class Output:
             slice_s = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - now))
             result = attempt(slice_s)
             self.full = result is None and self._writer.full
-            if not self.full or self.stopping() or (deadline is not None and time.monotonic() >= deadline):
+            if not self.full or self.waiting() or (deadline is not None and time.monotonic() >= deadline):
                 return result
 
     # ---- holding inputs for the consumers of this output ----------------------------------------
