@@ -159,7 +159,11 @@ class Output:
     # ---- holding inputs for the consumers of this output ----------------------------------------
     def hold(self, member, input_seq: int, output_seq: int) -> None:
         """Keep item `input_seq` of another ring (pinned by `member`, this process's entry there)
-        until every consumer of this ring has passed record `output_seq`; the pin is ours now."""
+        until every consumer of this ring has passed record `output_seq`; the pin is ours now.
+        Lossless mode needs no holds: every downstream member declares the frames it still needs."""
+        if member.backpressure:
+            member.unpin(input_seq)
+            return
         self._holds.append((output_seq, member, input_seq))
         self.release_holds()
 
