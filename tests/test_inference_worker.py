@@ -26,9 +26,9 @@ FAST = {"calibrate_bn": False, "seed": 0}  # fp32 on CPU needs no BatchNorm cali
 
 
 class Rings:
-    def __init__(self, max_persons=MAX_PERSONS, slots=4):
+    def __init__(self, max_persons=MAX_PERSONS, slots=4, height=H, width=W):
         self.run_id = "t" + uuid.uuid4().hex[:10]
-        self.frames = Ring.create("frames", frames_dtype(H, W), slots, self.run_id)
+        self.frames = Ring.create("frames", frames_dtype(height, width), slots, self.run_id)
         self.detections = Ring.create("detections", detections_dtype(max_persons), slots, self.run_id)
         self.poses = Ring.create("poses", poses_dtype(max_persons), slots, self.run_id)
         self.all = {"frames": self.frames, "detections": self.detections, "poses": self.poses}
@@ -78,7 +78,8 @@ def detection_item(rings, slot, seq, boxes, track_ids=None, n_found=None, frame_
     rec["frame_id"] = rings.frames.slot_record(slot)["frame_id"] if frame_id is None else frame_id
     rec["t_capture_ns"] = 5
     rec["frame_slot"], rec["frame_seq"] = slot, seq
-    rec["frame_height"], rec["frame_width"] = H, W
+    frame = rings.frames.slot_record(slot)
+    rec["frame_height"], rec["frame_width"] = frame["height"], frame["width"]
     rec["count"] = n
     rec["n_found"] = n if n_found is None else n_found
     rec["boxes"][:n] = boxes
