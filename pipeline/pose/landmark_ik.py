@@ -78,6 +78,7 @@ _SUPPORT_INDEX = np.array([(tuple(s) + tuple(s[:1]) * (4 - len(s))) if s else (0
 # Anatomical twist ranges about the bone (degrees), for the joints a twist is set on.
 TWIST_LIMITS_DEG = {1: (-60, 60), 2: (-60, 60), 16: (-100, 100), 17: (-100, 100),
                     18: (-90, 90), 19: (-90, 90), 20: (-90, 90), 21: (-90, 90), 7: (-45, 45), 8: (-45, 45)}
+_TWIST_LIMITS = np.radians([TWIST_LIMITS_DEG.get(j, (-180, 180)) for j in range(24)])
 
 # Rest-pose directions in the SMPL body frame (x = the body's left, y up, z front).
 _X, _Y, _Z = np.eye(3)
@@ -110,7 +111,7 @@ def _norm(v):
     return np.sqrt((v * v).sum(-1))
 
 
-_P1, _P2 = [1, 2, 0], [2, 0, 1]
+_P1, _P2 = np.array([1, 2, 0]), np.array([2, 0, 1])
 
 
 def _cross(a, b):
@@ -350,7 +351,7 @@ def solve(world, confidence=None, rest_joints=None, personalised: bool = True) -
 
     # limbs, left/right pairs (P, 2, 3)
     def bone(a, b):
-        return W[:, list(b)] - W[:, list(a)]
+        return W[:, np.array(b)] - W[:, np.array(a)]
     thigh = bone((L_HIP, R_HIP), (L_KNEE, R_KNEE))
     shin = bone((L_KNEE, R_KNEE), (L_ANKLE, R_ANKLE))
     upper = bone((L_SHOULDER, R_SHOULDER), (L_ELBOW, R_ELBOW))
@@ -442,7 +443,7 @@ def _aim(R, G, joints, rest_child_offsets, target, degenerate, twists=(), twist_
         theta = np.arctan2(s, cs) * np.clip(total, 0.0, 1.0)
         if twist_share is not None:
             theta = theta * twist_share
-        limits = np.radians([TWIST_LIMITS_DEG.get(int(j), (-180, 180)) for j in joints])
+        limits = _TWIST_LIMITS[joints]
         Gj = rotate_about(a, np.clip(theta, limits[:, 0], limits[:, 1])) @ Gj
     G[:, joints] = Gj
     R[:, joints] = _T(parent) @ Gj
