@@ -174,10 +174,15 @@ def test_overwritten_frame_slot_is_skipped_not_misread(rings, inference):
 
 def test_slot_overwritten_during_the_crop_is_skipped(rings, inference, monkeypatch):
     """The seq is re-checked after cropping: a write that lands mid-crop is caught too."""
+    slot, seq = rings.write_frame(textured())
+    assert_overwrite_during_crop_is_skipped(rings, inference, detection_item(rings, slot, seq, [[10, 10, 60, 110]]),
+                                            monkeypatch)
+
+
+def assert_overwrite_during_crop_is_skipped(rings, worker, item, monkeypatch):
+    """Capture laps the frames ring while `worker` crops `item`: no record, one stale frame."""
     import pipeline.models.preprocess as pre
 
-    slot, seq = rings.write_frame(textured())
-    item = detection_item(rings, slot, seq, [[10, 10, 60, 110]])
     real = pre.crop_cv2
 
     def crop_then_overwrite(*args, **kwargs):
@@ -188,8 +193,8 @@ def test_slot_overwritten_during_the_crop_is_skipped(rings, inference, monkeypat
 
     monkeypatch.setattr(pre, "crop_cv2", crop_then_overwrite)
     before = rings.poses.newest_seq()
-    assert inference.process(item) is None
-    assert rings.poses.newest_seq() == before and inference.stale == 1
+    assert worker.process(item) is None
+    assert rings.poses.newest_seq() == before and worker.stale == 1
 
 
 def test_no_person_still_writes_a_record(rings, inference):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_inference_worker import Rings, detection_item, last_pose, make_worker
+from test_inference_worker import (Rings, assert_overwrite_during_crop_is_skipped, detection_item, last_pose,
+                                   make_worker)
 from pipeline.runtime.worker import WROTE
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -84,23 +85,11 @@ def test_explicit_poco_without_weights_stays_poco(photo_rings, tmp_path):
 
 
 def test_slot_overwritten_during_the_crop_is_skipped(photo_rings, bus, tmp_path, monkeypatch):
-    import pipeline.models.preprocess as pre
-
     worker, _ = worker_for(photo_rings, tmp_path, model="landmarks-ik")
     try:
         slot, seq = photo_rings.write_frame(bus)
-        real = pre.crop_cv2
-
-        def crop_then_overwrite(*args, **kwargs):
-            out = real(*args, **kwargs)
-            for _ in range(photo_rings.frames.slots):
-                photo_rings.write_frame()
-            return out
-
-        monkeypatch.setattr(pre, "crop_cv2", crop_then_overwrite)
-        before = photo_rings.poses.newest_seq()
-        assert worker.process(detection_item(photo_rings, slot, seq, BUS[:1])) is None
-        assert photo_rings.poses.newest_seq() == before and worker.stale == 1
+        assert_overwrite_during_crop_is_skipped(photo_rings, worker, detection_item(photo_rings, slot, seq, BUS[:1]),
+                                                monkeypatch)
     finally:
         worker.stop()
 
