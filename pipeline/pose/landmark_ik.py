@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.pose.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
-from pipeline.pose.skeleton import DEFAULT_REST_JOINTS, LEVELS, NUM_JOINTS, PARENTS, forward_kinematics_batch
+from pipeline.pose.skeleton import (DEFAULT_REST_JOINTS, NUM_JOINTS, PARENTS, forward_kinematics_batch,
+                                    joints_from_offsets)
 
 # BlazePose landmark indices (MediaPipe's published pose topology; 33 body landmarks).
 NOSE, L_EAR, R_EAR = 0, 7, 8
@@ -232,13 +233,6 @@ def _offsets(J):
     return off
 
 
-def _joints_from_offsets(off):
-    out = off.copy()
-    for idx in LEVELS:
-        out[:, idx] = out[:, _PARENT[idx]] + off[:, idx]
-    return out
-
-
 # Bones scaled to landmark lengths: child joint, and the landmarks at either end of the bone.
 _LENGTH_CHILD = np.array([4, 5, 7, 8, 18, 19, 20, 21, 22, 23])
 _LENGTH_FROM = np.array([L_HIP, R_HIP, L_KNEE, R_KNEE, L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST])
@@ -274,7 +268,7 @@ def personalise(world, rest_joints=None) -> np.ndarray:
     ratio = _ratio(_norm(W[:, _LENGTH_TO] - W[:, _LENGTH_FROM]), _norm(rest_off[_LENGTH_CHILD]))
     off[:, _LENGTH_CHILD] *= ratio[..., None]
     off[:, 10:12] *= ratio[:, 2:4, None]   # feet with the shins
-    return _joints_from_offsets(off)
+    return joints_from_offsets(off)
 
 
 # ------------------------------------------------------------------------------ the solver
@@ -346,7 +340,7 @@ def solve(world, confidence=None, rest_joints=None, personalised: bool = True) -
         aim_n = _norm(aim)
         rest_u, rest_n = _unit(off[:, 16:18])
         off[:, 16:18] = rest_u * np.where(aim_n > _MIN_BONE, aim_n, rest_n)[..., None]
-        J = _joints_from_offsets(off)
+        J = joints_from_offsets(off)
     _aim(R, G, np.array([13, 14]), off[:, 16:18], aim, degenerate)
 
     # limbs, left/right pairs (P, 2, 3)

@@ -111,6 +111,29 @@ def forward_kinematics_batch(local_rotmats, rest_joints=None) -> tuple[np.ndarra
     return glob, pos
 
 
+def joints_from_offsets(offsets) -> np.ndarray:
+    """Rest joint positions (..., 24, 3) from parent-relative offsets (row 0: the pelvis)."""
+    out = np.array(offsets, np.float64)
+    for idx in LEVELS:
+        out[..., idx, :] += out[..., _PARENT_INDEX[idx - 1], :]
+    return out
+
+
+def repose_joints(joints, local_before, local_after, transl_before=None, transl_after=None) -> np.ndarray:
+    """Posed joints (..., 24, 3) moved from one set of local rotations (and translation) to
+    another on the same skeleton. The skeleton is recovered from the joints and the rotations
+    that posed them, which is exact for joints made by forward kinematics (SMPL's included):
+    smoothing the rotations can then move the joints along with them."""
+    P = np.asarray(joints, np.float64)
+    glob, _ = forward_kinematics_batch(local_before)   # global rotations do not depend on the rest joints
+    off = np.empty_like(P)
+    off[..., 0, :] = P[..., 0, :] - (0.0 if transl_before is None else np.asarray(transl_before, np.float64))
+    off[..., 1:, :] = np.einsum("...ji,...j->...i", glob[..., _PARENT_INDEX, :, :],
+                                P[..., 1:, :] - P[..., _PARENT_INDEX, :])
+    _, pos = forward_kinematics_batch(local_after, joints_from_offsets(off))
+    return pos + (0.0 if transl_after is None else np.asarray(transl_after, np.float64)[..., None, :])
+
+
 def forward_kinematics(global_orient, body_pose, transl=None, rest_joints=None):
     """Posed joint positions (24, 3) and global rotations (24, 3, 3).
 
