@@ -8,8 +8,10 @@
    the camera-oriented frame the IK works in), the 12 limb joints, per joint in cm: on the
    photos that ship with ultralytics (bus.jpg, zidane.jpg; person boxes listed below), on a
    generated clip (those photos under a slow zoom and sway, boxes moved with them) and on
-   synthetic landmark sets (exact by construction: a check of the IK alone). With
-   `<data-dir>/smpl/SMPL_NEUTRAL.pkl` also on SMPL's own skeleton with fitted betas.
+   synthetic landmark sets (exact by construction: a check of the IK alone). The skeleton used
+   without the SMPL file is the template with the landmarks' bone lengths; with
+   `<data-dir>/smpl/SMPL_NEUTRAL.pkl` also SMPL's own skeleton with fitted betas; for
+   comparison also the template with its own lengths (what any fixed skeleton gives).
 2. Temporal stability: a photo played as a 30 fps video, frame-to-frame change of every joint
    rotation (degrees, p50/p99/max over joints x frames x persons) raw and after each smoothing
    preset (pipeline/pose/smoothing.py), for identical frames, for the photo encoded as an mp4v
@@ -110,9 +112,20 @@ def limb_errors(out, world, t, found) -> np.ndarray:
     return np.linalg.norm(joints - lms, axis=-1)[found]
 
 
-def consistency(runner, frames) -> dict:
-    errs = [limb_errors(out, world, t, out["found"]) for frame, boxes in frames
-            for _, out, world, t in [runner(frame, boxes)]]
+def fixed_skeleton_errors(lm, out, world, t, img_wh):
+    """limb_errors of the IK on the template with its own bone lengths (not the landmarks'):
+    what any fixed skeleton gives, for comparison."""
+    from pipeline.models import landmarks_ik as lik
+    from pipeline.pose import landmark_ik as ik
+
+    res = ik.solve(world, lik.landmark_confidence(lm, img_wh), personalised=False)
+    return limb_errors({"joints": res.joints}, world, np.zeros_like(t), out["found"])
+
+
+def consistency(runner, frames, fixed: bool = False) -> dict:
+    errs = [fixed_skeleton_errors(lm, out, world, t, frame.shape[1::-1]) if fixed
+            else limb_errors(out, world, t, out["found"])
+            for frame, boxes in frames for lm, out, world, t in [runner(frame, boxes)]]
     e = np.concatenate(errs) * 100.0
     return {"persons": int(len(e)), "mean_cm": float(e.mean()) if len(e) else None,
             "max_cm": float(e.max()) if len(e) else None,
@@ -280,23 +293,24 @@ def main() -> int:
 
     print(f"load average {report['load'][0]:.2f} on {report['cpus']} CPUs", flush=True)
     runner = Runner()
-    skeletons = [("template", runner)]
+    skeletons = [("template skeleton, the landmarks' bone lengths", runner, False)]
     from pipeline.models.smpl import load_smpl
     layer = load_smpl(args.data_dir)
     if layer is not None:
-        skeletons.append(("SMPL", Runner(layer)))
+        skeletons.append(("SMPL skeleton, fitted betas", Runner(layer), False))
+    skeletons.append(("for comparison: template skeleton, its own bone lengths", runner, True))
 
     print("\n1. self-consistency: limb joints of FK(output rotations) vs MediaPipe world landmarks, cm")
     syn = synthetic_consistency()
     report["consistency"] = {"synthetic": syn}
     print(f"   synthetic landmark sets ({syn['persons']}): mean {syn['mean_cm']:.4f} max {syn['max_cm']:.4f}")
-    for name, run in skeletons:
-        photo_frames = [(pics[p], b) for p, b in PHOTO_BOXES.items()]
-        clip = [fb for p, b in PHOTO_BOXES.items() for fb in clip_frames(pics[p], b, args.clip_frames)]
+    photo_frames = [(pics[p], b) for p, b in PHOTO_BOXES.items()]
+    clip = [fb for p, b in PHOTO_BOXES.items() for fb in clip_frames(pics[p], b, args.clip_frames)]
+    for name, run, fixed in skeletons:
         for label, frames in (("photos", photo_frames), ("generated clip", clip)):
-            c = consistency(run, frames)
+            c = consistency(run, frames, fixed)
             report["consistency"][f"{name} {label}"] = c
-            print(f"   {name} skeleton, {label} ({c['persons']} persons): mean {c['mean_cm']:.3f}, "
+            print(f"   {name}; {label} ({c['persons']} persons): mean {c['mean_cm']:.3f}, "
                   f"max {c['max_cm']:.3f}\n     per joint: {fmt_joints(c['per_joint_mean_cm'])}", flush=True)
 
     print("\n2. temporal stability: a photo as a 30 fps video, joint rotation change frame to frame, deg")

@@ -16,7 +16,7 @@ few groups of joints, never over persons):
   shared equally by neck and head.
 * **collars**: swing that points the collar -> shoulder bone at the shoulder landmark.
 * **limbs**: swing from each bone's rest direction to the landmark bone direction (hip ->
-  knee, knee -> ankle, shoulder -> elbow, elbow -> wrist), then a twist about the bone where
+  knee from the skeleton's hip joint, knee -> ankle, shoulder -> elbow, elbow -> wrist), then a twist about the bone where
   landmarks constrain it: the thigh by the knee's hinge axis (a bent knee) or the foot's
   forward direction (a straight leg); the upper arm by the elbow's hinge axis; the forearm
   (half) and hand (the rest) by the index - pinky knuckle line; the foot by the heel -> toe
@@ -346,7 +346,11 @@ def solve(world, confidence=None, rest_joints=None, personalised: bool = True) -
     # limbs, left/right pairs (P, 2, 3)
     def bone(a, b):
         return W[:, np.array(b)] - W[:, np.array(a)]
-    thigh = bone((L_HIP, R_HIP), (L_KNEE, R_KNEE))
+    # thighs aim from where the skeleton's hips are: the same as the landmark hips on a
+    # personalised skeleton; on SMPL's (narrower hips than MediaPipe's hip landmarks) the
+    # knees still land on the knee landmarks instead of shifting inwards
+    thigh = W[:, [L_KNEE, R_KNEE]] - (pelvis[:, None] + _mv(pelvis_g[:, None], off[:, 1:3]))
+    degenerate[:, 1:3] |= _norm(bone((L_HIP, R_HIP), (L_KNEE, R_KNEE))) < _MIN_BONE
     shin = bone((L_KNEE, R_KNEE), (L_ANKLE, R_ANKLE))
     upper = bone((L_SHOULDER, R_SHOULDER), (L_ELBOW, R_ELBOW))
     fore = bone((L_ELBOW, R_ELBOW), (L_WRIST, R_WRIST))
