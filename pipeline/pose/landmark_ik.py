@@ -325,9 +325,9 @@ def solve(world, confidence=None, rest_joints=None, personalised: bool = True) -
     # a frame is undefined when a line is too short or lies along its second direction
     line_u, line_n = _unit(lines)
     second_u, second_n = _unit(seconds)
-    bad = (line_n < _MIN_BONE) | (second_n < _MIN_BONE) | (_norm(_cross(line_u, second_u)) < 0.1)
-    degenerate[:, [0, 3, 6, 9, 13, 14]] = (bad[:, 0] | bad[:, 1])[:, None]   # collars aim from the spine
-    degenerate[:, [12, 15]] = bad[:, 2:3]
+    no_frame = (line_n < _MIN_BONE) | (second_n < _MIN_BONE) | (_norm(_cross(line_u, second_u)) < 0.1)
+    degenerate[:, [0, 3, 6, 9, 13, 14]] = (no_frame[:, 0] | no_frame[:, 1])[:, None]   # collars aim from the spine
+    degenerate[:, [12, 15]] = no_frame[:, 2:3]
 
     # where the pelvis goes so that the skeleton's hip midpoint sits on the landmarks'
     pelvis = hip_mid - _mv(pelvis_g, 0.5 * (J[:, 1] + J[:, 2]) - J[:, 0])
