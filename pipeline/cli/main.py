@@ -118,7 +118,8 @@ def cli(verbose):
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
 @click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
-@click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
+@click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
+                              "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
 @click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
@@ -415,7 +416,7 @@ def doctor():
 
 
 DATA_FILES = (
-    ("poco_cliff.pt", "POCO-CLIFF weights (without them: random weights, flagged untrained)"),
+    ("poco_cliff.pt", "POCO-CLIFF weights (without them: landmarks-ik, or --model poco-cliff with random weights)"),
     ("poco_pare.pt", "POCO-PARE weights (--model poco-pare)"),
     ("smpl/SMPL_NEUTRAL.pkl", "SMPL body model (mesh in the viewer, joints/vertex metrics)"),
     ("J_regressor_extra.npy", "extra joint regressor"),

@@ -7,6 +7,9 @@ agreement number is computed on matched frames only, B against A:
 
 * ``rot_deg``       mean geodesic angle between the rotation matrices of the 24 SMPL joints
                     (global orient + 23 body joints), degrees;
+* ``rot_deg_per_joint`` the same angle per joint ({joint name: degrees}, SMPL order; a dict
+                    because heartbeat extras carry dicts, not lists), e.g. to see where two
+                    model families (POCO and landmarks-ik) disagree;
 * ``transl_mm``     mean distance between the full-image translations, millimetres;
 * ``joints_mm``     mean per-joint distance of the SMPL joints, millimetres (only when both
                     records carry joints, else None);
@@ -32,6 +35,7 @@ import numpy as np
 
 from pipeline.pose.frame import PosesFrame
 from pipeline.pose.rotations import axis_angle_to_rotmat, rotation_angle_between
+from pipeline.pose.skeleton import JOINT_NAMES
 
 VARIANTS = ("A", "B")
 PENDING_MAX = 256      # unmatched frames kept per variant (older ones can no longer match)
@@ -39,7 +43,8 @@ LATENCY_WINDOW = 1000
 CSV_COLUMNS = ("Timestamp", "Variant", "Worker", "Generation", "Model", "Backend", "Precision", "Untrained",
                "Settings", "Frames", "Throughput (FPS)", "Latency p50 (ms)", "Latency p99 (ms)",
                "Model Time p50 (ms)", "Model Time p99 (ms)", "Matched Frames", "Rotation Diff (deg)",
-               "Translation Diff (mm)", "Joint Diff (mm)", "Same Person Count (%)")
+               "Translation Diff (mm)", "Joint Diff (mm)", "Same Person Count (%)",
+               "Per-Joint Rotation Diff (deg)")
 
 
 def person_rotations(persons: list) -> np.ndarray:
@@ -57,6 +62,7 @@ class FrameAgreement:
     transl_mm: float | None
     joints_mm: float | None
     same_count: bool
+    rot_deg_joints: np.ndarray | None = None   # (24,) per joint, mean over the paired persons
 
 
 def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
@@ -65,7 +71,8 @@ def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
     if n == 0:
         return FrameAgreement(None, None, None, same)
     pa, pb = a.persons[:n], b.persons[:n]
-    rot = float(np.degrees(rotation_angle_between(person_rotations(pa), person_rotations(pb))).mean())
+    per_joint = np.degrees(rotation_angle_between(person_rotations(pa), person_rotations(pb))).mean(axis=0)
+    rot = float(per_joint.mean())
     ta = np.stack([p.transl for p in pa]).astype(np.float64)
     tb = np.stack([p.transl for p in pb]).astype(np.float64)
     transl = float(np.linalg.norm(ta - tb, axis=-1).mean() * 1000.0)
@@ -74,7 +81,7 @@ def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
         ja = np.stack([p.joints for p in pa]).astype(np.float64)
         jb = np.stack([p.joints for p in pb]).astype(np.float64)
         joints = float(np.linalg.norm(ja - jb, axis=-1).mean() * 1000.0)
-    return FrameAgreement(rot, transl, joints, same)
+    return FrameAgreement(rot, transl, joints, same, per_joint)
 
 
 class _Mean:
@@ -148,6 +155,8 @@ class AbComparer:
         self.matched = 0
         self.same_count = 0
         self.rot, self.transl, self.joints = _Mean(), _Mean(), _Mean()
+        self.rot_joints = np.zeros(len(JOINT_NAMES))
+        self.rot_joints_n = 0
         self.max_rot = 0.0
 
     def feed(self, variant: str, frame: PosesFrame) -> FrameAgreement | None:
@@ -176,6 +185,9 @@ class AbComparer:
         self.joints.add(agreement.joints_mm)
         if agreement.rot_deg is not None:
             self.max_rot = max(self.max_rot, agreement.rot_deg)
+        if agreement.rot_deg_joints is not None and np.all(np.isfinite(agreement.rot_deg_joints)):
+            self.rot_joints += agreement.rot_deg_joints
+            self.rot_joints_n += 1
         return agreement
 
     def summary(self) -> dict:
@@ -186,6 +198,9 @@ class AbComparer:
                 "agreement": {"matched": self.matched,
                               "rot_deg": r(self.rot.value), "rot_max_deg": round(self.max_rot, 4),
                               "transl_mm": r(self.transl.value), "joints_mm": r(self.joints.value),
+                              "rot_deg_per_joint": ({name: round(float(x), 3) for name, x in
+                                                     zip(JOINT_NAMES, self.rot_joints / self.rot_joints_n)}
+                                                    if self.rot_joints_n else None),
                               "same_count": round(self.same_count / self.matched, 4) if self.matched else None}}
 
 
@@ -211,7 +226,16 @@ def format_table(ab: dict) -> str:
                  f"rotation {_fmt(agr.get('rot_deg'))} deg (max {_fmt(agr.get('rot_max_deg'))}), "
                  f"translation {_fmt(agr.get('transl_mm'))} mm, joints {_fmt(agr.get('joints_mm'), 'n/a (no SMPL)')} mm, "
                  f"same person count {_fmt(None if same is None else same * 100)} %")
+    per_joint = _per_joint_text(agr.get("rot_deg_per_joint"))
+    if per_joint:
+        lines.append(f"rotation difference per joint (deg): {per_joint}")
     return "\n".join(lines)
+
+
+def _per_joint_text(values: dict | None) -> str:
+    if not isinstance(values, dict):
+        return ""
+    return ", ".join(f"{name} {_fmt(float(v))}" for name, v in values.items())
 
 
 def _fmt(value, missing: str = "-") -> str:
@@ -251,6 +275,7 @@ def csv_rows(summary: dict, worker: str, changes: dict) -> list[dict]:
             "Matched Frames": agr.get("matched"), "Rotation Diff (deg)": agr.get("rot_deg"),
             "Translation Diff (mm)": agr.get("transl_mm"), "Joint Diff (mm)": agr.get("joints_mm"),
             "Same Person Count (%)": None if same is None else round(same * 100, 2),
+            "Per-Joint Rotation Diff (deg)": _per_joint_text(agr.get("rot_deg_per_joint")) or None,
         })
     return rows
 
