@@ -1,4 +1,4 @@
-"""Live swap and A/B testing with real processes (issue 7, DESIGN §4).
+"""Live swap and A/B testing with real processes (issue 7, architecture.md §4).
 
 The real workers (`center` detector, POCO-PARE with random weights on one thread) behind a
 slow sample source (0.5 fps), so that inference - even two variants at once on 2 cores -

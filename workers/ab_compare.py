@@ -1,4 +1,4 @@
-"""A/B compare worker (DESIGN §4): reads variant A (`poses`) and variant B (`poses_b`) with
+"""A/B compare worker (architecture.md §4): reads variant A (`poses`) and variant B (`poses_b`) with
 policy `next`, pairs their records by frame_id and keeps the comparison of `pipeline.metrics.ab`.
 
 Started and stopped by the supervisor with `pipeline ab start|stop`; it is not part of a

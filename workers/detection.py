@@ -1,4 +1,4 @@
-"""Detection worker (DESIGN §5): person boxes for the newest frame, into the detections ring.
+"""Detection worker (architecture.md §5): person boxes for the newest frame, into the detections ring.
 
 Reads the frames ring with policy ``latest`` as a zero-copy view of the slot, runs the
 detector on the pixels in place and re-checks the slot afterwards: a frame the capture

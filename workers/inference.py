@@ -1,4 +1,4 @@
-"""Inference worker (DESIGN §5, §6): every detected person of the newest frame through POCO in one batch.
+"""Inference worker (architecture.md §5, §6): every detected person of the newest frame through POCO in one batch.
 
 Reads the detections ring (policy ``latest``), finds the frame the boxes belong to in the
 frames ring by slot and checks that slot's seq before cropping AND after: if capture has

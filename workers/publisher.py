@@ -1,4 +1,4 @@
-"""Publisher worker (DESIGN §5, §7): every poses record, in order, to the sinks.
+"""Publisher worker (architecture.md §5, §7): every poses record, in order, to the sinks.
 
 Reads the poses ring with policy ``next``, stamps ``publish``, copies the record into the
 ``published`` ring (metrics and the profiler read it there) and hands a `PosesFrame` to each

@@ -1,5 +1,5 @@
 """`compile` backend: torch.compile(mode="reduce-overhead") = Inductor kernels replayed as
-CUDA graphs, fp16 backbone, channels-last (DESIGN §6).
+CUDA graphs, fp16 backbone, channels-last (architecture.md §6).
 
 At batch 1 eager POCO is CPU-launch-bound (~37 ms on an H100 for ~35 GFLOP), so the win
 comes from replaying the whole network (backbone + head + uncertainty + output packing) as

@@ -1,4 +1,4 @@
-"""The `pipeline` command (DESIGN §11). Every error is one clear line on stderr + exit code != 0."""
+"""The `pipeline` command (architecture.md §11). Every error is one clear line on stderr + exit code != 0."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""A/B comparison of two pose variants run on the same frames (DESIGN §4, issue 7).
+"""A/B comparison of two pose variants run on the same frames (architecture.md §4, issue 7).
 
 Variant A is the serving inference worker (ring `poses`), variant B a second worker with
 changed settings beside it (ring `poses_b`); both read the same detections ring. A frame

@@ -128,7 +128,7 @@ def build_row(summary: WindowSummary, condition: str,
     when = when or _dt.datetime.now()
     model = summary.model or "unknown"
     if summary.untrained:
-        # DESIGN §8: untrained output is flagged in the model field of every row.
+        # architecture.md §8: untrained output is flagged in the model field of every row.
         model = f"{model} (UNTRAINED random weights)"
     v: dict[str, object] = {
         "Timestamp": when.strftime(TIMESTAMP_FORMAT),

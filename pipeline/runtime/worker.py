@@ -1,4 +1,4 @@
-"""The Worker base class: what a pipeline stage implements (DESIGN §5).
+"""The Worker base class: what a pipeline stage implements (architecture.md §5).
 
 A worker module contains only its job. The shared runner (`pipeline/runtime/runner.py`) owns the
 rest: attaching rings, the control link, heartbeats and stats, signals, pause/resume/stop,

@@ -1,4 +1,4 @@
-"""Recording sink: every published frame to one `.npz` file, for offline use (DESIGN §7).
+"""Recording sink: every published frame to one `.npz` file, for offline use (architecture.md §7).
 
 While running, frames are buffered and written every `chunk_frames` frames as a separate
 chunk file `<path>.parts/chunk_000000.npz` (written to a temp name, fsynced, then renamed),

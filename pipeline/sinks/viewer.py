@@ -1,4 +1,4 @@
-"""Browser 3D viewer sink (DESIGN §7): a viser server inside the publisher process.
+"""Browser 3D viewer sink (architecture.md §7): a viser server inside the publisher process.
 
 Every tracked person is drawn as a skinned SMPL mesh when SMPL arrays are given
 (`SmplMeshData`: mesh and skin weights are sent once per track, then only 24 bone
@@ -249,7 +249,7 @@ class ViewerSink(Sink):
         self._thread.start()
         log.info("viewer serving on %s", self.url)
         if self.host not in ("127.0.0.1", "localhost", "::1"):
-            # DESIGN §12: loopback unless the user asked; say so, since anyone on the network can connect.
+            # architecture.md §12: loopback unless the user asked; say so, since anyone on the network can connect.
             log.warning("viewer listens on %s, reachable from other machines (set sinks.viewer.host=127.0.0.1 "
                         "to keep it local)", self.url)
 

@@ -1,4 +1,4 @@
-"""Bad-input catalogue (issue 9, DESIGN §12): every hostile or broken input gets a clear
+"""Bad-input catalogue (issue 9, architecture.md §12): every hostile or broken input gets a clear
 message that names the problem and the fix, the rest keeps running where it can, and what
 was already recorded stays readable.
 

@@ -1,4 +1,4 @@
-"""Security defaults (issue 9, DESIGN §12), each enforced here.
+"""Security defaults (issue 9, architecture.md §12), each enforced here.
 
 * Every listening socket of a running pipeline (supervisor, workers, sinks, Prometheus) is on
   loopback; an explicit non-loopback host is allowed but logged as a warning.
