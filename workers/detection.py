@@ -79,6 +79,11 @@ class Detection(Worker):
         self.persons = 0
         self.found_frames = 0
         self.extras.update({"detector": self.detector.kind, "torn_frames": 0})
+        device = str(getattr(self.detector, "device", "cpu"))
+        if device != "cpu":
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(device)
         self.log.info("person detector: %s", self._describe())
 
     def _source_is_stills(self) -> bool:

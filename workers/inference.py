@@ -114,6 +114,9 @@ class Inference(Worker):
             # DMA straight from the ring slots: no host copy of the frame at all
             self.direct_upload = self.cropper.register_host(*self.frames.host_region())
             self.extras["direct_upload"] = self.direct_upload
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(self.device)
         self.stale = 0
         self.empty = 0
         self.bad_boxes = 0

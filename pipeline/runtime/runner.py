@@ -337,6 +337,9 @@ class Runner:
         overruns = 0
         if worker is not None:
             extras.update(worker.extras)
+            device_stats = getattr(worker, "device_stats", None)
+            if device_stats is not None:
+                extras.update(device_stats.sample())
             drops += worker.drops
             if worker.out is not None:
                 extras["suppressed"] = worker.out.suppressed

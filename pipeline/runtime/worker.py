@@ -148,6 +148,9 @@ class Worker:
         self.out: Output | None = None
         self.rings = ctx.rings
         self.extras: dict = {}          # free-form numbers reported in every heartbeat
+        # A worker on a GPU sets this (profiling.device_stats.DeviceStats): its sample() joins
+        # every heartbeat, so GPU numbers stay current while the worker waits for input.
+        self.device_stats = None
         self.drops = 0                  # items this worker chose to drop (e.g. stale frame ref)
 
     def setup(self) -> None:
