@@ -12,6 +12,10 @@ joints when the licensed SMPL file exists). Frames without anybody still produce
 
 No checkpoint -> random weights: said loudly once at start, in `info()` (`pipeline status`)
 and in every record (`untrained`).
+
+During an A/B test the supervisor sends `set ab_tee=<ring>`: every detections record this
+worker consumes is copied into that ring, which variant B reads with policy `next`, so B runs
+on exactly the frames A runs on (architecture.md §4); `set ab_tee=""` ends it.
 """
 from __future__ import annotations
 
@@ -124,6 +128,7 @@ class Inference(Worker):
         self._t = {k: collections.deque(maxlen=TIMING_WINDOW) for k in ("crop", "model", "post")}
         self._last_extras = 0.0
         self.recorder = None
+        self._tee = None    # (ring, writer) while an A/B test reads what we consume
         self._in_flight: _InFlight | None = None
         self.overlap = bool(p.overlap_frames and getattr(self.backend, "asynchronous", False))
         self.extras["overlap_frames"] = self.overlap
@@ -149,6 +154,9 @@ class Inference(Worker):
         if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
             raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
                              f"0..{self.max_persons}")
+        if self._tee is not None:
+            self._tee[1].write(det)
+            self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
         boxes, keep = _usable_boxes(det["boxes"][:count])
         if len(keep) < count:
             self.bad_boxes += count - len(keep)
@@ -287,6 +295,8 @@ class Inference(Worker):
 
     # ---------------------------------------------------------------------------- control
     def on_set(self, key, value):
+        if key == "ab_tee":
+            return self._set_tee(value)
         if key != "profile":
             raise SettingError(f"{self.name} has one live setting, profile=N (a torch profiler trace of "
                                f"N frames); got {key!r}")
@@ -303,6 +313,36 @@ class Inference(Worker):
         except TorchTraceError as exc:
             raise SettingError(str(exc)) from exc
 
+    def _set_tee(self, ring_name):
+        """Set by the supervisor for A/B, not by users: start (ring name) or stop ("") the tee."""
+        from pipeline.runtime.ring import Ring, RingError
+
+        self._close_tee()
+        if not ring_name:
+            return "off"
+        if not isinstance(ring_name, str):
+            raise SettingError(f"ab_tee needs a ring name, got {type(ring_name).__name__}")
+        try:
+            ring = Ring.attach(ring_name)
+        except RingError as exc:
+            raise SettingError(f"ab_tee: {exc}") from exc
+        reader = getattr(self.ctx.runner, "reader", None)
+        if reader is not None and ring.dtype != reader.ring.dtype:
+            ring.close()
+            raise SettingError(f"ab_tee: ring {ring_name!r} does not hold {self.input} records")
+        self._tee = (ring, ring.writer(self.generation))
+        self.extras.update(ab_tee=ring_name, ab_tee_written=0)
+        return ring_name
+
+    def _close_tee(self) -> None:
+        tee, self._tee = getattr(self, "_tee", None), None
+        self.extras.pop("ab_tee", None)
+        if tee is not None:
+            ring, writer = tee
+            writer.release()
+            del tee, writer
+            ring.close()
+
     def info(self) -> dict:
         backend = getattr(self, "backend", None)
         if backend is None:
@@ -317,6 +357,7 @@ class Inference(Worker):
         return out
 
     def stop(self) -> None:
+        self._close_tee()
         recorder = getattr(self, "recorder", None)
         if recorder is not None and recorder.active:
             try:

@@ -10,6 +10,9 @@ measured" (empty CSV cells, no Prometheus series), never 0.
 What is measured:
 - `gpu_util_percent`: NVML's utilisation of the whole device (share of the last sample period
   in which a kernel ran, any process). Only with NVML (the `gpu` extra, nvidia-ml-py).
+- `gpu_proc_util_percent`: this process's share of the SMs since the previous heartbeat
+  (NVML process-utilisation samples; the highest sample); where the GPU supports them. A/B
+  reports it as variant B's GPU cost.
 - `gpu_mem_bytes`: this process's device memory. NVML's per-process figure (CUDA context
   included) when the driver lists our pid; otherwise (no NVML, or a pid namespace hides our
   pid) what torch's caching allocator holds (`torch.cuda.memory_reserved`), which misses the
@@ -32,6 +35,7 @@ class DeviceStats:
         self._handle = handle
         self._pid = os.getpid()
         self._failed: set[str] = set()
+        self._last_ts = 0          # NVML process-utilisation samples are read from this time on
 
     @classmethod
     def for_device(cls, device, nvml=None) -> DeviceStats | None:
@@ -56,8 +60,8 @@ class DeviceStats:
         return self._handle is not None
 
     def sample(self) -> dict:
-        """{"gpu_util_percent", "gpu_mem_bytes", "gpu_mem_source"}; a number NVML cannot give
-        here is left out (not measured), never reported as 0."""
+        """{"gpu_util_percent", "gpu_proc_util_percent", "gpu_mem_bytes", "gpu_mem_source"}; a
+        number that cannot be measured here is left out, never reported as 0."""
         out: dict = {}
         if self._handle is not None:
             util = self._try("utilisation", self._nvml.nvmlDeviceGetUtilizationRates, self._handle)
@@ -66,11 +70,28 @@ class DeviceStats:
             mem = self._process_memory()
             if mem is not None:
                 out["gpu_mem_bytes"], out["gpu_mem_source"] = mem, "nvml"
+                # Only when NVML lists our pid: behind a pid namespace our share would read 0.
+                share = self._process_util()
+                if share is not None:
+                    out["gpu_proc_util_percent"] = share
         if "gpu_mem_bytes" not in out:
             mem = self._try("torch memory", self._torch.cuda.memory_reserved, self.index)
             if mem is not None:
                 out["gpu_mem_bytes"], out["gpu_mem_source"] = int(mem), "torch"
         return out
+
+    def _process_util(self) -> float | None:
+        try:
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(self._handle, self._last_ts)
+        except Exception as exc:
+            if type(exc).__name__ == "NVMLError_NotFound":
+                return 0.0   # no process used the GPU since the last sample
+            self._not_measured("process utilisation", exc)
+            return None
+        if not samples:
+            return 0.0
+        self._last_ts = max(int(s.timeStamp) for s in samples)
+        return float(max((s.smUtil for s in samples if int(s.pid) == self._pid), default=0))
 
     def _process_memory(self) -> int | None:
         procs = self._try("process memory", self._nvml.nvmlDeviceGetComputeRunningProcesses, self._handle) or []
@@ -85,10 +106,13 @@ class DeviceStats:
         try:
             return fn(*args)
         except Exception as exc:  # NVML_ERROR_NOT_SUPPORTED on some GPUs/drivers (MIG, vGPU)
-            if what not in self._failed:
-                self._failed.add(what)
-                log.info("GPU %s is not measured here: %s", what, exc)
+            self._not_measured(what, exc)
             return None
+
+    def _not_measured(self, what: str, exc: Exception) -> None:
+        if what not in self._failed:
+            self._failed.add(what)
+            log.info("GPU %s is not measured here: %s", what, exc)
 
 
 def _nvml_handle(torch, index: int, nvml=None):
