@@ -58,6 +58,13 @@ def eager_fp32(checkpoint, img, bbox):
     return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
+def warmed(backend_cls, cfg):
+    be = backend_cls(cfg)
+    be.load()
+    be.warmup()
+    return be, be.info()
+
+
 def max_diff(a, b, key):
     d = np.abs(a[key].astype(np.float64) - b[key])
     assert np.isfinite(d).all(), f"{key} has NaN/inf"
@@ -78,10 +85,7 @@ def test_compile_fp16_agrees_with_eager_fp32_and_splits(cliff_checkpoint, cache_
     from pipeline.backends.compile import CompileBackend
     cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
                         max_batch=2, cache_dir=str(cache_dir))
-    be = CompileBackend(cfg)
-    be.load()
-    be.warmup()
-    info = be.info()
+    be, info = warmed(CompileBackend, cfg)
     assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["precision"] == "fp16"
     img, bbox = crops(5)  # 5 > max_batch: split 2+2+1
     got = assert_agrees(be, cliff_checkpoint, img, bbox, "compile fp16", f", warm-up {info['warmup_s']} s")
@@ -98,10 +102,7 @@ def test_compile_fp32_runs_fp32(cliff_checkpoint, cache_dir):
     torch.backends.cuda.matmul.allow_tf32 = False
     cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp32",
                         max_batch=1, cache_dir=str(cache_dir))
-    be = CompileBackend(cfg)
-    be.load()
-    be.warmup()
-    info = be.info()
+    be, info = warmed(CompileBackend, cfg)
     assert info["precision"] == "fp32" and info["precision_detail"] == "fp32", info
     assert info["bn_folded"] == 325 and info["bn_left"] == 0, info
     img, bbox = crops(1, seed=3)

@@ -6,37 +6,26 @@ from __future__ import annotations
 
 import errno
 import time
-import uuid
 
 import numpy as np
 import pytest
 
-import workers.publisher as publisher_module
-from pipeline.runtime.records import frames_dtype, poses_dtype
-from pipeline.runtime.ring import ReadItem, Ring
-from pipeline.runtime.worker import WROTE, Output, WorkerContext
+from pipeline.runtime.records import poses_dtype
+from pipeline.runtime.ring import ReadItem
+from pipeline.runtime.worker import WROTE
 from pipeline.sinks import recording as rec_mod
 from pipeline.sinks.recording import load_recording
 
 
 @pytest.fixture
 def publisher(tmp_path):
-    run = "t" + uuid.uuid4().hex[:10]
-    rings = {"poses": Ring.create("poses", poses_dtype(2), 8, run),
-             "published": Ring.create("published", poses_dtype(2), 8, run),
-             "frames": Ring.create("frames", frames_dtype(8, 8), 2, run)}
-    sinks = {"recording": {"path": str(tmp_path / "rec.npz"), "chunk_frames": 10,
-                           "retry_initial": 0.05, "retry_max": 0.2, "close_timeout": 2.0}}
-    ctx = WorkerContext("publisher", 1, rings, {"sinks": sinks, "run_id": run})
-    pub = publisher_module.Publisher(publisher_module.Params(), ctx)
-    rings["published"].set_owner(1)
-    pub.out = Output(rings["published"], 1)
-    pub.setup()
-    yield pub
-    pub.stop()
-    for ring in rings.values():
-        ring.close()
-        ring.unlink()
+    from publisher_harness import InProcessPublisher
+
+    harness = InProcessPublisher({"recording": {"path": str(tmp_path / "rec.npz"), "chunk_frames": 10,
+                                                "retry_initial": 0.05, "retry_max": 0.2, "close_timeout": 2.0}})
+    harness.pub.setup()
+    yield harness.pub
+    harness.close()
 
 
 def _publish(pub, first, n):
