@@ -278,7 +278,41 @@ def test_unavailable_device_and_backend_fail_clearly(rings, inference_cls):
     assert "CUDA is not available" in _setup_error(rings, inference_cls, model="poco-pare", device="cuda")
     assert "allowed: auto, cpu" in _setup_error(rings, inference_cls, model="poco-pare", device="tpu")
     message = _setup_error(rings, inference_cls, model="poco-pare", backend="compile")
-    assert "compile" in message
+    # the refusal itself (the backend's name alone would be in any message about it)
+    assert "'compile' needs a CUDA GPU" in message and "backend=onnx on CPU" in message, message
+
+
+def test_ab_tee_copies_exactly_the_consumed_detections(rings, inference):
+    """For A/B the supervisor makes A copy every detections record it consumes into a tee ring
+    that B reads with policy `next`: B then sees exactly A's records, in order, nothing else."""
+    tee = Ring.create("detections_ab", rings.detections.dtype, 8, rings.run_id)
+    try:
+        b_reader = tee.reader("next")
+        consumed = []
+        for i in range(3):
+            slot, seq = rings.write_frame(textured(seed=i))
+            if i == 1:
+                assert inference.on_set("ab_tee", tee.shm_name) == tee.shm_name   # A/B starts here
+            item = detection_item(rings, slot, seq, [[20, 10, 80, 110]])
+            inference.process(item)
+            if i >= 1:
+                consumed.append(item.record)
+        inference.flush()
+        got = [b_reader.read(timeout=0) for _ in range(3)]
+        assert got[2] is None and b_reader.overruns == 0
+        for want, item in zip(consumed, got[:2]):
+            for field in want.dtype.names:    # fields, not bytes: padding is not copied
+                np.testing.assert_array_equal(item.record[field], want[field], err_msg=field)
+        assert inference.extras["ab_tee_written"] == 2
+        assert inference.on_set("ab_tee", "") == "off" and "ab_tee" not in inference.extras
+        slot, seq = rings.write_frame(textured(seed=9))
+        inference.process(detection_item(rings, slot, seq, [[20, 10, 80, 110]]))
+        assert b_reader.read(timeout=0) is None     # A/B over: nothing more is copied
+        with pytest.raises(SettingError, match="does not exist"):
+            inference.on_set("ab_tee", "posepipe-nosuch-ring")
+    finally:
+        tee.close()
+        tee.unlink()
 
 
 # ------------------------------------------------------------------------------ detection

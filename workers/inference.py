@@ -1,4 +1,4 @@
-"""Inference worker (DESIGN §5, §6): every detected person of the newest frame through POCO in one batch.
+"""Inference worker (architecture.md §5, §6): every detected person of the newest frame through POCO in one batch.
 
 Reads the detections ring (policy ``latest``), finds the frame the boxes belong to in the
 frames ring by slot and checks that slot's seq before cropping AND after: if capture has
@@ -17,6 +17,10 @@ and in every record (`untrained`).
 kinematics instead (`pipeline.models.landmarks_ik`; CPU, LiteRT; backend/device/precision do
 not apply). `model: auto` (the default) is POCO-CLIFF when its checkpoint is found, else
 landmarks-ik, said once at start. Persons whose crop holds no pose are left out of its records.
+
+During an A/B test the supervisor sends `set ab_tee=<ring>`: every detections record this
+worker consumes is copied into that ring, which variant B reads with policy `next`, so B runs
+on exactly the frames A runs on (architecture.md §4); `set ab_tee=""` ends it.
 """
 from __future__ import annotations
 
@@ -131,6 +135,9 @@ class Inference(Worker):
             # DMA straight from the ring slots: no host copy of the frame at all
             self.direct_upload = self.cropper.register_host(*self.frames.host_region())
             self.extras["direct_upload"] = self.direct_upload
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(self.device)
         self.stale = 0
         self.empty = 0
         self.bad_boxes = 0
@@ -138,6 +145,7 @@ class Inference(Worker):
         self._t = {k: collections.deque(maxlen=TIMING_WINDOW) for k in ("crop", "model", "post")}
         self._last_extras = 0.0
         self.recorder = None
+        self._tee = None    # (ring, writer) while an A/B test reads what we consume
         self._in_flight: _InFlight | None = None
         self.overlap = bool(p.overlap_frames and getattr(self.backend, "asynchronous", False))
         self.extras["overlap_frames"] = self.overlap
@@ -201,6 +209,9 @@ class Inference(Worker):
         if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
             raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
                              f"0..{self.max_persons}")
+        if self._tee is not None:
+            self._tee[1].write(det)
+            self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
         boxes, keep = _usable_boxes(det["boxes"][:count])
         if len(keep) < count:
             self.bad_boxes += count - len(keep)
@@ -362,6 +373,8 @@ class Inference(Worker):
 
     # ---------------------------------------------------------------------------- control
     def on_set(self, key, value):
+        if key == "ab_tee":
+            return self._set_tee(value)
         if key != "profile":
             raise SettingError(f"{self.name} has one live setting, profile=N (a torch profiler trace of "
                                f"N frames); got {key!r}")
@@ -377,6 +390,36 @@ class Inference(Worker):
             return str(self.recorder.start(n, out_dir))
         except TorchTraceError as exc:
             raise SettingError(str(exc)) from exc
+
+    def _set_tee(self, ring_name):
+        """Set by the supervisor for A/B, not by users: start (ring name) or stop ("") the tee."""
+        from pipeline.runtime.ring import Ring, RingError
+
+        self._close_tee()
+        if not ring_name:
+            return "off"
+        if not isinstance(ring_name, str):
+            raise SettingError(f"ab_tee needs a ring name, got {type(ring_name).__name__}")
+        try:
+            ring = Ring.attach(ring_name)
+        except RingError as exc:
+            raise SettingError(f"ab_tee: {exc}") from exc
+        reader = getattr(self.ctx.runner, "reader", None)
+        if reader is not None and ring.dtype != reader.ring.dtype:
+            ring.close()
+            raise SettingError(f"ab_tee: ring {ring_name!r} does not hold {self.input} records")
+        self._tee = (ring, ring.writer(self.generation))
+        self.extras.update(ab_tee=ring_name, ab_tee_written=0)
+        return ring_name
+
+    def _close_tee(self) -> None:
+        tee, self._tee = getattr(self, "_tee", None), None
+        self.extras.pop("ab_tee", None)
+        if tee is not None:
+            ring, writer = tee
+            writer.release()
+            del tee, writer
+            ring.close()
 
     def info(self) -> dict:
         backend = getattr(self, "backend", None)
@@ -394,6 +437,7 @@ class Inference(Worker):
         return out
 
     def stop(self) -> None:
+        self._close_tee()
         recorder = getattr(self, "recorder", None)
         if recorder is not None and recorder.active:
             try:

@@ -1,4 +1,4 @@
-"""The `pipeline` command (DESIGN §11). Every error is one clear line on stderr + exit code != 0."""
+"""The `pipeline` command (architecture.md §11). Every error is one clear line on stderr + exit code != 0."""
 from __future__ import annotations
 
 import json
@@ -482,7 +482,7 @@ def doctor_report() -> list[str]:
     torch_ok = not torch_ver.startswith("not usable")
     lines.append("backends")
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
-                 f"{'' if cuda else ' (CPU: slow, ~170 ms per crop)'}")
+                 f"{'' if cuda else ' (CPU: slow; onnx is faster here - tools/bench.py measures both)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")

@@ -1,6 +1,6 @@
 """The 24-joint SMPL skeleton without the SMPL model files: names, tree, rest joints, FK.
 
-Used when the licensed SMPL files are absent (DESIGN §6): the overlay draws a skeleton,
+Used when the licensed SMPL files are absent (architecture.md §6): the overlay draws a skeleton,
 the BVH exporter needs bone offsets, the VMC sink sends rest bone positions.
 
 `DEFAULT_REST_JOINTS` are rest-pose joint positions (metres, SMPL body frame: x = the
@@ -150,7 +150,7 @@ def forward_kinematics(global_orient, body_pose, transl=None, rest_joints=None):
 
 
 def full_image_focal(width: int, height: int) -> float:
-    """Focal length (pixels) of the full-image camera POCO/CLIFF assume (DESIGN §6)."""
+    """Focal length (pixels) of the full-image camera POCO/CLIFF assume (architecture.md §6)."""
     return float(np.sqrt(width * width + height * height))
 
 

@@ -1,4 +1,4 @@
-"""One-Euro smoothing of published poses, per person track and per field (DESIGN §7).
+"""One-Euro smoothing of published poses, per person track and per field (architecture.md §7).
 
 Rotations are never filtered as raw axis-angle: axis-angle wraps at pi (a body turning
 through 180 degrees jumps from +pi to -pi about the same axis), and averaging across that
