@@ -1,4 +1,4 @@
-"""Detection worker (DESIGN §5): person boxes for the newest frame, into the detections ring.
+"""Detection worker (architecture.md §5): person boxes for the newest frame, into the detections ring.
 
 On demand (architecture.md §2): a frame is read only when a consumer of the detections ring
 (inference) has taken the previous record and is about to want the next one, so detection runs
@@ -91,6 +91,11 @@ class Detection(Worker):
         self.persons = 0
         self.found_frames = 0
         self.extras.update({"detector": self.detector.kind, "torn_frames": 0})
+        device = str(getattr(self.detector, "device", "cpu"))
+        if device != "cpu":
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(device)
         self.log.info("person detector: %s", self._describe())
 
     def _source_is_stills(self) -> bool:

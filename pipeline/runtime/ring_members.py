@@ -51,7 +51,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PINS = 6
+PINS = 14          # enough for HOLD_CAP holds on two outputs (poses, an A/B tee) and a working pin
 MAX_MEMBERS = 32
 CONSUMER = 1        # a reader that consumes items in order (demand, hand-over)
 BACKPRESSURE = 2    # lossless: the writer must not overwrite what this member still needs
@@ -62,7 +62,7 @@ MEMBER_DTYPE = np.dtype([
     ("taken", "<u8"), ("done", "<u8"), ("need_fid", "<i8"), ("want_ns", "<i8"),
     ("busy_ns", "<i8"), ("claim", "<u8"), ("pins", "<u8", (PINS,)),
 ])
-assert MEMBER_DTYPE.itemsize == 128  # two cache lines per member, never shared with another
+assert MEMBER_DTYPE.itemsize == 192  # whole cache lines per member, never shared with another
 TABLE_BYTES = MEMBER_DTYPE.itemsize * MAX_MEMBERS
 
 _FENCE = threading.Lock()
