@@ -52,8 +52,13 @@ def _tool(name: str):
 e2e = _tool("bench_e2e")     # make_video, cli, status, free_port
 
 
+def free_ports() -> list[str]:
+    """Overrides that keep this run off ports another pipeline on the machine may hold."""
+    return ["workers.metrics.params.prometheus_port=0", f"sinks.native.endpoint=tcp://127.0.0.1:{e2e.free_port()}"]
+
+
 def start(env, *args) -> dict:
-    e2e.cli("start", "--detach", "--no-viewer", "workers.metrics.params.prometheus_port=0", *args, env=env)
+    e2e.cli("start", "--detach", "--no-viewer", *free_ports(), *args, env=env)
     return wait_serving(env)
 
 
@@ -192,8 +197,7 @@ def scenario_lossless(args, env) -> dict:
         rec_path.unlink()
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "start", "--no-viewer", "--source", str(video),
-                           "--every-frame", "--publish", f"record:{rec_path}",
-                           "workers.metrics.params.prometheus_port=0", *extra],
+                           "--every-frame", "--publish", f"record:{rec_path}", *free_ports(), *extra],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=args.lossless_timeout)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
