@@ -5,8 +5,8 @@
 
 Three scenarios, each a real pipeline (`pipeline start`, viewer off, Prometheus on a free port):
 
-default      `pipeline start` on the bundled sample (its detector, POCO-CLIFF, `--backend`/`--device`
-             as given). Published fps over --seconds, read from the `published` ring, against the
+default      `pipeline start` on the bundled sample (its detector, `--model` POCO-CLIFF, `--backend`/
+             `--device` as given). Published fps over --seconds, read from the `published` ring, against the
              bare inference rate of the same backend measured afterwards in this process on the
              person counts the pipeline saw (tools/bench_model.py's `bench`): goal >= 0.9x. CPU time
              of the detection and inference processes over the window, per published frame:
@@ -127,7 +127,8 @@ def bare_rate(info: dict, counts: list[int], device: str, iters: int) -> dict:
 
 
 def model_args(args) -> list[str]:
-    return [f"--device={args.device}"] + ([f"--backend={args.backend}"] if args.backend else [])
+    return ([f"--device={args.device}", f"--model={args.model}"]
+            + ([f"--backend={args.backend}"] if args.backend else []))
 
 
 def verdict(ok: bool, goal: str) -> str:
@@ -252,6 +253,7 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after the first frames before measuring")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", help="inference backend (default: the config's)")
+    ap.add_argument("--model", default="poco-cliff", help="inference model (the goals are POCO-CLIFF's)")
     ap.add_argument("--frames", type=int, default=300, help="frames of the lossless clip")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations per batch size for the bare rate")
     ap.add_argument("--lossless-timeout", type=float, default=3600.0)

@@ -375,6 +375,8 @@ class Runner:
                 except queue.Empty:
                     break
             if self.main_done.is_set():
+                # Final counts (a lossless run's summary compares frames read and published).
+                self.link.send(Heartbeat(self.name, self.generation, self._stats(proc)))
                 while True:  # the main loop queued `bye` (and maybe `finished`) just before
                     try:
                         self.link.send(self.outbox.get_nowait())
