@@ -120,6 +120,30 @@ def test_detection_runs_on_demand_when_inference_is_slow(run_cli, tmp_path):
         assert run_cli("stop").returncode == 0
 
 
+def test_a_paced_source_renders_only_the_frames_detection_will_read(run_cli, tmp_path):
+    detection, inference = CASES["inference"]
+    paced = ("sample", "{width: 320, height: 240, fps: 30}")  # real time: 30 frames due every second
+    run_cli("start", "--detach", "--config", write_config(tmp_path, detection, inference, source=paced),
+            timeout=120, check=True)
+    try:
+        wait_for(lambda: workers(request("status"))["publisher"]["frames_out"] >= 2, timeout=60,
+                 what="first published frames")
+        t0, c0 = _counts()
+        wait_for(lambda: _counts()[1]["publisher"][1] - c0["publisher"][1] >= 6, timeout=90,
+                 what="6 more published frames")
+        t1, c1 = _counts()
+        published = c1["publisher"][1] - c0["publisher"][1]
+        rendered = c1["capture"][1] - c0["capture"][1]
+        due = 30 * (t1 - t0)
+        # POCO takes ~0.5-3 s a frame here: 15-90 frames fall due per published one, and only
+        # the few rendered just before detection looks are made (2 per frame, + heartbeat slack).
+        assert rendered <= 3 * published + 4 and rendered < due / 4, (rendered, published, due)
+        w = workers(request("status"))
+        assert w["inference"]["extras"].get("stale_frames", 0) == 0
+    finally:
+        assert run_cli("stop").returncode == 0
+
+
 def test_every_frame_records_each_frame_once_in_order_and_ends(run_cli, tmp_path):
     from conftest import write_clip
     from pipeline.sinks.recording import load_recording

@@ -19,7 +19,10 @@ End of a file or folder: ``source.at_end: loop`` reopens it (``source_epoch`` + 
 
 Live (newest frame wins): capture never waits. The ring passes over slots that a later stage
 still holds (architecture.md §2); when every slot is held the frame is read and dropped
-(`no_free_slot`), so a camera never queues stale frames. Lossless (`source.every_frame`): capture
+(`no_free_slot`), so a camera never queues stale frames. A paced recorded source (the sample,
+a file or folder played in real time) renders or decodes a frame only shortly before detection
+will look (on demand, `demand_after_take` False): its pacer skips to the frame due then, so the
+picture is the same and no CPU goes into frames nobody reads. Lossless (`source.every_frame`): capture
 reads the next frame only once a slot is free, so every frame of the file is processed once.
 """
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Params:
 class Capture(Worker):
     input = None
     output = "frames"
+    demand_after_take = False  # on demand (paced sources): a fresh frame for when detection looks
     Params = Params
 
     def setup(self) -> None:
@@ -71,6 +75,9 @@ class Capture(Worker):
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
         self._last_ns = 0
         self.no_free_slot = 0
+        # Cameras and streams must be drained; a paced file or the sample can skip ahead instead.
+        self.on_demand = (not self.source.is_live and bool(getattr(self.source, "realtime", False))
+                          and not self.lossless)
         self.log.info("capturing from %s", self.source.describe())
 
     def process(self, _item):

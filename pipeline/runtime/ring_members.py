@@ -56,6 +56,7 @@ MAX_MEMBERS = 32
 CONSUMER = 1        # a reader that consumes items in order (demand, hand-over)
 BACKPRESSURE = 2    # lossless: the writer must not overwrite what this member still needs
 LIVENESS_TTL_S = 0.5
+FAR_NS = 1 << 62    # a want that is not known yet: later than any real time
 
 MEMBER_DTYPE = np.dtype([
     ("pid", "<i8"), ("start", "<u8"), ("generation", "<i8"), ("flags", "<u8"),
@@ -267,6 +268,14 @@ class RingMember:
     def expect(self, want_ns: int) -> None:
         """When this consumer expects to want its next item (monotonic ns; 0 = now)."""
         self._want[0] = want_ns
+
+    def plan(self, when_ns: int | None) -> None:
+        """An on-demand consumer says when it will read next (None: not known yet); producers of
+        paced sources make the item just in time. Producers are woken only when the plan moves."""
+        want = FAR_NS if when_ns is None else when_ns
+        if abs(want - int(self._want[0])) > 1_000_000:
+            self._want[0] = want
+            self.table.bump()
 
     def finished(self, seq: int, frame_id: int | None) -> None:
         """Item `seq` (frame `frame_id`) is fully processed: release its claim, want the next one."""

@@ -236,7 +236,9 @@ class Runner:
                     return 1
                 self.stop_event.wait(0.05)
                 continue
-            if on_demand and not worker.out.wait_for_demand(self._lead_ns(), int(self.expected_ms * 1e6)):
+            if on_demand and not worker.out.wait_for_demand(
+                    self._lead_ns(), int(self.expected_ms * 1e6), after_take=worker.demand_after_take,
+                    upstream=reader.member if reader is not None else None):
                 continue  # no consumer wants a record yet: do not make one it would skip
             item = None
             if reader is not None:

@@ -186,27 +186,34 @@ class Output:
             self.forced_releases += 1
 
     # ---- demand ----------------------------------------------------------------------------------
-    def demand_in(self, lead_ns: int = 0, make_ns: int = 0) -> float | None:
+    def demand_in(self, lead_ns: int = 0, make_ns: int = 0, after_take: bool = True) -> float | None:
         """Seconds until a consumer wants the next record (0.0: now), None while none has taken
         the newest one yet. No live consumer: 0.0 (nothing to wait for). `lead_ns`: how long the
         next record takes to make, so it is ready when the consumer is (architecture.md §2).
         `make_ns`: our time per record; an idle consumer that is faster than that takes the newest
-        record at once, so the next one is started without waiting for its take."""
+        record at once, so the next one is started without waiting for its take. `after_take`
+        False (a paced source: a consumer reading `latest` wants the freshest item, whatever it
+        took last): only the time counts."""
         self.release_holds()
         taken, done, want, busy = self.ring.members.consumer_state()
         if not len(taken):
             return 0.0
-        ready = taken >= self.ring.newest_seq()
+        ready = taken >= self.ring.newest_seq() if after_take else np.ones(len(taken), bool)
         if not ready.any():
             return 0.0 if make_ns and bool(((done >= taken) & (busy < make_ns)).any()) else None
         return max(0.0, (int(want[ready].min()) - lead_ns - time.monotonic_ns()) / 1e9)
 
-    def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S) -> bool:
-        """Sleep until a consumer wants the next record (True) or `timeout` passes (False)."""
+    def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S,
+                        after_take: bool = True, upstream=None) -> bool:
+        """Sleep until a consumer wants the next record (True) or `timeout` passes (False).
+        `upstream`: our member in our input ring, told when we will want our next input, so an
+        on-demand producer upstream (capture of a paced source) makes it just in time."""
         deadline = time.monotonic() + timeout
         while True:
             word = self.ring.space_word()
-            wait = self.demand_in(lead_ns, make_ns)
+            wait = self.demand_in(lead_ns, make_ns, after_take)
+            if upstream is not None:
+                upstream.plan(None if wait is None else time.monotonic_ns() + int(wait * 1e9))
             if wait == 0.0:
                 return True
             left = deadline - time.monotonic()
@@ -227,6 +234,9 @@ class Worker:
     # True: read the next input only when a consumer of our output wants a record (detection runs
     # on the frames inference will take, not on every captured frame).
     on_demand: bool = False
+    # With on_demand: wait until a consumer has taken our newest record (False: only until it will
+    # look again; a paced source makes a fresh frame for that moment).
+    demand_after_take: bool = True
     # The `reads` rings whose items this worker pins by slot (None: all of them); the runner
     # registers a member entry in each, found in `self.ctx.members`.
     hold_reads: tuple[str, ...] | None = None
