@@ -84,6 +84,7 @@ def watch(env, run_id: str, seconds: float) -> dict:
     """Published frames (ring `published`, every one), worker CPU seconds and counters over `seconds`."""
     import psutil
 
+    from pipeline.runtime.records import STAGE_INDEX
     from pipeline.runtime.ring import Ring
 
     rows = {w["name"]: w for w in e2e.status(env)["workers"]}
@@ -93,12 +94,14 @@ def watch(env, run_id: str, seconds: float) -> dict:
         reader = ring.reader("next")
         cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
         t0 = time.monotonic()
-        stamps, counts = [], []
+        stamps, counts, infer = [], [], []
         while time.monotonic() - t0 < seconds:
             item = reader.read(timeout=0.5)
             if item is not None:
-                stamps.append(int(item.record["stamps_ns"][-1]))
+                s = item.record["stamps_ns"]
+                stamps.append(int(s[STAGE_INDEX["publish"]]))
                 counts.append(int(item.record["count"]))
+                infer.append((int(s[STAGE_INDEX["infer_start"]]), int(s[STAGE_INDEX["infer_end"]])))
         cpu = {n: sum(p.cpu_times()[:2]) - cpu0[n] for n, p in procs.items()}
         lost = reader.skipped + reader.overruns
     finally:
@@ -107,8 +110,11 @@ def watch(env, run_id: str, seconds: float) -> dict:
     if len(stamps) < 2:
         raise RuntimeError(f"only {len(stamps)} frame(s) published in {seconds:.0f} s")
     fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
+    # time inference spent waiting between one frame's end and the next one's start (in-flight
+    # frames of a pipelined GPU backend overlap: no wait)
+    idle = sum(max(0, b[0] - a[1]) for a, b in zip(infer, infer[1:])) / max(1, infer[-1][1] - infer[0][0])
     return {"published": len(stamps), "fps": fps, "reader_lost": lost, "cpu_s": cpu, "counts": counts,
-            "workers": final}
+            "inference_idle_share": idle, "workers": final}
 
 
 def bare_rate(info: dict, counts: list[int], device: str, iters: int) -> dict:
@@ -152,7 +158,8 @@ def scenario_default(args, env) -> dict:
             "detection_share": det / inf if inf else float("inf"), "bare": bare,
             "detector": w["detection"]["info"].get("detector"), "inference": w["inference"]["info"],
             "detection_frames_per_published": w["detection"]["frames_out"] / max(1, w["publisher"]["frames_out"]),
-            "published": got["published"]}
+            "published": got["published"], "inference_idle_share": got["inference_idle_share"],
+            "cpu_ms_per_published": {n: 1e3 * s / got["published"] for n, s in got["cpu_s"].items()}}
 
 
 def scenario_fast_source(args, env) -> dict:
@@ -228,6 +235,8 @@ def report(results: dict, meta: dict) -> str:
                      f"{100 * d['detection_share']:.1f} % of inference's {d['inference_cpu_s_per_frame'] * 1e3:.0f} ms "
                      + verdict(d["detection_share"] <= 0.25, "<= 25 %")
                      + f"; {d['detection_frames_per_published']:.2f} detections per published frame")
+        lines.append(f"  inference waited {100 * d['inference_idle_share']:.1f} % of the time between frames; CPU ms per "
+                     f"published frame: " + ", ".join(f"{n} {ms:.0f}" for n, ms in d["cpu_ms_per_published"].items()))
     f = results.get("fast-source")
     if isinstance(f, dict):
         lines.append(f"fast source: capture {f['capture_fps']:.0f} fps, detector {f['detection_p50_ms']:.1f} ms "
