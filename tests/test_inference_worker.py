@@ -103,7 +103,7 @@ def inference_cls():
 @pytest.fixture
 def inference(rings, inference_cls):
     cls, Params = inference_cls
-    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST),
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST), backend="torch",
                                      data_dir="/nonexistent-data"), rings, "inference", "poses")
     worker.setup()
     yield worker
@@ -237,6 +237,7 @@ def test_live_settings_are_checked(inference):
 
 def _setup_error(rings, inference_cls, **params):
     cls, Params = inference_cls
+    params.setdefault("backend", "torch")
     worker = make_worker(cls, Params(smpl="off", backend_options=dict(FAST), **params), rings, "inference", "poses")
     with pytest.raises(Exception) as err:
         worker.setup()

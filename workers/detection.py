@@ -49,6 +49,7 @@ class Detection(Worker):
     output = "detections"
     copy_input = False  # the detector reads the pixels in the slot; we re-check it afterwards
     Params = Params
+    cpu_role = "detector"
 
     def setup(self) -> None:
         from pipeline.detectors import DetectorError, make_detector

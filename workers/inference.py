@@ -33,13 +33,14 @@ TIMING_WINDOW = 256
 class Params:
     model: Literal["poco-cliff", "poco-pare", "cliff", "pare"] = "poco-cliff"
     checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
-    backend: Literal["torch", "compile", "cudagraph", "trt", "onnx"] = "torch"
+    # auto: onnx on a CPU (the fastest CPU backend), torch on a GPU (pipeline.backends.AUTO_BACKEND)
+    backend: Literal["auto", "torch", "compile", "cudagraph", "trt", "onnx"] = "auto"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "fp16"] = "auto"   # auto: fp16 on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "fp16"] = "auto"   # auto: the backend's fastest on the device
     channels_last: bool = False
     smpl: Literal["auto", "off"] = "auto"  # auto: SMPL joints when data/smpl/SMPL_NEUTRAL.pkl exists
     data_dir: str = "data"
-    threads: int = 0                      # torch CPU threads (0: torch's default on CPU, 1 on CUDA)
+    threads: int = 0                      # model CPU threads (0: the CPU budget, cpu.threads; 1 on CUDA)
     backend_options: dict = field(default_factory=dict)   # passed to the backend (BackendConfig.options)
     # GPU backends: crop and launch frame N while frame N-1's network runs (its record is then
     # written when frame N has been launched, or at once when no frame is waiting). false: one
@@ -53,11 +54,10 @@ class Inference(Worker):
     output = "poses"
     reads = ("frames",)
     Params = Params
+    cpu_role = "model"
 
     def setup(self) -> None:
-        import torch
-
-        from pipeline.backends import BackendConfig, BackendUnavailable, get_backend
+        from pipeline.backends import BackendConfig, BackendUnavailable, get_backend, resolve_backend
         from pipeline.models import normalise_variant
 
         p = self.params
@@ -65,32 +65,36 @@ class Inference(Worker):
             raise WorkerError(f"workers.{self.name}.params.threads = {p.threads} — must be >= 0")
         self.variant = normalise_variant(p.model)
         self.model_name = f"poco-{self.variant}"
-        self.device = _resolve_device(p.device, torch)
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        elif self.device.startswith("cuda"):
-            # On a GPU the CPU side is launches and small host work: a pool of spinning OpenMP
-            # threads only competes with capture's decoder threads (seen as p99 spikes).
-            torch.set_num_threads(1)
-        precision = p.precision if p.precision != "auto" else ("fp16" if self.device.startswith("cuda") else "fp32")
+        self.device = _resolve_device(p.device)
+        backend = resolve_backend(p.backend, self.device)
+        try:
+            backend_cls = get_backend(backend)
+        except BackendUnavailable as exc:
+            raise WorkerError(f"inference backend {backend!r}: {exc}") from exc
+        options = dict(p.backend_options)
+        self.threads = self._threads(backend, options)
+        precision = p.precision if p.precision != "auto" else backend_cls.auto_precision(self.device)
         checkpoint = self._checkpoint()
         self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
         config = BackendConfig(model=self.variant, checkpoint=checkpoint, device=self.device,
                                precision=precision, max_batch=self.max_persons,
                                channels_last=p.channels_last, cache_dir=str(Path(p.data_dir) / "engines"),
-                               options=dict(p.backend_options))
+                               options=options, warm_batches=(1, self._persons_now()))
         try:
-            self.backend = get_backend(p.backend)(config)
-            self.progress(f"loading POCO-{self.variant.upper()} ({p.backend} backend, {self.device}, {precision})")
+            self.backend = backend_cls(config)
+            self.progress(f"loading POCO-{self.variant.upper()} ({backend} backend, {self.device}, {precision}, "
+                          f"{self.threads} threads)")
             self.backend.load()
-            self.progress("warming up")
+            self.progress(f"warming up batch sizes {sorted(set(config.warm_batches))}")
             self.backend.warmup()
         except BackendUnavailable as exc:
-            raise WorkerError(f"inference backend {p.backend!r}: {exc}") from exc
+            raise WorkerError(f"inference backend {backend!r}: {exc}") from exc
         binfo = self.backend.info()
         self.untrained = bool(binfo.get("untrained", checkpoint is None))
         self.precision = str(binfo.get("precision", precision))
-        self.backend_name = str(binfo.get("name", p.backend))
+        self.backend_name = str(binfo.get("name", backend))
+        self.backend_choice = f"{p.backend} -> {backend}" if p.backend == "auto" else backend
+        self.extras.update(threads=self.threads, load_s=binfo.get("load_s"), warmup_s=binfo.get("warmup_s"))
         self.checkpoint = checkpoint
         if self.untrained:
             loud = (f"*** {self.model_name.upper()} runs RANDOM, UNTRAINED weights: every pose it outputs is "
@@ -125,6 +129,32 @@ class Inference(Worker):
         self.overlap = bool(p.overlap_frames and getattr(self.backend, "asynchronous", False))
         self.extras["overlap_frames"] = self.overlap
         self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
+
+    def _threads(self, backend: str, options: dict) -> int:
+        """Intra-op threads for the model: params.threads, else the worker's CPU budget
+        (pipeline/runtime/cpu.py); 1 for torch on a GPU, where the CPU side only launches
+        kernels and a bigger pool only competes with capture's decoder (seen as p99 spikes)."""
+        from pipeline.runtime import cpu
+
+        threads = self.params.threads or cpu.worker_threads() or cpu.machine_cores()
+        if backend == "onnx":
+            options.setdefault("threads", threads)
+            return int(options["threads"])
+        import torch  # every other backend runs on torch anyway
+
+        if self.device.startswith("cuda") and not self.params.threads:
+            threads = 1
+        torch.set_num_threads(threads)
+        return threads
+
+    def _persons_now(self) -> int:
+        """How many persons the newest detections record holds: the batch the first frames
+        after `ready` will need (a hint; 0 before anything was detected)."""
+        ring = self.rings.get(self.input)
+        if ring is None or ring.newest_seq() < 2:
+            return 0
+        count = int(ring.slot_record(ring.slot_of(ring.newest_seq()))["count"])
+        return count if 0 <= count <= self.max_persons else 0
 
     def _checkpoint(self) -> str | None:
         p = self.params
@@ -305,6 +335,7 @@ class Inference(Worker):
         if backend is None:
             return {"model": f"poco-{self.params.model.split('-')[-1]}", "backend": self.params.backend}
         out = {"model": self.model_name, "backend": self.backend_name, "device": self.device,
+               "backend_choice": self.backend_choice, "threads": self.threads,
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
                "smpl_joints": self.smpl is not None, "max_batch": self.max_persons,
@@ -352,14 +383,16 @@ class _InFlight:
     job: _Job | None
 
 
-def _resolve_device(device: str, torch) -> str:
+def _resolve_device(device: str) -> str:
+    from pipeline.backends import cuda_available
+
     name = str(device).strip().lower()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_available() else "cpu"
     if name == "cpu":
         return name
     if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise WorkerError(f"inference device {device!r} asked for but CUDA is not available here; "
                               f"use --device cpu (or auto)")
         return name

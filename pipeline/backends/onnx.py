@@ -3,11 +3,14 @@ on the CPU or through onnxruntime-gpu's CUDA provider (DESIGN §6).
 
 The .onnx file is cached under data/engines/ with a key sidecar (engine_cache), so the
 export (tens of seconds for HRNet-W48) happens once per checkpoint. fp32 only: fp16 on the
-GPU is the job of the compile and trt backends.
+GPU is the job of the compile and trt backends. Once the file exists, loading it needs no
+torch at all (the key is computed without importing it): a restarted CPU worker is ready in
+about a second instead of paying torch's import.
 
-Options: opset (default 18), threads (onnxruntime intra-op threads, default: its own
-choice), spinning (default False: idle worker threads sleep instead of spinning), on_stale ("rebuild" | "refuse"), engine_path (use/produce this file),
-exporter ("dynamo" default, "torchscript").
+Options: opset (default 18), threads (onnxruntime intra-op threads, default: the worker's
+CPU budget, pipeline/runtime/cpu.py), spinning (default: the budget's, off: idle pool threads
+sleep instead of spinning), on_stale ("rebuild" | "refuse"), engine_path (use/produce this
+file), exporter ("dynamo" default, "torchscript").
 """
 from __future__ import annotations
 
@@ -15,13 +18,13 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline.backends import batching, layout
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
-from pipeline.backends import batching
-from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey
+from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey, checkpoint_identity
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "posepipe[onnx]"  (onnxruntime, onnx, onnxscript)'
+INSTALL_HINT = 'pip install "onnxruntime>=1.17" "onnx>=1.16,<1.18"  (part of the base install)'
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 
@@ -35,11 +38,24 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def torch_release() -> str:
+    """torch's version ("2.14.1") without importing torch, for the engine key."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    loaded = sys.modules.get("torch")
+    try:
+        full = loaded.__version__ if loaded is not None else version("torch")
+    except PackageNotFoundError:
+        return "none"
+    return str(full).split("+")[0]
+
+
 def export_onnx(module, path: Path, max_batch: int, opset: int = DEFAULT_OPSET,
                 exporter: str = "dynamo") -> None:
     """Export a FlatNetwork (img, bbox_info) -> (B, 253) with a dynamic batch axis."""
     import torch
-    from pipeline.backends.network import CROP
+    from pipeline.backends.layout import CROP
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     example = (torch.randn(2, 3, CROP, CROP), torch.randn(2, 3) * 0.3)
@@ -61,20 +77,27 @@ def export_onnx(module, path: Path, max_batch: int, opset: int = DEFAULT_OPSET,
 
 class OnnxBackend(Backend):
     name = "onnx"
+    precisions = ("fp32",)
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
         self._session = None
         self._info: dict = {"name": self.name, "loaded": False}
 
+    @classmethod
+    def auto_precision(cls, device: str) -> str:
+        # fp32 on every device: onnxruntime's CPU fp16 kernels are slower than fp32 on x86
+        # (tools/bench_model.py), and GPU fp16 is the job of the compile/cudagraph/trt backends.
+        return "fp32"
+
     def engine_key(self) -> EngineKey:
-        import torch
-        from pipeline.backends import network as net
         opset = int(self.config.options.get("opset", DEFAULT_OPSET))
-        return EngineKey(kind="onnx", checkpoint=net.network_identity(self.config),
+        return EngineKey(kind="onnx",
+                         checkpoint=checkpoint_identity(self.config.checkpoint,
+                                                        int(self.config.options.get("seed", 0))),
                          variant=self.config.model, precision="fp32", min_batch=1,
                          max_batch=int(self.config.max_batch),
-                         runtime_version=f"torch-{torch.__version__.split('+')[0]}",
+                         runtime_version=f"torch-{torch_release()}",
                          extra=(("opset", opset),))
 
     def cache(self) -> EngineCache:
@@ -83,11 +106,12 @@ class OnnxBackend(Backend):
 
     def load(self) -> None:
         ort = import_onnxruntime()
-        from pipeline.backends import network as net
+        from pipeline.runtime import cpu
         cfg, opts = self.config, self.config.options
-        net.validate_config(cfg)
-        if cfg.precision != "fp32":
-            raise ValueError("backend 'onnx' runs fp32 only; for fp16 use backend=compile or trt")
+        if cfg.precision not in self.precisions:
+            raise ValueError(f"backend 'onnx' runs fp32 only (precision={cfg.precision!r}); "
+                             f"use precision=fp32 or auto, or backend=compile/cudagraph/trt for fp16")
+        layout.validate_config(cfg, self.precisions)
         providers = self._providers(ort)
         t0 = time.perf_counter()
         key = self.engine_key()
@@ -103,17 +127,21 @@ class OnnxBackend(Backend):
             built = True
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if opts.get("threads"):
-            so.intra_op_num_threads = int(opts["threads"])
-        if not opts.get("spinning", False):
-            # Idle onnxruntime workers spin by default; on a few-core host that burns the CPU
-            # the other pipeline processes (capture, detection) need between frames.
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = int(opts.get("threads") or cpu.worker_threads() or 0)
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1  # the graph runs sequentially: no second pool
+        spin = cpu.ort_spinning_entries()
+        if "spinning" in opts:
+            spin = {k: "1" if opts["spinning"] else "0" for k in spin}
+        for entry, value in spin.items():
+            so.add_session_config_entry(entry, value)
         self._session = ort.InferenceSession(str(found.engine_path), sess_options=so, providers=providers)
         self._sizes = tuple(range(1, key.max_batch + 1))
         self._info = {
             "name": self.name, "loaded": True, "device": cfg.device,
             "providers": self._session.get_providers(), "precision": "fp32",
+            "threads": threads or "onnxruntime default", "spinning": spin["session.intra_op.allow_spinning"] == "1",
             "engine": str(found.engine_path), "engine_built": built,
             "untrained": cfg.checkpoint is None, "checkpoint": key.checkpoint,
             "batch_sizes": list(self._sizes), "load_s": round(time.perf_counter() - t0, 3),
@@ -141,26 +169,29 @@ class OnnxBackend(Backend):
         return net.FlatNetwork(prepared.module).eval()
 
     def warmup(self) -> None:
+        """Runs the batch sizes the first frames need (config.warm_batches). onnxruntime takes
+        any batch size without preparation; a first run of a new size only plans its memory
+        (a few ms), so other sizes are simply prepared when they first come."""
         import numpy as np
         self._require_loaded()
         t0 = time.perf_counter()
-        for size in sorted({1, max(self._sizes)}):
+        sizes = batching.warm_sizes(self.config.warm_batches, self._sizes)
+        for size in sizes:
             img = np.random.default_rng(0).standard_normal((size, 3, 224, 224), dtype=np.float32)
             self.infer(img, np.zeros((size, 3), np.float32))
-        self._info["warmup_s"] = round(time.perf_counter() - t0, 3)
+        self._info.update(warmup_s=round(time.perf_counter() - t0, 3), warm_batches=list(sizes))
 
     def infer(self, img, bbox_info) -> dict:
         import numpy as np
-        from pipeline.backends import network as net
         self._require_loaded()
         img, bbox_info = _to_numpy(img), _to_numpy(bbox_info)
-        n = net.check_inputs(img, bbox_info)
+        n = layout.check_inputs(img, bbox_info)
         parts = []
         for c in batching.plan(n, self._sizes):
             parts.append(self._session.run(["flat"], {"img": img[c.start:c.stop],
                                                       "bbox_info": bbox_info[c.start:c.stop]})[0])
         flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return net.split_flat(flat)
+        return layout.split_flat(flat)
 
     def info(self) -> dict:
         return dict(self._info)

@@ -89,6 +89,11 @@ class Output:
     def may_write(self) -> bool:
         return self._writer.may_write()
 
+    def standing_by(self) -> bool:
+        """True while another generation owns the ring: this one is a swap's new generation,
+        started beside the old one, that may not write until the hand-over."""
+        return self.ring.owner_generation not in (-1, self.generation)
+
     def begin(self):
         """The next output slot to fill in place, or None while another generation owns the ring."""
         self._rec = self._writer.begin()
@@ -138,6 +143,9 @@ class Worker:
     Params = NoParams
     # Heartbeat/status label, e.g. "stand-in, replaced by the detection/inference issue".
     description: str = ""
+    # What the worker's threads do, for the CPU budget (pipeline/runtime/cpu.py): "model"
+    # (gets the most), "detector", "decoder" or "light" (one thread).
+    cpu_role: str = "light"
 
     def __init__(self, params, ctx: WorkerContext):
         self.params = params
