@@ -63,6 +63,12 @@ class Backend(ABC):
         self.config = config
 
     @classmethod
+    def auto_device(cls, device: str) -> str:
+        """What `device: auto` means for this backend when the machine offers `device`
+        ("cuda" when a GPU is usable, else "cpu"). Default: the machine's choice."""
+        return device
+
+    @classmethod
     def auto_precision(cls, device: str) -> str:
         """What `precision: auto` means for this backend on `device`: the fastest precision it
         runs there. Default: fp16 on CUDA, fp32 elsewhere."""

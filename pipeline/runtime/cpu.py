@@ -84,8 +84,9 @@ def spinning_allowed() -> bool:
     return os.environ.get(SPIN_ENV, "0") == "1"
 
 
-def ort_spinning_entries() -> dict[str, str]:
+def ort_spinning_entries(spin: bool | None = None) -> dict[str, str]:
     """onnxruntime session config entries: its intra/inter-op pools spin between runs by
-    default; on a shared few-core host that burns the CPU other stages need."""
-    allow = "1" if spinning_allowed() else "0"
+    default; on a shared few-core host that burns the CPU other stages need. `spin` None:
+    this worker's setting (cpu.spin)."""
+    allow = "1" if (spinning_allowed() if spin is None else spin) else "0"
     return {"session.intra_op.allow_spinning": allow, "session.inter_op.allow_spinning": allow}

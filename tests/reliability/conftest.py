@@ -53,13 +53,14 @@ def _free_port() -> int:
 
 
 def make_config(path: Path, source="sample", options="{width: 320, height: 240, fps: 30}",
-                health_timeout=3.0) -> Path:
+                health_timeout=3.0, inference=INFERENCE_FAST) -> Path:
     """The default config's workers with fast settings: `center` detector, the real inference
     worker kept cheap (tests/real_workers.py: POCO-PARE, random weights, one thread -- about
-    10 s to start and a few fps on this box), restart policy for repeated kills."""
+    10 s to start and a few fps on this box; `inference` replaces those params), restart
+    policy for repeated kills."""
     policy = POLICY.format(health=health_timeout)
     path.write_text(RELIABLE_CONFIG.format(source=source, options=options, port=_free_port(),
-                                           policy=policy, inference=INFERENCE_FAST))
+                                           policy=policy, inference=inference))
     return path
 
 
