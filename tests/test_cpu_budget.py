@@ -150,3 +150,24 @@ def test_ready_swap_candidate_reads_nothing_until_the_hand_over():
     assert runner.reader.reads > 0, "the candidate did not start when the hand-over began"
     runner.stop_event.set()
     thread.join(5)
+
+
+def test_video_decoder_threads_follow_the_budget(monkeypatch, tmp_path):
+    import cv2
+    import numpy as np
+
+    from pipeline.sources import open_source
+
+    path = tmp_path / "clip.mp4"    # MPEG-4 part 2: a codec FFmpeg decodes with several threads
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (320, 240))
+    for i in range(10):
+        writer.write(np.full((240, 320, 3), 20 * i, np.uint8))
+    writer.release()
+    for threads in ("1", "2"):
+        monkeypatch.setenv("POSEPIPE_THREADS", threads)
+        src = open_source(str(path))
+        try:
+            assert src._cap.get(cv2.CAP_PROP_N_THREADS) == int(threads)
+            assert src.read() is not None
+        finally:
+            src.close()
