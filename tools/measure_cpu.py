@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,25 +28,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure_swap import cli, request  # noqa: E402  (tools/measure_swap.py: the same pipeline driving)
 
 RATIO_GOAL, FPS_GOAL = 0.9, 2.5
 
 
-def cli(*args, timeout=900):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"pipeline {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def request(cmd, args=None, timeout_s=5.0):
-    from pipeline.runtime import rundir
-    from pipeline.runtime.control import ControlClient
-
-    _, endpoints = rundir.current_run()
-    with ControlClient(endpoints["router"]) as c:
-        return c.request(cmd, args, timeout_s=timeout_s)
 
 
 def cpu_percent(pids: dict, seconds: float) -> dict:

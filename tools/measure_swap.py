@@ -40,12 +40,23 @@ if str(REPO) not in sys.path:
 GOALS = {"cpu": {"kill_s": 6.0, "swap_s": 15.0}, "gpu": {"kill_s": 25.0, "swap_s": None}}
 
 
-def cli(*args, timeout=600):
+def cli(*args, timeout=900):
+    """`pipeline ARGS` from the repository root (so its data/ and code); exits on failure."""
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"pipeline {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def request(cmd, args=None, timeout_s=5.0):
+    """A control request to the running pipeline."""
+    from pipeline.runtime import rundir
+    from pipeline.runtime.control import ControlClient
+
+    _, endpoints = rundir.current_run()
+    with ControlClient(endpoints["router"]) as c:
+        return c.request(cmd, args, timeout_s=timeout_s)
 
 
 class Stream:
@@ -103,13 +114,6 @@ def main() -> int:
     if a.swaps and not a.settings:
         ap.error("swaps need the settings of variant B (e.g. backend=torch), or --swaps 0")
     from pipeline.config import parse_override
-    from pipeline.runtime import rundir
-    from pipeline.runtime.control import ControlClient
-
-    def request(cmd, args=None, timeout_s=5.0):
-        _, endpoints = rundir.current_run()
-        with ControlClient(endpoints["router"]) as c:
-            return c.request(cmd, args, timeout_s=timeout_s)
 
     def worker_row():
         return next(w for w in request("status")["workers"] if w["name"] == a.worker)
