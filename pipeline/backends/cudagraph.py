@@ -211,8 +211,10 @@ class CudaGraphBackend(Backend):
             return info
 
     def close(self) -> None:
+        # No new capture starts; one in progress (~1.5 s) is waited for, within the stop
+        # grace the supervisor gives a worker before SIGKILL (supervisor.shutdown_grace, 3 s).
         self._closing.set()
-        self.wait_background(30.0)
+        self.wait_background(2.0)
         self._graphs.clear()
         self._ready = ()
         self._module = None
