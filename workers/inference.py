@@ -315,6 +315,9 @@ class Inference(Worker):
                 self.extras[f"{key}_p99_ms"] = round(float(p99), 2)
         self.extras.update({"stale_frames": self.stale, "empty_frames": self.empty,
                             "bad_boxes": self.bad_boxes, "batches": self.batches})
+        pending = self.backend.info().get("background_pending")
+        if pending is not None:   # batch sizes still being prepared while serving (cudagraph)
+            self.extras["warming_batches"] = ",".join(map(str, pending))
 
     # ---------------------------------------------------------------------------- control
     def on_set(self, key, value):

@@ -88,6 +88,9 @@ def status_table(status: dict) -> str:
                                                      if k in ("model", "backend", "source", "native_endpoint"))
         if info.get("untrained"):
             note = (note + "; UNTRAINED").strip("; ")
+        warming = (w.get("extras") or {}).get("warming_batches")
+        if warming:
+            note = f"{note}; preparing batch sizes {warming}"
         starting = _starting_note(w)
         if w.get("role"):
             note = f"[{w['role']}{': ' + starting if starting else ''}] {note}"
