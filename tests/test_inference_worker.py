@@ -492,3 +492,26 @@ def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings,
     slot, seq = rings.write_frame(textured(seed=5))
     assert inference.process(detection_item(rings, slot, seq, person, frame_id=8)) is WROTE
     assert last_pose(rings)["frame_id"] == 8 and not inference.pending()
+
+
+@pytest.mark.gpu
+def test_onnx_backend_on_a_gpu_host_runs_fp32(rings, inference_cls, tmp_path):
+    """Issue 18: `--backend onnx` on a GPU host used to fail (auto precision became fp16, which
+    onnx refuses). Now: fp32, on the GPU with onnxruntime-gpu, else on the CPU."""
+    import onnxruntime
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the device machine)")
+    cls, Params = inference_cls
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="onnx", data_dir=str(tmp_path),
+                                     backend_options={"seed": 0}), rings, "inference", "poses")
+    worker.setup()
+    try:
+        gpu_ort = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        assert worker.precision == "fp32" and worker.device == ("cuda" if gpu_ort else "cpu")
+        slot, seq = rings.write_frame(textured())
+        assert worker.process(detection_item(rings, slot, seq, [[10, 10, 60, 110]])) is WROTE
+        assert last_pose(rings)["backend"] == b"onnx"
+    finally:
+        worker.stop()
