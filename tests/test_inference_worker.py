@@ -515,3 +515,27 @@ def test_onnx_backend_on_a_gpu_host_runs_fp32(rings, inference_cls, tmp_path):
         assert last_pose(rings)["backend"] == b"onnx"
     finally:
         worker.stop()
+
+
+def test_warm_up_prepares_the_persons_in_view_and_the_model_gets_the_thread_budget(rings, inference_cls,
+                                                                                  monkeypatch):
+    """Issue 18: a restarted worker warms up batch 1 and the batch the newest detections need
+    (not every size up to max_persons), with the threads the supervisor gave it."""
+    import torch
+
+    cls, Params = inference_cls
+    monkeypatch.setenv("POSEPIPE_THREADS", "1")
+    slot, seq = rings.write_frame(textured())
+    three = detection_item(rings, slot, seq, [[10, 10, 60, 110], [70, 20, 110, 100], [120, 30, 150, 90]])
+    rings.detections.writer(0).write(three.record)
+    before = torch.get_num_threads()
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="torch", backend_options=dict(FAST),
+                                     data_dir="/nonexistent-data"), rings, "inference", "poses")
+    try:
+        worker.setup()
+        assert worker.backend.info()["warm_batches"] == [1, 3]
+        info = worker.info()
+        assert info["threads"] == 1 and torch.get_num_threads() == 1 and info["backend_choice"] == "torch"
+    finally:
+        worker.stop()
+        torch.set_num_threads(before)
