@@ -1,12 +1,11 @@
 """The CPU budget (pipeline/runtime/cpu.py, issue 18): threads per worker from the cores and its
 role, the config section that overrides it, the environment a worker is started with, what
-`pipeline status` shows, and that a ready swap candidate stands by instead of computing."""
+`pipeline status` shows."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -109,49 +108,6 @@ def test_status_table_shows_threads_and_what_a_starting_worker_does():
     assert "[warming up batch sizes [1, 3], 3 s]" in lines[1] and " 2 " in lines[1]
     assert "[" not in lines[2]
     assert lines[3].rstrip().endswith("preparing batch sizes 2,4")
-
-
-class _Ring:
-    def __init__(self, owner):
-        self.owner_generation = owner
-
-
-class _Reader:
-    policy = "latest"
-
-    def __init__(self):
-        self.reads = 0
-
-    def read(self, timeout=0.1, copy=True):
-        self.reads += 1
-        time.sleep(0.005)
-        return None
-
-
-def test_ready_swap_candidate_reads_nothing_until_the_hand_over():
-    """Generation 2 beside generation 1 (the owner): no reads; owner cleared (-1): it reads."""
-    import threading
-
-    from pipeline.runtime.runner import Runner
-    from pipeline.runtime.worker import Output, Worker, WorkerContext
-
-    ring = _Ring(owner=1)
-    out = Output.__new__(Output)
-    out.ring, out.generation = ring, 2
-    worker = Worker(None, WorkerContext("inference", 2, {}, {}))
-    worker.out = out
-    runner = Runner({k: None for k in ("name", "module", "control", "rings", "input", "policy", "output", "reads",
-                                       "params", "shared")} | {"generation": 2, "parent_pid": os.getpid()})
-    runner.worker, runner.reader = worker, _Reader()
-    thread = threading.Thread(target=runner._loop, daemon=True)
-    thread.start()
-    time.sleep(0.3)
-    assert runner.reader.reads == 0, "a candidate that may not write still read its input"
-    ring.owner_generation = -1
-    time.sleep(0.3)
-    assert runner.reader.reads > 0, "the candidate did not start when the hand-over began"
-    runner.stop_event.set()
-    thread.join(5)
 
 
 def test_video_decoder_threads_follow_the_budget(monkeypatch, tmp_path):

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 _CRASHED = object()  # what Runner._step returns when process()/flush() raised
 EXIT_SETUP = 78
 HEARTBEAT_S = 0.5
-STANDBY_POLL_S = 0.005   # how often a ready swap candidate checks whether the hand-over began
 PARENT_GONE_GRACE_S = 1.0
 SPEC_KEYS = {"name", "module", "generation", "control", "parent_pid", "rings", "input", "policy",
              "output", "reads", "params", "shared"}
@@ -203,9 +202,6 @@ class Runner:
                 continue
             item = None
             if reader is not None:
-                if self._standing_by():
-                    self.stop_event.wait(STANDBY_POLL_S)
-                    continue
                 pending = worker.pending()
                 item = reader.read(timeout=0 if pending else 0.1, copy=worker.copy_input)
                 if item is None:
@@ -223,16 +219,6 @@ class Runner:
         if worker.pending():
             self._step(worker.flush, extend=True)  # a clean stop still writes the last item
         return 0
-
-    def _standing_by(self) -> bool:
-        """True while this generation is a swap's new one, ready beside the old generation
-        that still owns the output ring (docs/architecture.md §4). It then waits instead of
-        computing results the ring would refuse: on a few-core box that duplicate work halves
-        the old generation's rate for the whole overlap. When the supervisor starts the
-        hand-over (owner cleared) it takes the newest input at once. Readers with policy
-        `next` keep processing every item, so none is lost at the hand-over."""
-        out = self.worker.out
-        return isinstance(out, Output) and self.reader.policy == "latest" and out.standing_by()
 
     def _step(self, fn, *args, extend: bool = False):
         """One process()/flush() call and its bookkeeping; returns its result, or _CRASHED. A

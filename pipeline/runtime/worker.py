@@ -89,11 +89,6 @@ class Output:
     def may_write(self) -> bool:
         return self._writer.may_write()
 
-    def standing_by(self) -> bool:
-        """True while another generation owns the ring: this one is a swap's new generation,
-        started beside the old one, that may not write until the hand-over."""
-        return self.ring.owner_generation not in (-1, self.generation)
-
     def begin(self):
         """The next output slot to fill in place, or None while another generation owns the ring."""
         self._rec = self._writer.begin()
