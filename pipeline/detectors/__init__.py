@@ -1,4 +1,4 @@
-"""Person detectors (DESIGN §5): YOLO, MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
+"""Person detectors (architecture.md §5): YOLO, MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
 
     det = make_detector("auto", max_persons=4)
     det.setup()
