@@ -294,7 +294,7 @@ def test_cudagraph_captures_what_the_first_frames_need_and_the_rest_in_the_backg
     info = be.info()
     assert info["captured"] == list(range(1, 9)) and info["background_pending"] == []
     late = be.infer(img.numpy(), bbox.numpy())      # now one graph of 5
-    assert max_diff(late, early, "pred_pose") <= 2e-2
+    assert max_diff(late, early, "pred_pose") <= ROT_TOL_BACKEND_FP16
     assert_agrees(be, cliff_checkpoint, img, bbox, "cudagraph lazy capture",
                   f", ready after {warm_s:.1f} s (sizes {first['captured']}), all 8 sizes after "
                   f"{sum(info['warmup_per_size_s'].values()):.1f} s of captures")
