@@ -1,7 +1,7 @@
 """Restart and swap as users feel them: start a pipeline, kill -9 a worker and swap it, print
 the times and output gaps on the native stream, and the issue-18 goals they are held to.
 
-    python tools/measure_swap.py backend=torch                      # CPU: default pipeline, onnx <-> torch
+    python tools/measure_swap.py backend=torch                      # CPU: POCO-CLIFF, default backend (onnx) <-> torch
     python tools/measure_swap.py --kills 3 --swaps 2 backend=torch --start-arg=--seconds=600
     python tools/measure_swap.py --start-arg=--backend=torch --start-arg=--device=cuda backend=cudagraph  # GPU
 
@@ -18,8 +18,9 @@ the times and output gaps on the native stream, and the issue-18 goals they are 
    <= 6 s on a CPU (warm engine cache) and <= 25 s on a GPU; swap command <= 15 s on a CPU;
    output gap <= 1 frame interval. Each line says PASS or MISS.
 
-The pipeline is started with `--detach --no-viewer` plus `--config`/`--start-arg`s, and stopped
-at the end. Settings are `key=value` params of the worker, as `pipeline swap` takes them.
+The pipeline is started with `--detach --no-viewer --model poco-<--model>` plus `--config` and
+`--start-arg`s, and stopped at the end. Settings are `key=value` params of the worker, as
+`pipeline swap` takes them.
 """
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=2, help="kill -9 cycles (0: none)")
     ap.add_argument("--swaps", type=int, default=2, help="swaps, alternating B and A (0: none; needs settings)")
     ap.add_argument("--settle", type=float, default=8.0, help="seconds of output between measurements")
+    ap.add_argument("--model", default="cliff", choices=("cliff", "pare"),
+                    help="POCO variant (without weights the default model would be landmarks-ik)")
     a = ap.parse_args()
     if a.swaps and not a.settings:
         ap.error("swaps need the settings of variant B (e.g. backend=torch), or --swaps 0")
@@ -118,7 +121,8 @@ def main() -> int:
     def worker_row():
         return next(w for w in request("status")["workers"] if w["name"] == a.worker)
 
-    start = ["start", "--detach", "--no-viewer", *(["--config", a.config] if a.config else []), *a.start_arg]
+    start = ["start", "--detach", "--no-viewer", f"--model=poco-{a.model}", *(["--config", a.config] if a.config else []),
+             *a.start_arg]
     t0 = time.monotonic()
     print(cli(*start).strip(), f"({time.monotonic() - t0:.1f} s)")
     stream = None
