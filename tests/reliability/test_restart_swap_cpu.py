@@ -6,7 +6,7 @@ export cached for the whole session as a user's cache would be after the first s
 - an idle pipeline (capture paused) takes no core: every worker's CPU over 3 s stays low,
   because no thread pool spins (OpenMP passive, onnxruntime spinning off);
 - kill -9 of inference -> the next frame published by its new generation, within the CPU goal
-  of 6 s (doubled while the box runs more processes than it has cores);
+  of 6 s (scaled by how overloaded the shared box is: load average / cores, at least 1);
 - `swap inference` (make-before-break): the command's time and the output gap at the hand-over,
   against the frame interval before it.
 
@@ -27,6 +27,7 @@ from .conftest import leaks, make_config, report
 pytestmark = [pytest.mark.timeout(600)]
 
 KILL_TO_FRAME_S = 6.0            # issue 18: kill -9 inference -> next published frame, CPU, warm cache
+                                 # (times the box's overload: see _share)
 IDLE_CPU_PERCENT = 10.0          # an idle worker: heartbeats only
 GAP_INTERVALS = 1.5              # output gap at a swap hand-over, in frame intervals (goal: <= 1)
 
@@ -37,8 +38,25 @@ def onnx_data(tmp_path_factory):
     return tmp_path_factory.mktemp("onnx-data")
 
 
-def _overloaded() -> bool:
-    return os.getloadavg()[0] > (os.cpu_count() or 1)
+def _share() -> float:
+    """How many times more runnable processes than cores the box has (>= 1): on a shared CI box
+    a worker gets about 1/share of the CPU it would get alone, so time bounds scale with it."""
+    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def _wait_until_quiet(published, timeout: float = 60.0) -> None:
+    """Until nothing was published for two frame intervals (at least 1 s): the last frames
+    that were in flight when capture paused have come out."""
+    items = published.snapshot()
+    times = [it[0] for it in items[-8:]]
+    quiet = max(1.0, 2.0 * statistics.median(b - a for a, b in zip(times, times[1:]))) if len(times) > 1 else 1.0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = published.snapshot()[-1][0]
+        if time.monotonic() - last >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"output did not stop {timeout:g} s after capture was paused")
 
 
 def _cpu_seconds(pids) -> dict:
@@ -62,9 +80,9 @@ def test_idle_kill_9_and_swap_of_the_cpu_default(live, tmp_path, pipeline_env, o
     assert w["inference"]["info"]["backend"] == "onnx" and w["inference"]["threads"] >= 1
     assert w["inference"]["info"]["threads"] == w["inference"]["threads"]   # the budget reached the model
 
-    # --- idle: capture paused, nothing to do downstream
+    # --- idle: capture paused, and the frames already in flight published
     p.request("pause", {"worker": "capture"})
-    time.sleep(1.0)
+    _wait_until_quiet(published)
     pids = {name: row["pid"] for name, row in p.workers().items()}
     c0, t0 = _cpu_seconds(pids), time.monotonic()
     time.sleep(3.0)
@@ -108,7 +126,7 @@ def test_idle_kill_9_and_swap_of_the_cpu_default(live, tmp_path, pipeline_env, o
     stop = p.stop()
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert not leaks(pipeline_env, p.seen_pids), leaks(pipeline_env, p.seen_pids)
-    bound = KILL_TO_FRAME_S * (2.0 if _overloaded() else 1.0)
+    bound = KILL_TO_FRAME_S * _share()
     figures = dict(load_avg=round(os.getloadavg()[0], 1), idle_cpu_percent=idle,
                    inference_threads=row["threads"], kill_to_frame_s=round(kill_to_frame, 2),
                    restarted_load_s=restarted["extras"].get("load_s"),
