@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for torch and onnxruntime (0 = the inference worker's CPU budget)")
     ap.add_argument("--checkpoint-dir", default=None, help="directory with poco_cliff.pt / poco_pare.pt")
-    ap.add_argument("--cache-dir", default=None, help="where the exported ONNX graph is cached (default data/)")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"),
+                    help="data dir whose engine cache the export goes to (the inference worker's: data/)")
     args = ap.parse_args(argv)
     if args.iters < 1:
         ap.error("--iters must be >= 1")
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
             onnx_wanted = [v for v in variants if v != "torch"]
             if onnx_wanted:
                 rows += bench_onnx(name, onnx_wanted, batches, args.iters, args.warmup, ckpt, crops, refs,
-                                   threads, args.cache_dir, work)
+                                   threads, str(Path(args.data_dir) / "engines"), work)
             if "torch" not in variants:
                 rows = [r for r in rows if r.get("variant") != "torch"]
             torch_crop = {r["batch"]: r["crop_ms"] for r in rows if r.get("variant") == "torch"}
