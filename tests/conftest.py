@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_helpers import free_port  # noqa: F401  (re-exported for fixtures below)
-from real_workers import INFERENCE_FAST
+from pipeline_helpers import write_pipeline_config
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -136,32 +135,10 @@ def small_video(tmp_path) -> Path:
     return path
 
 
-SMALL_CONFIG = """
-source:
-  spec: sample
-  options: {{width: 320, height: 240, fps: 30}}
-rings:
-  frames: {{slots: 6, max_height: 240, max_width: 320}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 3, restart_delay: 0.2}}
-  detection: {{module: workers.detection, health_timeout: 3, restart_delay: 0.2, params: {{kind: center}}}}
-  inference: {{module: workers.inference, health_timeout: 3, restart_delay: 0.2, params: {INFERENCE_FAST}}}
-  publisher: {{module: workers.publisher, health_timeout: 3, restart_delay: 0.2}}
-  metrics: {{module: workers.metrics, health_timeout: 3, restart_delay: 0.2, params: {{prometheus_port: 0}}}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
-"""
-
-
-
-
 @pytest.fixture
 def small_config(tmp_path) -> Path:
-    path = tmp_path / "small.yaml"
-    path.write_text(SMALL_CONFIG.format(port=free_port(), INFERENCE_FAST=INFERENCE_FAST))
-    return path
+    return write_pipeline_config(tmp_path / "small.yaml", settings="health_timeout: 3, restart_delay: 0.2",
+                                 metrics="{prometheus_port: 0}")
 
 
 @pytest.fixture

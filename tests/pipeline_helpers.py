@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from pipeline.runtime import rundir
 from pipeline.client import NativeClient
 from pipeline.runtime.control import ControlClient
+from real_workers import INFERENCE_FAST
 
 
 def request(cmd, args=None, timeout_s=5.0):
@@ -55,3 +57,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+PIPELINE_YAML = """
+source:
+  spec: {source}
+  options: {options}
+{at_end}rings:
+  frames: {{slots: {slots}, max_height: {max_height}, max_width: {max_width}}}
+  max_persons: 4
+workers:
+  capture: {{module: workers.capture, {settings}}}
+  detection: {{module: workers.detection, {settings}, params: {detection}}}
+  inference: {{module: workers.inference, {inference_settings}, params: {inference}}}
+  publisher: {{module: workers.publisher, {settings}}}
+{metrics}sinks:
+  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
+supervisor: {{shutdown_grace: {shutdown_grace}, drain: {drain}}}
+"""
+
+
+def write_pipeline_config(path: Path, *, source="sample", options="{width: 320, height: 240, fps: 30}",
+                          at_end=None, slots=6, max_height=240, max_width=320, settings="health_timeout: 3",
+                          inference_settings=None, detection="{kind: center}", inference=INFERENCE_FAST,
+                          metrics=None, shutdown_grace=3.0, drain=0.3) -> Path:
+    """The YAML of a small pipeline with the real workers, written to `path` on a free native port.
+
+    Values are YAML text: `settings` is what every worker gets besides its module (health
+    timeout, restart policy; `inference_settings` replaces it for inference, which starts
+    slowest), `detection`/`inference`/`metrics` are worker params (`metrics=None`: no metrics
+    worker). The `sinks:` line stays a line of its own: tests splice more sinks in after it.
+    """
+    metrics_line = ("" if metrics is None else
+                    f"  metrics: {{module: workers.metrics, {settings}, params: {metrics}}}\n")
+    path.write_text(PIPELINE_YAML.format(
+        source=source, options=options, at_end="" if at_end is None else f"  at_end: {at_end}\n",
+        slots=slots, max_height=max_height, max_width=max_width, settings=settings,
+        inference_settings=inference_settings or settings, detection=detection, inference=inference,
+        metrics=metrics_line, port=free_port(), shutdown_grace=shutdown_grace, drain=drain))
+    return path

@@ -16,40 +16,17 @@ import zlib
 import numpy as np
 import pytest
 
-from pipeline_helpers import free_port
-from real_workers import INFERENCE_FAST
-from pipeline_helpers import request, wait_for, workers
+from pipeline_helpers import free_port, request, wait_for, workers, write_pipeline_config
 from relay_wire import NumpyOnlyUnpickler as _ArraysOnly, read_exact
 
 pytestmark = [pytest.mark.timeout(120)]
-
-STANDIN_CONFIG = """
-source:
-  spec: sample
-  options: {{width: 320, height: 240, fps: 30}}
-rings:
-  frames: {{slots: 8, max_height: 240, max_width: 320}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 3}}
-  detection: {{module: workers.detection, health_timeout: 3, params: {{kind: center}}}}
-  inference: {{module: workers.inference, health_timeout: 3, params: {inference}}}
-  publisher: {{module: workers.publisher, health_timeout: 3}}
-{extra_workers}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.5}}
-"""
 
 RELAY_KEYS = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
 
 
 def write_config(tmp_path, metrics=False):
-    extra = ("  metrics: {module: workers.metrics, health_timeout: 3, params: {prometheus: false}}"
-             if metrics else "")
-    path = tmp_path / "standin.yaml"
-    path.write_text(STANDIN_CONFIG.format(port=free_port(), extra_workers=extra, inference=INFERENCE_FAST))
-    return path
+    return write_pipeline_config(tmp_path / "standin.yaml", slots=8, drain=0.5,
+                                 metrics="{prometheus: false}" if metrics else None)
 
 
 
