@@ -38,6 +38,21 @@ def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def assert_publisher_keeps_inference_rate():
+    """Over 4 s of a running pipeline the publisher puts out about what inference produces (POCO
+    on CPU is the slow stage). Counters come from heartbeats (every 0.5 s, not in step across
+    workers), hence the slack of about one second of inference output."""
+    def counts():
+        w = workers(request("status"))
+        return w["inference"]["frames_out"], w["publisher"]["frames_out"]
+
+    wait_for(lambda: counts()[1] > 3, timeout=60, what="published frames")
+    c0, p0 = counts()
+    time.sleep(4.0)
+    c1, p1 = counts()
+    assert c1 - c0 >= 2 and p1 - p0 >= (c1 - c0) - max(3, (c1 - c0) // 4), (c0, c1, p0, p1)
+
+
 def receive_frames(endpoint, n, timeout=15.0, until=None):
     """At least `n` published frames; with `until`, keep receiving past `n` until it holds."""
     frames = []
