@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.runtime import rundir
@@ -22,6 +23,18 @@ def workers(status) -> dict:
 
 def native_endpoint(status) -> str:
     return workers(status)["publisher"]["info"]["native_endpoint"]
+
+
+@contextmanager
+def detached_pipeline(run_cli, config, *overrides):
+    """`pipeline start --detach --config config *overrides`; on the way out `pipeline stop`,
+    which must succeed."""
+    run_cli("start", "--detach", "--config", config, *overrides, check=True)
+    try:
+        yield
+    finally:
+        stop = run_cli("stop")
+        assert stop.returncode == 0, stop.stderr
 
 
 def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):

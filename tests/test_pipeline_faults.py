@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import detached_pipeline, native_endpoint, receive_frames, request, wait_for, workers
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -20,8 +20,7 @@ def _restarted(name, old_gen):
 
 
 def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    try:
+    with detached_pipeline(run_cli, small_config):
         status = request("status")
         last_id = receive_frames(native_endpoint(status), 3)[-1].frame_id
         for name in ("capture", "detection", "inference", "publisher"):
@@ -37,9 +36,6 @@ def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_confi
             last_id = frames[-1].frame_id
             if name == "inference":
                 assert frames[-1].generation == new["generation"]
-    finally:
-        stop = run_cli("stop")
-    assert stop.returncode == 0, stop.stderr
 
 
 def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
@@ -70,20 +66,16 @@ def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config
 
 
 def test_frozen_worker_is_killed_by_health_timeout_and_restarted(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.health_timeout=1.5", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.health_timeout=1.5"):
         w = workers(request("status"))["detection"]
         os.kill(w["pid"], signal.SIGSTOP)
         wait_for(lambda: _restarted("detection", w["generation"]), timeout=15, what="frozen worker restart")
         assert not psutil.pid_exists(w["pid"]) or psutil.Process(w["pid"]).status() == psutil.STATUS_ZOMBIE
         receive_frames(native_endpoint(request("status")), 3)
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_restart_never_leaves_worker_failed(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.restart=never", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.restart=never"):
         w = workers(request("status"))["detection"]
         os.kill(w["pid"], signal.SIGKILL)
         wait_for(lambda: workers(request("status"))["detection"]["state"] == "failed", timeout=10,
@@ -91,14 +83,11 @@ def test_restart_never_leaves_worker_failed(run_cli, small_config):
         time.sleep(1.0)
         again = workers(request("status"))["detection"]
         assert again["generation"] == w["generation"] and again["restarts"] == 0
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config):
     # POCO on this CPU is the slow stage: a few fps behind a 30 fps capture.
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    try:
+    with detached_pipeline(run_cli, small_config):
         frames = receive_frames(native_endpoint(request("status")), 12, timeout=60)
         infer = [(f.stamps_ns["infer_end"] - f.stamps_ns["infer_start"]) / 1e6 for f in frames[2:]]
         lat = sorted((f.stamps_ns["publish"] - f.t_capture_ns) / 1e6 for f in frames[2:])
@@ -113,14 +102,11 @@ def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config
         w = workers(status)
         assert w["inference"]["drops"] > 0
         assert w["publisher"]["extras"]["latency_p99_ms"] < 2 * w["inference"]["p99_ms"] + 250
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_max_restarts_within_window_gives_up(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.max_restarts=2",
-            "workers.detection.restart_delay=0.1", "workers.detection.restart_window=60", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.max_restarts=2",
+                           "workers.detection.restart_delay=0.1", "workers.detection.restart_window=60"):
         for attempt in range(3):
             w = workers(request("status"))["detection"]
             assert w["state"] == "running", w
@@ -131,8 +117,6 @@ def test_max_restarts_within_window_gives_up(run_cli, small_config):
                          timeout=10, what="detection given up")
         assert final["restarts"] == 2 and final["generation"] == 3
         assert {w["state"] for n, w in workers(request("status")).items() if n != "detection"} == {"running"}
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_unclean_stop_gives_nonzero_exit(pipeline_env, small_config):
