@@ -38,13 +38,19 @@ def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_confi
                 assert frames[-1].generation == new["generation"]
 
 
-def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
-    run_cli("start", "--detach", "--config", small_config, check=True)
+def _start_and_kill_supervisor(run_cli, config):
+    """A detached run whose supervisor dies by SIGKILL; returns once all its workers have exited
+    (they notice the dead parent within ~1-3 s, slower on a loaded box)."""
+    run_cli("start", "--detach", "--config", config, check=True)
     status = request("status")
     worker_pids = [w["pid"] for w in status["workers"]]
     os.kill(status["pid"], signal.SIGKILL)
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                              for p in worker_pids), timeout=10, what="workers to exit after the supervisor died")
+
+
+def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
+    _start_and_kill_supervisor(run_cli, small_config)
     leftovers = [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
     assert leftovers, "expected the killed supervisor to leave its rings behind"
     assert run_cli("status").returncode != 0
@@ -52,13 +58,7 @@ def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config
     assert stop.returncode == 0 and "cleaned up 1 stale run" in stop.stdout, stop.stdout + stop.stderr
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
     # And a leftover from another killed run is cleaned by the next start as well.
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    status = request("status")
-    worker_pids = [w["pid"] for w in status["workers"]]
-    os.kill(status["pid"], signal.SIGKILL)
-    # the workers notice the dead parent within ~1-3 s (slower on a loaded box)
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                             for p in worker_pids), timeout=10, what="workers to exit after the supervisor died")
+    _start_and_kill_supervisor(run_cli, small_config)
     run_cli("start", "--detach", "--config", small_config, check=True)
     runs = [p for p in pipeline_env["runtime"].iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, runs
