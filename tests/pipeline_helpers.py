@@ -1,6 +1,10 @@
 """Helpers for tests that drive a real, detached pipeline (processes, rings, sockets)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +39,27 @@ def detached_pipeline(run_cli, config, *overrides):
     finally:
         stop = run_cli("stop")
         assert stop.returncode == 0, stop.stderr
+
+
+@contextmanager
+def foreground_pipeline(config, *overrides):
+    """`pipeline start --config config *overrides` in the foreground, as a child of the test,
+    yielded once it runs; killed on the way out if the test left it running."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(config), *overrides],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def interrupt(proc, timeout) -> tuple[str, str]:
+    """Ctrl-C as a terminal sends it (SIGINT); the (stdout, stderr) of the process once it exits."""
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=timeout)
 
 
 def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):

@@ -9,7 +9,8 @@ import time
 import psutil
 import pytest
 
-from pipeline_helpers import detached_pipeline, native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import (detached_pipeline, foreground_pipeline, interrupt, native_endpoint, receive_frames,
+                              request, wait_for, workers)
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -120,20 +121,9 @@ def test_max_restarts_within_window_gives_up(run_cli, small_config):
 
 
 def test_unclean_stop_gives_nonzero_exit(pipeline_env, small_config):
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(small_config),
-                             "workers.publisher.health_timeout=60", "supervisor.shutdown_grace=1.0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+    with foreground_pipeline(small_config, "workers.publisher.health_timeout=60",
+                             "supervisor.shutdown_grace=1.0") as proc:
         os.kill(workers(request("status"))["publisher"]["pid"], signal.SIGSTOP)  # cannot obey stop/SIGTERM
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = interrupt(proc, timeout=30)
     assert proc.returncode == 1, out + err
     assert "NOT cleanly" in out and "publisher needed SIGKILL" in err
