@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_helpers import write_pipeline_config
+from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -85,19 +85,13 @@ def pipeline_env(tmp_path, monkeypatch):
                 p.kill()
             except psutil.Error:
                 pass
-    shm = sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}"))
-    for name in shm:
+    for name in leftover_rings(tag):
         problems.append(f"/dev/shm/{name}")
         try:
             os.unlink(f"/dev/shm/{name}")
         except OSError:
             pass
-    if runtime.exists():
-        for path in runtime.rglob("*"):
-            if path.is_socket():
-                problems.append(f"socket file {path}")
-            elif path.is_dir() and path.parent == runtime:
-                problems.append(f"run directory {path}")
+    problems += leftover_run_files(runtime)
     shutil.rmtree(runtime, ignore_errors=True)
     assert not problems, "leaked: " + "; ".join(problems)
 

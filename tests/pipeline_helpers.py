@@ -104,6 +104,23 @@ def receive_frames(endpoint, n, timeout=15.0, until=None):
     return frames
 
 
+def leftover_rings(tag) -> list[str]:
+    """Names of the shared-memory rings of the runs tagged `tag` that are still in /dev/shm."""
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}"))
+
+
+def leftover_run_files(runtime: Path) -> list[str]:
+    """Socket files and run directories still under a runtime dir (POSEPIPE_RUNTIME_DIR)."""
+    found = []
+    if runtime.exists():
+        for path in runtime.rglob("*"):
+            if path.is_socket():
+                found.append(f"socket file {path}")
+            elif path.is_dir() and path.parent == runtime:
+                found.append(f"run directory {path}")
+    return found
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     import socket

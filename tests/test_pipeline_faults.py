@@ -9,8 +9,8 @@ import time
 import psutil
 import pytest
 
-from pipeline_helpers import (detached_pipeline, foreground_pipeline, interrupt, native_endpoint, receive_frames,
-                              request, wait_for, workers)
+from pipeline_helpers import (detached_pipeline, foreground_pipeline, interrupt, leftover_rings, native_endpoint,
+                              receive_frames, request, wait_for, workers)
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -52,12 +52,12 @@ def _start_and_kill_supervisor(run_cli, config):
 
 def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
     _start_and_kill_supervisor(run_cli, small_config)
-    leftovers = [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+    leftovers = leftover_rings(pipeline_env["tag"])
     assert leftovers, "expected the killed supervisor to leave its rings behind"
     assert run_cli("status").returncode != 0
     stop = run_cli("stop")
     assert stop.returncode == 0 and "cleaned up 1 stale run" in stop.stdout, stop.stdout + stop.stderr
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+    assert not leftover_rings(pipeline_env["tag"])
     # And a leftover from another killed run is cleaned by the next start as well.
     _start_and_kill_supervisor(run_cli, small_config)
     run_cli("start", "--detach", "--config", small_config, check=True)

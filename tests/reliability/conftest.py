@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.runtime import rundir
-from pipeline_helpers import write_pipeline_config
+from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
 
 POLICY = ("restart: always, max_restarts: 1000, restart_window: 60, restart_delay: 0.05, "
           "max_restart_delay: 0.2, health_timeout: {health}")
@@ -222,15 +222,8 @@ def leaks(pipeline_env, pids=()) -> list[str]:
     """What a stopped pipeline left behind: rings, socket files, run dirs, live processes."""
     import psutil
 
-    tag = pipeline_env["tag"]
-    found = [f"/dev/shm/{n}" for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}")]
-    runtime = pipeline_env["runtime"]
-    if runtime.exists():
-        for path in runtime.rglob("*"):
-            if path.is_socket():
-                found.append(f"socket {path}")
-            elif path.is_dir() and path.parent == runtime:
-                found.append(f"run dir {path}")
+    found = [f"/dev/shm/{n}" for n in leftover_rings(pipeline_env["tag"])]
+    found += leftover_run_files(pipeline_env["runtime"])
     for pid in pids:
         try:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
