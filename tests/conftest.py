@@ -8,6 +8,7 @@
 * ``small_config`` — a YAML for a tiny pipeline with the real workers (320x240 sample, `center`
   detector, POCO-PARE with random weights, random native port).
 * ``run_cli`` — run ``python -m pipeline.cli ...`` in a subprocess with the test's env.
+* ``fake_relay`` — factory for test seed relays (tests/relay_wire.py), closed after the test.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
+from relay_wire import FakeRelay
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -145,3 +147,18 @@ def run_cli(pipeline_env):
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+@pytest.fixture
+def fake_relay():
+    """``fake_relay(port=...)`` -> a listening FakeRelay; closed at teardown, after the test body
+    (so after the `pipeline stop` a test runs at its end)."""
+    relays = []
+
+    def start(**kw) -> FakeRelay:
+        relays.append(FakeRelay(**kw))
+        return relays[-1]
+
+    yield start
+    for relay in relays:
+        relay.close()

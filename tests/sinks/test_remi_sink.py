@@ -1,10 +1,6 @@
 """Seed relay sink against a test relay written from the wire format alone."""
 import io
-import socket
-import struct
-import threading
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -12,75 +8,8 @@ import pytest
 from pipeline.pose.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
-from relay_wire import NumpyOnlyUnpickler, read_exact
-
-SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
-
-
-
-class FakeRelay:
-    """Listens on an ephemeral port; decodes packets; optionally talks garbage back."""
-
-    def __init__(self, port=0, garbage=False):
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(1)
-        self.srv.settimeout(0.2)
-        self.port = self.srv.getsockname()[1]
-        self.packets, self.errors, self.garbage = [], [], garbage
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.srv.accept()
-            except socket.timeout:
-                continue
-            conn.settimeout(0.2)
-            with conn:
-                while not self.stop.is_set():
-                    try:
-                        if self.garbage:
-                            conn.sendall(b"\x80\x04garbage-not-for-unpickling" * 50)
-                        header = read_exact(conn, 12)
-                    except socket.timeout:
-                        continue
-                    except (EOFError, OSError):
-                        break
-                    try:
-                        conn.settimeout(2.0)
-                        assert header[:4] == b"SMPL", header[:4]
-                        length, crc = struct.unpack(">II", header[4:])
-                        payload = read_exact(conn, length)
-                        conn.settimeout(0.2)
-                        assert zlib.crc32(payload) & 0xFFFFFFFF == crc
-                        self.packets.append((payload, NumpyOnlyUnpickler(io.BytesIO(payload)).load()))
-                    except Exception as e:  # recorded and asserted on by the test
-                        self.errors.append(e)
-                        break
-
-    def wait_packets(self, n, timeout=5.0):
-        end = time.monotonic() + timeout
-        while len(self.packets) < n and time.monotonic() < end:
-            time.sleep(0.01)
-        return len(self.packets) >= n
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.srv.close()
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
+from pipeline_helpers import free_port
+from relay_wire import RELAY_SHAPES as SHAPES, FakeRelay, NumpyOnlyUnpickler
 
 def _fast_sink(port, **kw):
     return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
@@ -148,7 +77,7 @@ def test_legacy_and_native_payloads_decode_to_the_same_arrays(make_frame, make_p
 
 
 def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_person):
-    port = _free_port()
+    port = free_port()
     sink = _fast_sink(port, queue_size=4)
     sink.open()
     try:
@@ -228,7 +157,7 @@ def test_fast_legacy_path_matches_general_pickler(make_frame, make_person):
 
 
 def test_live_smoothing_switch_and_flat_stats(make_frame, make_person):
-    sink = _fast_sink(_free_port(), smoothing="moderate")
+    sink = _fast_sink(free_port(), smoothing="moderate")
     sink.open()
     try:
         for i in range(5):
