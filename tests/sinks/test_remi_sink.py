@@ -15,6 +15,14 @@ def _fast_sink(port, **kw):
     return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
 
 
+def _send_until_received(sink, relay, frame, timeout=5.0):
+    """Keep sending `frame` until the relay got a packet (the sink reconnects on its own backoff)."""
+    deadline = time.monotonic() + timeout
+    while not relay.packets and time.monotonic() < deadline:
+        sink.send(frame)
+        time.sleep(0.02)
+
+
 def test_packets_well_formed(make_frame, make_person):
     relay = FakeRelay()
     sink = _fast_sink(relay.port)
@@ -91,10 +99,7 @@ def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_
         assert st["sent"] == 0 and st["dropped"] >= 296 and st["queued"] <= 4
         relay = FakeRelay(port=port)
         try:
-            deadline = time.monotonic() + 5
-            while not relay.packets and time.monotonic() < deadline:
-                sink.send(fr)
-                time.sleep(0.02)
+            _send_until_received(sink, relay, fr)
             assert relay.packets and not relay.errors
         finally:
             relay.close()
@@ -103,10 +108,7 @@ def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_
             sink.send(fr)
         relay2 = FakeRelay(port=port)
         try:
-            deadline = time.monotonic() + 5
-            while not relay2.packets and time.monotonic() < deadline:
-                sink.send(fr)
-                time.sleep(0.02)
+            _send_until_received(sink, relay2, fr)
             assert relay2.packets
             assert sink.stats()["reconnects"] >= 1
         finally:
