@@ -1,4 +1,5 @@
-"""Helpers for tests that drive a real, detached pipeline (processes, rings, sockets)."""
+"""Helpers for tests that drive a real, detached pipeline (processes, rings, sockets), and the
+test doubles and builders several test files share."""
 from __future__ import annotations
 
 import os
@@ -166,3 +167,36 @@ def write_pipeline_config(path: Path, *, source="sample", options="{width: 320, 
         inference_settings=inference_settings or settings, detection=detection, inference=inference,
         metrics=metrics_line, port=free_port(), shutdown_grace=shutdown_grace, drain=drain))
     return path
+
+
+class FakeCapture:
+    """A cv2.VideoCapture stand-in: plays `frames` (arrays, or None for a failed read), then fails;
+    nothing more once released."""
+
+    def __init__(self, frames=(), opened=True, fps=30.0):
+        self.frames = list(frames)
+        self.opened = opened
+        self.fps = fps
+        self._img = None
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return self.opened
+
+    def grab(self):
+        if not self.frames:
+            return False
+        self._img = self.frames.pop(0)
+        return self._img is not None
+
+    def retrieve(self):
+        return self._img is not None, self._img
+
+    def get(self, prop):
+        return self.fps
+
+    def set(self, prop, value):
+        return True
+
+    def release(self):
+        self.opened = False
+        self.frames = []
