@@ -126,3 +126,36 @@ def test_half_precision_on_cuda(random_weights, bus_rgb):
     assert det.info()["half"] is True
     check_well_formed(det.detect(bus_rgb), 8)
     det.close()
+
+
+def test_own_runner_matches_ultralytics_predict(confident_weights, bus_rgb):
+    """The device-side letterbox and decoding give ultralytics' own boxes. A square frame makes
+    both letterboxes the same (ultralytics pads a rectangle only to the stride); NMS IoU 1.0
+    keeps every anchor of the 32 px input (21), so the comparison covers every box."""
+    square = np.ascontiguousarray(bus_rgb[:810, :810])
+    kw = dict(model=confident_weights, imgsz=32, iou=1.0, max_persons=64, min_box_size=0, tracker="none",
+              warmup=False, order="score")
+    ours, theirs = make_detector("yolo", **kw), make_detector("yolo", engine="ultralytics", **kw)
+    ours.setup()
+    theirs.setup()
+    a, b = ours.detect(square), theirs.detect(square)
+    assert ours.info()["engine"] == "eager" and theirs.info()["engine"] == "ultralytics"
+    assert len(a) == len(b) == a.n_found == b.n_found == 21
+
+    def rows(d):   # ultralytics clips its boxes to the image; equal scores may come in any order
+        r = np.concatenate([np.clip(d.boxes, 0, 810), d.scores[:, None] * 1000], axis=1)
+        return r[np.lexsort(r.T[::-1])]
+    np.testing.assert_allclose(rows(a), rows(b), atol=1.0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lap") is None, reason="ultralytics' trackers need `pip install lap`")
+def test_bytetrack_ids_stable_on_the_own_path(confident_weights, zidane_rgb):
+    det = make_detector("yolo", model=confident_weights, imgsz=160, max_persons=3, min_box_size=0,
+                        tracker="bytetrack", warmup=False)
+    det.setup()
+    frame = zidane_rgb[::2, ::2]
+    ids = [tuple(det.detect(frame).track_ids) for _ in range(4)]
+    assert len(ids[0]) == 3 and min(ids[0]) >= 0 and all(i == ids[0] for i in ids)
+    det.reset()
+    assert min(det.detect(frame).track_ids) > max(ids[0])       # a new scene: new ids
+    assert det.info()["tracker"] == "ultralytics:bytetrack"

@@ -1,0 +1,258 @@
+"""The offline multi-person default: BlazePose's trained person detector, all of its detections.
+
+The model ships inside the mediapipe wheel (`pose_detection.tflite`, see `ssd_decode` for its
+facts). The legacy MediaPipe solution keeps only its best detection; this detector keeps all of
+them and adds two things the model needs to find more than the most prominent person
+(measured on the photos that ship with ultralytics, docs/architecture.md §8):
+
+- **views**: besides the whole frame letterboxed to 224x224, a wide or tall frame is also seen
+  as overlapping squares along its long side, so people are not shrunk by the letterbox;
+- **rounds**: after a pass, the people it found are blacked out in the model input and the
+  model runs again on the same view; the detector is trained to answer with its one most
+  prominent person, so masking lets the next one through. Rounds stop as soon as a pass finds
+  nobody new.
+
+Detections of all views and rounds are merged by IoU of their person boxes. A person box is
+derived from the keypoints (`ssd_decode.person_boxes`): the model's own box is the face.
+The model runs on LiteRT (`runtime="litert"`, CPU) or as an equivalent torch module built from
+the same weights (`runtime="torch"`, CPU or GPU; all views and rounds of one step in a batch).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from pipeline.detectors.base import Detections, Detector, DetectorError
+from pipeline.detectors.postprocess import PostConfig, postprocess
+from pipeline.detectors.ssd_decode import (INPUT_SIZE, NUM_ANCHORS, NUM_COORDS, anchor_centres, decode,
+                                           person_boxes, weighted_nms)
+from pipeline.detectors.tracker import IouTracker, iou_matrix
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "litert", "torch")
+VIEWS = ("full", "tiles", "both")
+MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
+
+
+class BlazePoseDetector(Detector):
+    kind = "blazepose"
+    single_person = False
+
+    def __init__(self, model: str | None = None, runtime: str = "auto", device: str | None = None,
+                 threads: int = 1, min_score: float = 0.4, nms_iou: float = 0.3, merge_iou: float = 0.3,
+                 views: str = "both", rounds: int = 2, width_ratio: float = 0.3, height_ratio: float = 0.9,
+                 iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
+                 min_box_size: float = 16.0, order: str = "area", clip: bool = True):
+        super().__init__()
+        for name, v in (("min_score", min_score), ("nms_iou", nms_iou), ("merge_iou", merge_iou)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise DetectorError(f"blazepose {name} must be in [0, 1], got {v!r}")
+        if runtime not in RUNTIMES:
+            raise DetectorError(f"blazepose runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if views not in VIEWS:
+            raise DetectorError(f"blazepose views must be one of {VIEWS}, got {views!r}")
+        if not isinstance(rounds, int) or not 0 <= rounds <= 16:
+            raise DetectorError(f"blazepose rounds (extra masked passes per view) must be in 0..16, got {rounds!r}")
+        if not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise DetectorError(f"blazepose threads must be in 1..64, got {threads!r}")
+        for name, v in (("width_ratio", width_ratio), ("height_ratio", height_ratio)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.05 <= v <= 3.0:
+                raise DetectorError(f"blazepose {name} (a multiple of the body radius) must be in 0.05..3, got {v!r}")
+        self.model_path = model
+        self.runtime_request = runtime
+        self.device_request = device
+        self.threads = threads
+        self.min_score = float(min_score)
+        self.nms_iou = float(nms_iou)
+        self.merge_iou = float(merge_iou)
+        self.views = views
+        self.rounds = rounds
+        self.width_ratio = float(width_ratio)
+        self.height_ratio = float(height_ratio)
+        self.post = PostConfig(max_persons=max_persons, min_box_size=min_box_size, order=order, clip=clip)
+        self.tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age)
+        self.anchors = anchor_centres()
+        self.runtime = None
+        self.device = "cpu"
+        self.half = False
+        self._net = None
+        self._cv2 = None
+        self.passes = 0          # model passes of the last frame (views x rounds actually run)
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import cv2
+
+        from pipeline.models.tflite import TfliteError, mediapipe_model_path
+        self._cv2 = cv2
+        try:
+            path = self.model_path or mediapipe_model_path("pose_detection")
+        except TfliteError as exc:
+            raise DetectorError(str(exc)) from exc
+        runtime = self.runtime_request
+        if runtime == "auto":
+            runtime = "torch" if self._cuda_requested() else "litert"
+        try:
+            if runtime == "litert":
+                if self.device_request not in (None, "auto", "cpu"):
+                    raise DetectorError(f"blazepose runtime 'litert' runs on the CPU only, not device "
+                                        f"{self.device_request!r}; use runtime='torch' for a GPU")
+                self._net = _LiteRtNet(path, self.threads)
+            else:
+                from pipeline.detectors.blazepose_torch import TorchNet
+                self._net = TorchNet(path, self.device_request, self.threads)
+                self.device, self.half = self._net.device, self._net.half
+        except TfliteError as exc:
+            raise DetectorError(str(exc)) from exc
+        self.runtime = runtime
+        self.model_path = str(path)
+        self._ready = True
+        t0 = time.perf_counter()
+        self.detect(np.zeros((360, 640, 3), np.uint8))  # warm-up: first passes allocate
+        self.reset()
+        log.info("blazepose detector ready: %s on %s/%s (warm-up %.0f ms)", path, self.runtime, self.device,
+                 (time.perf_counter() - t0) * 1e3)
+
+    def _cuda_requested(self) -> bool:
+        dev = self.device_request
+        if dev in (None, "auto"):
+            return False  # LiteRT on the CPU is the default; a GPU is used when asked for
+        return str(dev) != "cpu"
+
+    # -- detection --------------------------------------------------------------------------
+    def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:
+        boxes, scores = self.find(rgb, height, width)
+        return postprocess(boxes, scores, height, width, self.post, tracker=self.tracker)
+
+    def find(self, rgb: np.ndarray, height: int, width: int):
+        """Person boxes (K,4) in frame pixels and their scores, all views and rounds merged."""
+        views = view_squares(height, width, self.views)
+        inputs, maps = [], []
+        for x0, y0, side_w, side_h in views:
+            x, m = self._letterbox(rgb[y0:y0 + side_h, x0:x0 + side_w])
+            inputs.append(x)
+            maps.append((x0 + m[0], y0 + m[1], m[2]))  # frame px = offset + input px / scale
+        all_boxes, all_scores = [], []
+        active = list(range(len(inputs)))
+        self.passes = 0
+        for _ in range(self.rounds + 1):
+            if not active:
+                break
+            outs = self._net.run(np.stack([inputs[i] for i in active]))
+            self.passes += len(active)
+            still = []
+            for i, (raw, logits) in zip(active, outs):
+                kps, scores = self._decode(raw, logits)
+                if not len(scores):
+                    continue
+                ox, oy, scale = maps[i]
+                kps_px = kps * INPUT_SIZE / scale + np.array([ox, oy], np.float32)
+                boxes = person_boxes(kps_px, self.width_ratio, self.height_ratio)
+                all_boxes.append(boxes)
+                all_scores.append(scores)
+                # black out what was found (in input pixels) so the next round sees the others
+                local = (boxes - np.array([ox, oy, ox, oy], np.float32)) * scale
+                _mask(inputs[i], local)
+                still.append(i)
+            active = still
+        if not all_boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return merge(np.concatenate(all_boxes), np.concatenate(all_scores), self.merge_iou, height, width)
+
+    def _letterbox(self, img: np.ndarray):
+        """img -> (224,224,3) float32 in [-1, 1] with zero (black: -1) borders, and (pad_x, pad_y, scale)
+        where input px = (img px) * scale + pad."""
+        h, w = img.shape[:2]
+        scale = INPUT_SIZE / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        # INTER_AREA: a plain bilinear shrink of a 1080p frame to 224 aliases and loses people
+        small = self._cv2.resize(img, (nw, nh), interpolation=self._cv2.INTER_AREA)
+        x = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+        np.multiply(small, 1.0 / 127.5, out=x[py:py + nh, px:px + nw], casting="unsafe")
+        x[py:py + nh, px:px + nw] -= 1.0
+        return x, (-px / scale, -py / scale, scale)
+
+    def _decode(self, raw: np.ndarray, logits: np.ndarray):
+        boxes, kps, scores = decode(raw, logits, self.anchors, self.min_score)
+        if not len(scores):
+            return kps, scores
+        _, kps, scores = weighted_nms(boxes, kps, scores, self.nms_iou)
+        return kps, scores
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "model": self.model_path, "runtime": self.runtime, "device": self.device,
+                "half": self.half, "precision": "fp16" if self.half else "fp32", "single_person": False,
+                "tracker": "iou", "views": self.views, "rounds": self.rounds,
+                "thresholds": {"min_score": self.min_score, "nms_iou": self.nms_iou, "merge_iou": self.merge_iou},
+                **self.post.as_dict()}
+
+    def close(self) -> None:
+        self._net = None
+        super().close()
+
+
+class _LiteRtNet:
+    """The .tflite file on LiteRT (XNNPACK on the CPU), one view at a time."""
+
+    def __init__(self, path, threads: int):
+        from pipeline.models.tflite import TfliteModel
+        self.model = TfliteModel(path, threads=threads, inputs=MODEL_INPUTS, outputs=2)
+        shapes = sorted(self.model.output_shapes)
+        want = sorted([(1, NUM_ANCHORS, NUM_COORDS), (1, NUM_ANCHORS, 1)])
+        if shapes != want:
+            from pipeline.models.tflite import TfliteError
+            raise TfliteError(f"{path} has output tensors {self.model.output_shapes}, expected {want}: "
+                              f"not BlazePose's person detector")
+        self.regressor_first = self.model.output_shapes[0][-1] == NUM_COORDS
+
+    def run(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for x in batch:
+            a, b = self.model(x[None])
+            raw, logits = (a, b) if self.regressor_first else (b, a)
+            out.append((raw[0], logits[0]))
+        return out
+
+
+def view_squares(height: int, width: int, views: str) -> list[tuple[int, int, int, int]]:
+    """The regions (x0, y0, w, h) the model looks at: the whole frame and/or squares of the short
+    side along the long side, overlapping by at least a quarter, for frames not already square."""
+    out = []
+    if views in ("full", "both"):
+        out.append((0, 0, width, height))
+    short, long_ = min(height, width), max(height, width)
+    if views in ("tiles", "both") and long_ > 1.2 * short or views == "tiles":
+        n = max(1, int(np.ceil((long_ - short) / (0.75 * short))) + 1)
+        starts = np.linspace(0, long_ - short, n).round().astype(int) if n > 1 else [0]
+        for s in starts:
+            out.append((int(s), 0, short, short) if width >= height else (0, int(s), short, short))
+    return out
+
+
+def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, height: int, width: int):
+    """One box per person across views and rounds: greedy by score on the boxes clipped to the
+    frame (the same body seen whole and in a tile extrapolates differently outside it)."""
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
+    order = np.argsort(-scores, kind="stable")
+    iou = iou_matrix(clipped[order], clipped[order])
+    keep = []
+    for i in range(len(order)):
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(i)
+    idx = order[keep]
+    return boxes[idx], scores[idx]
+
+
+def _mask(x: np.ndarray, boxes_input_px: np.ndarray) -> None:
+    b = np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int)
+    for x1, y1, x2, y2 in b:
+        x[y1:y2, x1:x2] = -1.0
