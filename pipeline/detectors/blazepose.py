@@ -13,9 +13,8 @@ them and adds two things the model needs to find more than the most prominent pe
   nobody new.
 
 Detections of all views and rounds are merged by IoU of their person boxes. A person box is
-derived from the keypoints (`ssd_decode.person_boxes`): the model's own box is the face.
-The model runs on LiteRT (`runtime="litert"`, CPU) or as an equivalent torch module built from
-the same weights (`runtime="torch"`, CPU or GPU; all views and rounds of one step in a batch).
+derived from the keypoints (`ssd_decode.person_boxes`, ratios fitted on the ultralytics photos):
+the model's own box is not the body. The model runs on LiteRT (XNNPACK, CPU).
 """
 from __future__ import annotations
 
@@ -32,8 +31,9 @@ from pipeline.detectors.tracker import IouTracker, iou_matrix
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "litert", "torch")
+RUNTIMES = ("litert",)
 VIEWS = ("full", "tiles", "both")
+TILE_OVERLAP = 0.1      # least overlap of neighbouring squares (of their side): 0.25 found no more people
 MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
 
 
@@ -41,9 +41,9 @@ class BlazePoseDetector(Detector):
     kind = "blazepose"
     single_person = False
 
-    def __init__(self, model: str | None = None, runtime: str = "auto", device: str | None = None,
-                 threads: int = 1, min_score: float = 0.4, nms_iou: float = 0.3, merge_iou: float = 0.3,
-                 views: str = "both", rounds: int = 2, width_ratio: float = 0.3, height_ratio: float = 0.9,
+    def __init__(self, model: str | None = None, runtime: str = "litert", device: str | None = None,
+                 threads: int = 1, min_score: float = 0.5, nms_iou: float = 0.3, merge_iou: float = 0.3,
+                 views: str = "both", rounds: int = 0, width_ratio: float = 0.3, height_ratio: float = 0.9,
                  iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
                  min_box_size: float = 16.0, order: str = "area", clip: bool = True):
         super().__init__()
@@ -92,22 +92,14 @@ class BlazePoseDetector(Detector):
             path = self.model_path or mediapipe_model_path("pose_detection")
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
-        runtime = self.runtime_request
-        if runtime == "auto":
-            runtime = "torch" if self._cuda_requested() else "litert"
+        if self.device_request not in (None, "auto", "cpu"):
+            raise DetectorError(f"the blazepose detector runs on the CPU (LiteRT), not on device "
+                                f"{self.device_request!r}; for a GPU detector use detection.kind=yolo")
         try:
-            if runtime == "litert":
-                if self.device_request not in (None, "auto", "cpu"):
-                    raise DetectorError(f"blazepose runtime 'litert' runs on the CPU only, not device "
-                                        f"{self.device_request!r}; use runtime='torch' for a GPU")
-                self._net = _LiteRtNet(path, self.threads)
-            else:
-                from pipeline.detectors.blazepose_torch import TorchNet
-                self._net = TorchNet(path, self.device_request, self.threads)
-                self.device, self.half = self._net.device, self._net.half
+            self._net = _LiteRtNet(path, self.threads)
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
-        self.runtime = runtime
+        self.runtime = self.runtime_request
         self.model_path = str(path)
         self._ready = True
         t0 = time.perf_counter()
@@ -115,12 +107,6 @@ class BlazePoseDetector(Detector):
         self.reset()
         log.info("blazepose detector ready: %s on %s/%s (warm-up %.0f ms)", path, self.runtime, self.device,
                  (time.perf_counter() - t0) * 1e3)
-
-    def _cuda_requested(self) -> bool:
-        dev = self.device_request
-        if dev in (None, "auto"):
-            return False  # LiteRT on the CPU is the default; a GPU is used when asked for
-        return str(dev) != "cpu"
 
     # -- detection --------------------------------------------------------------------------
     def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:
@@ -223,13 +209,13 @@ class _LiteRtNet:
 
 def view_squares(height: int, width: int, views: str) -> list[tuple[int, int, int, int]]:
     """The regions (x0, y0, w, h) the model looks at: the whole frame and/or squares of the short
-    side along the long side, overlapping by at least a quarter, for frames not already square."""
+    side along the long side, overlapping by at least TILE_OVERLAP, for frames not already square."""
     out = []
     if views in ("full", "both"):
         out.append((0, 0, width, height))
     short, long_ = min(height, width), max(height, width)
     if views in ("tiles", "both") and long_ > 1.2 * short or views == "tiles":
-        n = max(1, int(np.ceil((long_ - short) / (0.75 * short))) + 1)
+        n = max(1, int(np.ceil((long_ - short) / ((1 - TILE_OVERLAP) * short))) + 1)
         starts = np.linspace(0, long_ - short, n).round().astype(int) if n > 1 else [0]
         for s in starts:
             out.append((int(s), 0, short, short) if width >= height else (0, int(s), short, short))
