@@ -2,7 +2,7 @@
 """Detection quality on real people: the photos that ship inside ultralytics and the sample clip.
 
 Ground truth: the person boxes of `bus.jpg` (4 people, one cut by the left edge) and
-`zidane.jpg` (2 people), drawn by hand (visible extent, pixels; `GROUND_TRUTH`). The clip is
+`zidane.jpg` (2 people), drawn by hand (visible extent, pixels; `people_clip.GROUND_TRUTH`). The clip is
 the built-in `sample` source (pipeline/sources/sample.py: each photo panned and zoomed for
 4 s at 30 fps, 1280x720); its ground truth is the photo boxes moved by the same affine map
 and clipped to the frame. A person less than `--min-visible` visible in a clip frame is
@@ -27,12 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Hand-drawn visible extents x1, y1, x2, y2 in photo pixels.
-GROUND_TRUTH = {
-    "bus.jpg": [(48, 398, 245, 902), (221, 405, 344, 857), (669, 392, 809, 877), (0, 550, 63, 873)],
-    "zidane.jpg": [(123, 197, 711, 712), (747, 41, 1141, 712)],
-}
+from people_clip import GROUND_TRUTH  # noqa: E402  hand-drawn visible extents, photo pixels
 
 
 def match(pred: np.ndarray, gt: np.ndarray, care: np.ndarray, iou_min: float) -> tuple[int, int]:
