@@ -142,7 +142,7 @@ def detectors(args):
              lambda: make_detector("blazepose", views="full", rounds=0, threads=args.threads)),
             ("blazepose full view, rounds 2", lambda: make_detector("blazepose", views="full", threads=args.threads))]
     if args.torch:
-        rows.append(("blazepose torch", lambda: make_detector("blazepose", runtime="torch", device=args.device)))
+        rows.append(("blazepose torch", lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))
     if args.yolo:
         rows.append((f"yolo {Path(args.yolo).name}", lambda: make_detector("yolo", model=args.yolo, device=args.device)))
     if args.yolo_random:

@@ -14,7 +14,14 @@ them and adds two things the model needs to find more than the most prominent pe
 
 Detections of all views and rounds are merged by IoU of their person boxes. A person box is
 derived from the keypoints (`ssd_decode.person_boxes`, ratios fitted on the ultralytics photos):
-the model's own box is not the body. The model runs on LiteRT (XNNPACK, CPU).
+the model's own box is not the body.
+
+Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a time, with
+OpenCV's area resize; `torch` runs the same weights as a torch module
+(`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
+frame is uploaded once and every view is letterboxed on the device (antialiased bilinear) and
+run as one batch, captured in a CUDA graph per frame size. `auto` = torch on a CUDA device when
+one is asked for, else LiteRT.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ from pipeline.detectors.tracker import IouTracker, iou_matrix
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("litert",)
+RUNTIMES = ("auto", "litert", "torch")
 VIEWS = ("full", "tiles", "both")
 TILE_OVERLAP = 0.1      # least overlap of neighbouring squares (of their side): 0.25 found no more people
 MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
@@ -41,7 +48,7 @@ class BlazePoseDetector(Detector):
     kind = "blazepose"
     single_person = False
 
-    def __init__(self, model: str | None = None, runtime: str = "litert", device: str | None = None,
+    def __init__(self, model: str | None = None, runtime: str = "auto", device: str | None = None,
                  threads: int = 1, min_score: float = 0.5, nms_iou: float = 0.3, merge_iou: float = 0.3,
                  views: str = "both", rounds: int = 0, width_ratio: float = 0.3, height_ratio: float = 0.9,
                  iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
@@ -79,7 +86,6 @@ class BlazePoseDetector(Detector):
         self.device = "cpu"
         self.half = False
         self._net = None
-        self._cv2 = None
         self.passes = 0          # model passes of the last frame (views x rounds actually run)
 
     # -- setup ------------------------------------------------------------------------------
@@ -87,19 +93,32 @@ class BlazePoseDetector(Detector):
         import cv2
 
         from pipeline.models.tflite import TfliteError, mediapipe_model_path
-        self._cv2 = cv2
         try:
             path = self.model_path or mediapipe_model_path("pose_detection")
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
-        if self.device_request not in (None, "auto", "cpu"):
-            raise DetectorError(f"the blazepose detector runs on the CPU (LiteRT), not on device "
-                                f"{self.device_request!r}; for a GPU detector use detection.kind=yolo")
+        on_gpu = self.device_request not in (None, "auto", "cpu")
+        runtime = self.runtime_request
+        if runtime == "auto":
+            runtime = "torch" if on_gpu else "litert"
+        if runtime == "litert" and on_gpu:
+            raise DetectorError(f"blazepose runtime 'litert' runs on the CPU, not on device "
+                                f"{self.device_request!r}; use runtime='torch' (or runtime='auto') for a GPU")
         try:
-            self._net = _LiteRtNet(path, self.threads)
+            if runtime == "litert":
+                self._net = _LiteRtNet(path, self.threads, cv2)
+            else:
+                self._net = _TorchNet(path, self.device_request or "cpu", self.threads)
+                self.device = str(self._net.device)
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
-        self.runtime = self.runtime_request
+        except Exception as exc:
+            from pipeline.detectors.yolo import _is_out_of_memory
+            if _is_out_of_memory(exc):
+                raise DetectorError(f"the GPU ran out of memory loading {path} on {self.device_request}; free "
+                                    f"GPU memory or set detection.device=cpu") from exc
+            raise
+        self.runtime = runtime
         self.model_path = str(path)
         self._ready = True
         t0 = time.perf_counter()
@@ -116,18 +135,19 @@ class BlazePoseDetector(Detector):
     def find(self, rgb: np.ndarray, height: int, width: int):
         """Person boxes (K,4) in frame pixels and their scores, all views and rounds merged."""
         views = view_squares(height, width, self.views)
-        inputs, maps = [], []
+        maps = []
         for x0, y0, side_w, side_h in views:
-            x, m = self._letterbox(rgb[y0:y0 + side_h, x0:x0 + side_w])
-            inputs.append(x)
-            maps.append((x0 + m[0], y0 + m[1], m[2]))  # frame px = offset + input px / scale
+            scale, px, py, _, _ = letterbox_geometry(side_h, side_w)
+            maps.append((x0 - px / scale, y0 - py / scale, scale))  # frame px = offset + input px / scale
+        inputs, outs = self._net.first_pass(rgb, views)
         all_boxes, all_scores = [], []
-        active = list(range(len(inputs)))
+        active = list(range(len(views)))
         self.passes = 0
-        for _ in range(self.rounds + 1):
+        for round_ in range(self.rounds + 1):
             if not active:
                 break
-            outs = self._net.run(np.stack([inputs[i] for i in active]))
+            if round_:
+                outs = self._net.run(inputs, active)
             self.passes += len(active)
             still = []
             for i, (raw, logits) in zip(active, outs):
@@ -139,28 +159,15 @@ class BlazePoseDetector(Detector):
                 boxes = person_boxes(kps_px, self.width_ratio, self.height_ratio)
                 all_boxes.append(boxes)
                 all_scores.append(scores)
-                # black out what was found (in input pixels) so the next round sees the others
-                local = (boxes - np.array([ox, oy, ox, oy], np.float32)) * scale
-                _mask(inputs[i], local)
+                if round_ < self.rounds:
+                    # black out what was found (in input pixels) so the next round sees the others
+                    local = (boxes - np.array([ox, oy, ox, oy], np.float32)) * scale
+                    self._net.mask(inputs, i, local)
                 still.append(i)
             active = still
         if not all_boxes:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         return merge(np.concatenate(all_boxes), np.concatenate(all_scores), self.merge_iou, height, width)
-
-    def _letterbox(self, img: np.ndarray):
-        """img -> (224,224,3) float32 in [-1, 1] with zero (black: -1) borders, and (pad_x, pad_y, scale)
-        where input px = (img px) * scale + pad."""
-        h, w = img.shape[:2]
-        scale = INPUT_SIZE / max(h, w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        # INTER_AREA: a plain bilinear shrink of a 1080p frame to 224 aliases and loses people
-        small = self._cv2.resize(img, (nw, nh), interpolation=self._cv2.INTER_AREA)
-        x = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
-        px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
-        np.multiply(small, 1.0 / 127.5, out=x[py:py + nh, px:px + nw], casting="unsafe")
-        x[py:py + nh, px:px + nw] -= 1.0
-        return x, (-px / scale, -py / scale, scale)
 
     def _decode(self, raw: np.ndarray, logits: np.ndarray):
         boxes, kps, scores = decode(raw, logits, self.anchors, self.min_score)
@@ -184,11 +191,20 @@ class BlazePoseDetector(Detector):
         super().close()
 
 
+def letterbox_geometry(height: int, width: int) -> tuple[float, int, int, int, int]:
+    """(scale, pad_x, pad_y, new_w, new_h): input px = image px * scale + pad, the image
+    resized to new_w x new_h and centred in 224x224."""
+    scale = INPUT_SIZE / max(height, width)
+    nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+    return scale, (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2, nw, nh
+
+
 class _LiteRtNet:
     """The .tflite file on LiteRT (XNNPACK on the CPU), one view at a time."""
 
-    def __init__(self, path, threads: int):
+    def __init__(self, path, threads: int, cv2):
         from pipeline.models.tflite import TfliteModel
+        self.cv2 = cv2
         self.model = TfliteModel(path, threads=threads, inputs=MODEL_INPUTS, outputs=2)
         shapes = sorted(self.model.output_shapes)
         want = sorted([(1, NUM_ANCHORS, NUM_COORDS), (1, NUM_ANCHORS, 1)])
@@ -198,13 +214,131 @@ class _LiteRtNet:
                               f"not BlazePose's person detector")
         self.regressor_first = self.model.output_shapes[0][-1] == NUM_COORDS
 
-    def run(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def first_pass(self, rgb, views):
+        inputs = [self._letterbox(rgb[y0:y0 + h, x0:x0 + w]) for x0, y0, w, h in views]
+        return inputs, self.run(inputs, range(len(inputs)))
+
+    def _letterbox(self, img: np.ndarray) -> np.ndarray:
+        """img -> (224,224,3) float32 in [-1, 1], centred, black (-1) borders."""
+        h, w = img.shape[:2]
+        _, px, py, nw, nh = letterbox_geometry(h, w)
+        # INTER_AREA: a plain bilinear shrink of a 1080p frame to 224 aliases and loses people
+        small = self.cv2.resize(img, (nw, nh), interpolation=self.cv2.INTER_AREA)
+        x = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        np.multiply(small, 1.0 / 127.5, out=x[py:py + nh, px:px + nw], casting="unsafe")
+        x[py:py + nh, px:px + nw] -= 1.0
+        return x
+
+    def run(self, inputs, which) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for x in batch:
-            a, b = self.model(x[None])
+        for i in which:
+            a, b = self.model(inputs[i][None])
             raw, logits = (a, b) if self.regressor_first else (b, a)
             out.append((raw[0], logits[0]))
         return out
+
+    @staticmethod
+    def mask(inputs, i, boxes_input_px) -> None:
+        for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+            inputs[i][y1:y2, x1:x2] = -1.0
+
+
+class _TorchNet:
+    """The same weights as a torch module on `device`; all views of a frame in one batch, the
+    upload + letterbox + network of the first pass in one CUDA graph per frame size."""
+
+    def __init__(self, path, device: str, threads: int):
+        import torch
+
+        from pipeline.models.tflite_torch import build_module
+        self.torch = torch
+        self.device = torch.device("cuda:0" if device == "cuda" else device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DetectorError(f"blazepose device {device!r} asked for, but torch sees no CUDA GPU; "
+                                f"use detection.device=cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        _check_model_file(path)
+        self.net = build_module(path, nchw_input=True).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        self._graphs: dict = {}
+
+    def first_pass(self, rgb, views):
+        torch = self.torch
+        h, w = rgb.shape[:2]
+        key = (h, w, tuple(views))
+        with torch.inference_mode():
+            if not self.cuda:
+                frame = torch.from_numpy(np.ascontiguousarray(rgb))
+                batch = self._letterbox(frame, views)
+                raw, logits = self.net(batch)
+                return batch, self._to_host(raw, logits, range(len(views)))
+            cap = self._graphs.get(key) or self._capture(key, h, w, views)
+            np.copyto(cap.host_np, rgb)
+            cap.frame.copy_(cap.host, non_blocking=True)
+            cap.graph.replay()
+            # later rounds mask a copy: the graph's own input must stay untouched
+            return cap.batch.clone(), self._to_host(cap.raw, cap.logits, range(len(views)))
+
+    def _capture(self, key, h, w, views):
+        torch = self.torch
+        if len(self._graphs) >= 4:
+            self._graphs.pop(next(iter(self._graphs)))
+        cap = _Graph()
+        cap.host = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=True)
+        cap.host_np = cap.host.numpy()
+        cap.frame = torch.zeros((h, w, 3), dtype=torch.uint8, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.net(self._letterbox(cap.frame, views))
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        cap.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cap.graph):
+            cap.batch = self._letterbox(cap.frame, views)
+            cap.raw, cap.logits = self.net(cap.batch)
+        self._graphs[key] = cap
+        log.info("blazepose: captured a CUDA graph for %dx%d frames, %d views", w, h, len(views))
+        return cap
+
+    def _letterbox(self, frame, views):
+        """uint8 HxWx3 (device) -> (V, 3, 224, 224) float in [-1, 1], black borders."""
+        import torch.nn.functional as F
+        torch = self.torch
+        batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=frame.device)
+        for v, (x0, y0, w, h) in enumerate(views):
+            _, px, py, nw, nh = letterbox_geometry(h, w)
+            crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).unsqueeze(0).float()
+            # antialiased like OpenCV's area resize: a plain bilinear 1080p -> 224 shrink aliases
+            small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
+        return batch
+
+    def run(self, inputs, which):
+        torch = self.torch
+        idx = list(which)
+        with torch.inference_mode():
+            raw, logits = self.net(inputs[idx])
+        return self._to_host(raw, logits, range(len(idx)))
+
+    @staticmethod
+    def _to_host(raw, logits, which):
+        raw, logits = raw.float().cpu().numpy(), logits.float().cpu().numpy()
+        return [(raw[i], logits[i]) for i in which]
+
+    def mask(self, inputs, i, boxes_input_px) -> None:
+        for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+            inputs[i, :, y1:y2, x1:x2] = -1.0
+
+
+class _Graph:
+    """Buffers and the CUDA graph of one frame size."""
+
+
+def _check_model_file(path) -> None:
+    """Refuse a .tflite file that is not BlazePose's detector before converting it."""
+    _LiteRtNet(path, 1, None)
 
 
 def view_squares(height: int, width: int, views: str) -> list[tuple[int, int, int, int]]:
@@ -236,9 +370,3 @@ def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, height: i
             keep.append(i)
     idx = order[keep]
     return boxes[idx], scores[idx]
-
-
-def _mask(x: np.ndarray, boxes_input_px: np.ndarray) -> None:
-    b = np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int)
-    for x1, y1, x2, y2 in b:
-        x[y1:y2, x1:x2] = -1.0
