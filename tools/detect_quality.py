@@ -137,12 +137,14 @@ def reference_boxes(det, frames) -> dict:
 
 def detectors(args):
     from pipeline.detectors import make_detector
-    rows = [("blazepose (default)", lambda: make_detector("blazepose", threads=args.threads)),
-            ("blazepose 1 pass (full view, rounds 0)",
+    rows = [("blazepose CPU default (views, no rounds)", lambda: make_detector("blazepose", threads=args.threads)),
+            ("blazepose 1 pass (whole frame only)",
              lambda: make_detector("blazepose", views="full", rounds=0, threads=args.threads)),
-            ("blazepose full view, rounds 2", lambda: make_detector("blazepose", views="full", threads=args.threads))]
+            ("blazepose views + 1 round (GPU default)",
+             lambda: make_detector("blazepose", rounds=1, threads=args.threads))]
     if args.torch:
-        rows.append(("blazepose torch", lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))
+        rows.append((f"blazepose torch {args.device or 'cpu'}",
+                     lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))
     if args.yolo:
         rows.append((f"yolo {Path(args.yolo).name}", lambda: make_detector("yolo", model=args.yolo, device=args.device)))
     if args.yolo_random:

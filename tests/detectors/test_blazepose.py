@@ -186,3 +186,19 @@ def test_agrees_with_mediapipe_where_both_see_one_person(blaze, bus_rgb):
     ours = blaze.detect(bus_rgb)
     assert len(ref) == 1
     assert iou_matrix(ours.boxes, ref.boxes).max() >= 0.5
+
+
+@needs_model
+def test_a_masked_round_finds_the_next_person(bus_rgb):
+    """The model answers with its most prominent person; with that one blacked out, a second
+    pass over each view finds another man on bus.jpg."""
+    bus_people = np.array([BUS_LEFT_MAN, (221, 405, 344, 857), (669, 392, 809, 877)], np.float32)
+    det = make_detector("blazepose", rounds=1)
+    det.setup()
+    try:
+        d = det.detect(bus_rgb)
+        assert det.passes == 6       # three views (the whole 3:4 frame and two squares), each twice
+        matched = iou_matrix(np.clip(d.boxes, 0, None), bus_people) >= 0.5
+        assert len(d) >= 2 and matched.any(axis=0).sum() >= 2, d.boxes
+    finally:
+        det.close()

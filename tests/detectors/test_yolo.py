@@ -123,7 +123,7 @@ def test_half_precision_on_cuda(random_weights, bus_rgb):
         pytest.skip("no CUDA GPU")
     det = make_detector("yolo", model=random_weights, device="cuda:0")
     det.setup()
-    assert det.info()["half"] is True
+    assert det.info()["half"] is True and det.info()["engine"] in ("cudagraph", "trt")
     check_well_formed(det.detect(bus_rgb), 8)
     det.close()
 
@@ -159,3 +159,46 @@ def test_bytetrack_ids_stable_on_the_own_path(confident_weights, zidane_rgb):
     det.reset()
     assert min(det.detect(frame).track_ids) > max(ids[0])       # a new scene: new ids
     assert det.info()["tracker"] == "ultralytics:bytetrack"
+
+
+def _cuda_or_skip():
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+
+@pytest.mark.gpu
+def test_cudagraph_fp16_matches_eager_fp32_on_cuda(confident_weights, bus_rgb):
+    """Device-side letterbox + decode in a CUDA graph, fp16, against the same path in fp32
+    without a graph: every anchor of a 32 px input kept (NMS IoU 1.0), boxes within 2 px."""
+    _cuda_or_skip()
+    square = np.ascontiguousarray(bus_rgb[:810, :810])
+    kw = dict(model=confident_weights, imgsz=32, iou=1.0, max_persons=64, min_box_size=0, tracker="none",
+              order="score", device="cuda")
+    graph, eager = make_detector("yolo", engine="cudagraph", **kw), make_detector("yolo", engine="eager", half=False, **kw)
+    graph.setup()
+    eager.setup()
+    info = graph.info()
+    assert info["engine"] == "cudagraph" and info["precision"] == "fp16" and info["device"].startswith("cuda")
+    for _ in range(3):                        # first call captures, later calls replay
+        a, b = graph.detect(square), eager.detect(square)
+    assert len(a) == len(b) == 21
+
+    def rows(d):
+        r = np.concatenate([d.boxes, d.scores[:, None] * 100], axis=1)
+        return r[np.lexsort(r.T[::-1])]
+    np.testing.assert_allclose(rows(a), rows(b), atol=2.0)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_through_ultralytics_export(random_weights, bus_rgb, tmp_path):
+    _cuda_or_skip()
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("TensorRT is not installed: the trt engine cannot be built here")
+    det = make_detector("yolo", model=random_weights, device="cuda", engine="trt", imgsz=320,
+                        cache_dir=tmp_path / "engines")
+    det.setup()
+    assert det.info()["engine"] == "trt" and det.info()["precision"] == "fp16"
+    check_well_formed(det.detect(bus_rgb), 8)
+    assert list((tmp_path / "engines").glob("*.engine"))
+    det.close()
