@@ -72,7 +72,7 @@ def test_flags_map_onto_keys():
     assert cfg.workers["detection"].params_obj.kind == "center"
     with pytest.raises(ConfigError, match="--model poco-pare: workers.inference runs workers.capture"):
         load_config(overrides=["workers.inference.module=workers.capture"], flags={"model": "poco-pare"})
-    with pytest.raises(ConfigError, match="allowed: auto, yolo, mediapipe, center"):
+    with pytest.raises(ConfigError, match="allowed: auto, yolo, blazepose, mediapipe, center"):
         load_config(flags={"detector": "hog"})
 
 

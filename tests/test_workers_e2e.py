@@ -119,6 +119,30 @@ def test_mediapipe_finds_a_person_on_bus_jpg(run_cli, tmp_path, photo_folder):
         assert run_cli("stop").returncode == 0
 
 
+def test_blazepose_default_finds_people_and_status_names_its_device(run_cli, tmp_path, photo_folder):
+    """The offline multi-person default in the real pipeline: boxes on bus.jpg, several persons
+    allowed, and `pipeline status` says where and in what precision the detector runs."""
+    pytest.importorskip("mediapipe")
+    pytest.importorskip("ai_edge_litert")
+    config = write_config(tmp_path, photo_folder, options="{fps: 5}", detection="{kind: auto, device: cpu}",
+                          max_h=480, max_w=320)
+    run_cli("start", "--detach", "--config", config, timeout=120, check=True)
+    try:
+        status = request("status")
+        info = workers(status)["detection"]["info"]
+        assert info["detector"] == "blazepose" and info["single_person"] is False
+        assert info["detector_device"] == "cpu" and info["detector_precision"] == "fp32"
+        frames = receive_frames(native_endpoint(status), 4, timeout=60)
+        found = [f for f in frames if f.persons]
+        assert found, "blazepose found nobody on bus.jpg"
+        x1, y1, x2, y2 = found[-1].persons[0].box
+        assert 0 <= x1 < x2 <= 320 and y2 - y1 > 60
+        table = run_cli("status", check=True).stdout
+        assert "blazepose detector" in table and "on cpu fp32 (litert)" in table
+    finally:
+        assert run_cli("stop").returncode == 0
+
+
 def test_oversized_frames_are_downscaled_before_detection(run_cli, tmp_path):
     """Frames larger than the ring: capture downscales (aspect kept), and the boxes and
     poses downstream are in the downscaled frame's pixels."""

@@ -21,8 +21,8 @@ Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a
 OpenCV's area resize; `torch` runs the same weights as a torch module
 (`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
 frame is uploaded once and every view is letterboxed on the device (antialiased bilinear) and
-run as one batch, captured in a CUDA graph per frame size. `auto` = torch on a CUDA device when
-one is asked for, else LiteRT.
+run as one batch, captured in a CUDA graph per frame size. Default (`runtime="auto"`, `device`
+unset): torch on the GPU when torch sees one, else LiteRT on the CPU.
 """
 from __future__ import annotations
 
@@ -101,25 +101,28 @@ class BlazePoseDetector(Detector):
             path = self.model_path or mediapipe_model_path("pose_detection")
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
-        on_gpu = self.device_request not in (None, "auto", "cpu")
+        device = self.device_request
+        if device in (None, "auto"):
+            device = "cuda" if self.runtime_request != "litert" and _cuda_available() else "cpu"
+        on_gpu = device != "cpu"
         runtime = self.runtime_request
         if runtime == "auto":
             runtime = "torch" if on_gpu else "litert"
         if runtime == "litert" and on_gpu:
             raise DetectorError(f"blazepose runtime 'litert' runs on the CPU, not on device "
-                                f"{self.device_request!r}; use runtime='torch' (or runtime='auto') for a GPU")
+                                f"{device!r}; use runtime='torch' (or runtime='auto') for a GPU")
         try:
             if runtime == "litert":
                 self._net = _LiteRtNet(path, self.threads, cv2)
             else:
-                self._net = _TorchNet(path, self.device_request or "cpu", self.threads)
+                self._net = _TorchNet(path, device, self.threads)
                 self.device = str(self._net.device)
         except TfliteError as exc:
             raise DetectorError(str(exc)) from exc
         except Exception as exc:
             from pipeline.detectors.yolo import _is_out_of_memory
             if _is_out_of_memory(exc):
-                raise DetectorError(f"the GPU ran out of memory loading {path} on {self.device_request}; free "
+                raise DetectorError(f"the GPU ran out of memory loading {path} on {device}; free "
                                     f"GPU memory or set detection.device=cpu") from exc
             raise
         self.runtime = runtime
@@ -199,6 +202,14 @@ class BlazePoseDetector(Detector):
     def close(self) -> None:
         self._net = None
         super().close()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def letterbox_geometry(height: int, width: int) -> tuple[float, int, int, int, int]:
