@@ -3,8 +3,10 @@
 Per frame the host does a fixed amount of work whatever the image size: one copy of the
 frame into a page-locked buffer and one asynchronous upload (on a GPU), a graph replay, and
 NMS over at most `candidates` boxes. On the device, in one CUDA graph per frame size:
-uint8 HWC -> float CHW, bilinear resize into a fixed `imgsz` square letterbox (grey 114 border,
-as ultralytics pads), /255, the network in fp16, box decoding, the person score of every
+uint8 HWC -> float CHW, bilinear resize into the letterbox (grey 114 border, as ultralytics
+pads): the long side `imgsz`, the short side padded to the model's stride, as ultralytics'
+own rectangular inference does (a 16:9 frame runs at 640x384, not 640x640); a TensorRT engine
+has one static input, so there the letterbox is the full `imgsz` square. Then /255, the network in fp16, box decoding, the person score of every
 anchor (the anchor's best class must be class 0, as ultralytics' class filter does), and the
 top `candidates` anchors by score mapped back to frame pixels. The confidence and NMS IoU
 thresholds apply after the graph, so they stay live-settable.
@@ -37,13 +39,15 @@ PAD = 114.0
 MAX_GRAPHS = 4     # frame sizes kept captured at once; a new size beyond that drops the oldest
 
 
-def letterbox_geometry(height: int, width: int, imgsz: int) -> tuple[float, int, int, int, int]:
-    """(scale, new_h, new_w, top, left) of ultralytics' letterbox of an HxW image into imgsz²."""
+def letterbox_geometry(height: int, width: int, imgsz: int, stride: int | None = None):
+    """(scale, new_h, new_w, top, left, canvas_h, canvas_w) of ultralytics' letterbox of an HxW
+    image: into an imgsz square, or (stride given) into the smallest stride-multiple rectangle."""
     r = min(imgsz / height, imgsz / width)
     nw, nh = int(round(width * r)), int(round(height * r))
-    left = int(round((imgsz - nw) / 2 - 0.1))
-    top = int(round((imgsz - nh) / 2 - 0.1))
-    return r, nh, nw, top, left
+    cw, ch = (imgsz, imgsz) if stride is None else (nw + (imgsz - nw) % stride, nh + (imgsz - nh) % stride)
+    left = int(round((cw - nw) / 2 - 0.1))
+    top = int(round((ch - nh) / 2 - 0.1))
+    return r, nh, nw, top, left, ch, cw
 
 
 class YoloRunner:
@@ -65,10 +69,13 @@ class YoloRunner:
         self.head = net.model[-1]
         self.end2end = bool(getattr(self.head, "end2end", False))
         self.nc = int(getattr(self.head, "nc", 80))
+        strides = getattr(net, "stride", None)
+        self.stride = int(max(float(v) for v in strides)) if strides is not None and len(strides) else 32
         self.path = Path(path)
         if engine == "auto":
             engine = "eager" if not self.cuda else ("trt" if _has_tensorrt() else "cudagraph")
         self.engine = engine
+        self.rect_stride = None if engine == "trt" else self.stride
         if engine == "trt":
             self._forward = self._trt_forward(model, cache_dir)
         else:
@@ -131,7 +138,8 @@ class YoloRunner:
         cap.host = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=True)
         cap.host_np = cap.host.numpy()
         cap.frame = torch.zeros((h, w, 3), dtype=torch.uint8, device=self.device)
-        cap.canvas = torch.full((1, 3, self.imgsz, self.imgsz), PAD / 255.0, dtype=self.dtype, device=self.device)
+        *_, ch, cw = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        cap.canvas = torch.full((1, 3, ch, cw), PAD / 255.0, dtype=self.dtype, device=self.device)
         cap.graph = None
         if self.engine == "cudagraph":
             stream = torch.cuda.Stream(self.device)
@@ -151,7 +159,7 @@ class YoloRunner:
     def _device_steps(self, frame, h, w, canvas):
         """uint8 HxWx3 on the device -> top candidates (K,4) frame px, (K,) scores."""
         import torch.nn.functional as F
-        r, nh, nw, top, left = letterbox_geometry(h, w, self.imgsz)
+        r, nh, nw, top, left, _, _ = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
         x = frame.permute(2, 0, 1).unsqueeze(0).to(self.dtype)
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
         canvas[:, :, top:top + nh, left:left + nw] = x.clamp_(0, 255) * (1.0 / 255.0)
@@ -161,14 +169,14 @@ class YoloRunner:
     def _letterbox_cpu(self, rgb):
         import cv2
         h, w = rgb.shape[:2]
-        r, nh, nw, top, left = letterbox_geometry(h, w, self.imgsz)
-        canvas = np.full((self.imgsz, self.imgsz, 3), PAD, np.float32)
+        r, nh, nw, top, left, ch, cw = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        canvas = np.full((ch, cw, 3), PAD, np.float32)
         canvas[top:top + nh, left:left + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
         canvas *= 1.0 / 255.0
         return self.torch.from_numpy(canvas.transpose(2, 0, 1)[None].copy()).to(self.dtype)
 
     def _candidates(self, y, h, w):
-        r, _, _, top, left = letterbox_geometry(h, w, self.imgsz)
+        r, _, _, top, left, _, _ = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
         return self._decode(y, r, top, left)
 
     def _decode(self, y, r, top, left):
