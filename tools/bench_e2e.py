@@ -112,25 +112,15 @@ def detection_params(detector: str, persons: int, device: str, yolo: Path | None
 def untrained_yolo(folder: Path) -> Path:
     """yolo11n from its yaml with random weights, the person logit raised so every frame has
     boxes for max_persons to cut to N: the detector's full cost, meaningless boxes."""
-    path = folder / "yolo11n_UNTRAINED_person_bias.pt"
-    if path.is_file():
-        return path
-    import torch
-
-    from pipeline.detectors.yolo_model import load_yolo
-    model = load_yolo("yolo11n.yaml")
-    with torch.no_grad():
-        for branch in model.model.model[-1].cv3:
-            branch[-1].bias[0] = 8.0
-    model.save(str(path))
-    return path
+    from pipeline.detectors.yolo_model import build_untrained
+    return build_untrained("yolo11n.yaml", folder / "yolo11n_UNTRAINED_person_bias.pt", person_bias=8.0)
 
 
 def write_config(path: Path, video: Path, backend: str, persons: int, device: str, model: str,
                  data_dir: Path, port: int, realtime: bool = False, detector: str = "fixed",
                  yolo: Path | None = None, frame_slots: int = 8) -> Path:
     import yaml
-    precision = "fp32" if backend == "torch" else "fp16"
+    precision = "fp32" if backend in ("torch", "onnx") or device == "cpu" else "fp16"  # onnx: fp32 only
     backend, options = backend_variant(backend)
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"

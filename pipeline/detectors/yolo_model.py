@@ -42,11 +42,21 @@ def check_detector(model, path: str | Path) -> None:
                             f"give a YOLO detect model (detection.model / --weights)")
 
 
-def build_untrained(yaml_name: str, out: str | Path) -> Path:
-    """A detect model built from an ultralytics yaml with random weights, saved to `out`."""
+def build_untrained(yaml_name: str, out: str | Path, person_bias: float | None = None) -> Path:
+    """A detect model built from an ultralytics yaml with random weights, saved to `out`.
+
+    person_bias: set the class-0 logit bias of every head branch, so the random network reports
+    'persons' everywhere (e.g. 8.0: scores ~1), which benchmarks and tests use to get boxes at
+    all; they are still meaningless."""
     out = Path(out)
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        load_yolo(yaml_name).save(str(out))
+        model = load_yolo(yaml_name)
+        if person_bias is not None:
+            import torch
+            with torch.no_grad():
+                for branch in model.model.model[-1].cv3:
+                    branch[-1].bias[0] = float(person_bias)
+        model.save(str(out))
         log.warning("%s: UNTRAINED %s (random weights): boxes and person counts are meaningless", out, yaml_name)
     return out

@@ -108,18 +108,23 @@ def test_litert_on_a_gpu_is_refused_clearly():
 def test_torch_runtime_matches_litert_on_the_cpu(zidane_rgb, bus_rgb):
     """Same weights, same decoding; only the resize differs (OpenCV area vs torch antialiased
     bilinear), so the boxes agree closely (IoU 0.89..0.98 measured), not bit for bit."""
-    lite, tor = make_detector("blazepose"), make_detector("blazepose", runtime="torch", device="cpu")
+    tor = make_detector("blazepose", runtime="torch", device="cpu")
+    _same_people_as_litert(tor, (bus_rgb, zidane_rgb), device="cpu")
+
+
+def _same_people_as_litert(other, frames, device: str) -> None:
+    lite = make_detector("blazepose")
     lite.setup()
-    tor.setup()
+    other.setup()
     try:
-        assert tor.info()["runtime"] == "torch" and tor.info()["device"] == "cpu"
-        for rgb in (bus_rgb, zidane_rgb):
-            a, b = lite.detect(rgb), tor.detect(rgb)
+        assert other.info()["runtime"] == "torch" and other.info()["device"].startswith(device)
+        for rgb in frames:
+            a, b = lite.detect(rgb), other.detect(rgb)
             assert len(a) == len(b) >= 1
             assert iou_matrix(a.boxes, b.boxes).max(axis=1).min() >= 0.8
     finally:
         lite.close()
-        tor.close()
+        other.close()
 
 
 @pytest.mark.gpu
@@ -128,18 +133,8 @@ def test_torch_runtime_on_cuda_matches_litert(zidane_rgb, bus_rgb):
     import torch
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    lite, gpu = make_detector("blazepose"), make_detector("blazepose", device="cuda")
-    lite.setup()
-    gpu.setup()
-    try:
-        assert gpu.info()["runtime"] == "torch" and gpu.info()["device"].startswith("cuda")
-        for rgb in (bus_rgb, zidane_rgb, zidane_rgb):        # the third call replays the captured graph
-            a, b = lite.detect(rgb), gpu.detect(rgb)
-            assert len(a) == len(b) >= 1
-            assert iou_matrix(a.boxes, b.boxes).max(axis=1).min() >= 0.8
-    finally:
-        lite.close()
-        gpu.close()
+    # the third call replays the captured graph
+    _same_people_as_litert(make_detector("blazepose", device="cuda"), (bus_rgb, zidane_rgb, zidane_rgb), "cuda")
 
 
 @pytest.fixture(scope="module")

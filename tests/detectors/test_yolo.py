@@ -12,25 +12,16 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
-    from ultralytics import YOLO
-    path = tmp_path_factory.mktemp("yolo") / "yolo_random.pt"
-    YOLO("yolo11n.yaml").save(str(path))
-    return path
+    from pipeline.detectors.yolo_model import build_untrained
+    return build_untrained("yolo11n.yaml", tmp_path_factory.mktemp("yolo") / "yolo_random.pt")
 
 
 @pytest.fixture(scope="module")
 def confident_weights(tmp_path_factory):
     """Random weights whose class-0 logit is pushed up: every anchor is a 'person' at ~1.0,
     so NMS leaves a fixed set of boxes per image - enough to exercise the cut and the ids."""
-    import torch
-    from ultralytics import YOLO
-    path = tmp_path_factory.mktemp("yolo") / "yolo_confident.pt"
-    model = YOLO("yolo11n.yaml")
-    with torch.no_grad():
-        for branch in model.model.model[-1].cv3:
-            branch[-1].bias[0] = 12.0
-    model.save(str(path))
-    return path
+    from pipeline.detectors.yolo_model import build_untrained
+    return build_untrained("yolo11n.yaml", tmp_path_factory.mktemp("yolo") / "yolo_confident.pt", person_bias=12.0)
 
 
 def check_well_formed(d, max_persons):
