@@ -130,7 +130,14 @@ class YoloDetector(Detector):
                 self._ul_tracker = _ultralytics_tracker(self.tracker)
         self._ready = True
         if self.warmup:
-            self._detect(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), self.imgsz, self.imgsz)
+            try:
+                self._detect(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), self.imgsz, self.imgsz)
+            except Exception as exc:
+                self._ready = False
+                if _is_out_of_memory(exc):
+                    raise self._out_of_memory(path) from exc
+                raise DetectorError(f"{str(path)!r} failed its first run on {self.device} (engine {self.engine}): "
+                                    f"{type(exc).__name__}: {exc}; try detection.engine=eager") from exc
             self.reset()
         log.info("yolo detector ready: %s on %s (%s, engine %s, tracker %s)", path, self.device,
                  "fp16" if self.half else "fp32", self.engine, self.tracker)
@@ -144,11 +151,13 @@ class YoloDetector(Detector):
             raise
         except Exception as exc:
             if _is_out_of_memory(exc):
-                raise DetectorError(f"the GPU ran out of memory loading {str(path)!r} on {self.device} "
-                                    f"(imgsz {self.imgsz}); free GPU memory, lower detection.imgsz, or set "
-                                    f"detection.device=cpu") from exc
+                raise self._out_of_memory(path) from exc
             raise DetectorError(f"{str(path)!r} could not be set up on {self.device}: "
                                 f"{type(exc).__name__}: {exc}") from exc
+
+    def _out_of_memory(self, path) -> DetectorError:
+        return DetectorError(f"the GPU ran out of memory loading {str(path)!r} on {self.device} (imgsz {self.imgsz}); "
+                             f"free GPU memory, lower detection.imgsz, or set detection.device=cpu")
 
     @property
     def engine(self) -> str:

@@ -193,9 +193,11 @@ class YoloRunner:
             boxes = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], dim=1)
         k = min(self.candidates, scores.shape[0])
         scores, idx = scores.topk(k)
-        offset = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
-        boxes = (boxes[idx] - offset) / r
-        return boxes, scores
+        boxes = boxes[idx]
+        # Python scalars, not a new device tensor: a host->device copy may not run inside graph capture
+        boxes[:, 0::2] -= left
+        boxes[:, 1::2] -= top
+        return boxes / r, scores
 
     def _select(self, boxes, scores, conf, iou, max_det):
         keep = scores > conf
