@@ -5,7 +5,8 @@ Frames (decoded once, held in memory, so only `detect()` is timed):
   1080p-1p   the 1080p clip with one real person (tools/people_clip.py),
   1080p-5p   the same with five people,
   sample     the built-in 1280x720 sample source (bus.jpg / zidane.jpg panned and zoomed).
-Rows: center (no model), blazepose (LiteRT, --threads), mediapipe (legacy one-person solution),
+Rows: center (no model), blazepose (LiteRT per --threads, and the torch module on each device),
+mediapipe (legacy one-person solution),
 and YOLO on each --devices entry with each engine that can run there (cpu: eager and
 ultralytics' own predict; cuda: cudagraph, trt when TensorRT is installed, ultralytics' predict).
 YOLO weights: --yolo FILE, else yolo11n built from its yaml with RANDOM weights (its speed is
@@ -78,10 +79,16 @@ def detectors(args, yolo: Path, untrained: bool):
     yield "center", lambda: make_detector("center")
     for threads in args.threads:
         yield f"blazepose cpu litert {threads}t", lambda t=threads: make_detector("blazepose", threads=t)
+    import torch
+    for dev in args.devices:
+        if dev == "cpu" or torch.cuda.is_available():
+            # rounds=0 on both, so the rows compare the runtimes on the same work
+            yield f"blazepose {dev} torch", lambda d=dev: make_detector("blazepose", runtime="torch", device=d, rounds=0)
+    if torch.cuda.is_available() and any(d != "cpu" for d in args.devices):
+        yield "blazepose cuda torch, 1 round (GPU default)", lambda: make_detector("blazepose", device="cuda")
     if importlib.util.find_spec("mediapipe") is not None and not args.no_mediapipe:
         yield "mediapipe cpu (one person)", lambda: make_detector("mediapipe")
     tag = " UNTRAINED" if untrained else ""
-    import torch
     for dev in args.devices:
         if dev.startswith("cuda") and not torch.cuda.is_available():
             print(f"(skipping yolo on {dev}: torch sees no CUDA GPU)", flush=True)

@@ -8,7 +8,8 @@ on a generated 1080p video of N real people (tools/people_clip.py: cut-outs from
 that ship inside ultralytics) played as fast as possible (`realtime: false`, looping), POCO on
 the chosen backend, the publisher and the metrics worker. Detectors (`--detectors`):
   fixed      exactly N boxes from the config (detection cost ~0; the person count is exact),
-  blazepose  the offline multi-person default (BlazePose's detector on LiteRT, CPU),
+  blazepose  the offline multi-person default (BlazePose's detector: torch on the GPU when there is
+             one, else LiteRT on the CPU); blazepose-cpu forces LiteRT on the CPU,
   mediapipe  the legacy one-person MediaPipe solution (CPU),
   yolo       ultralytics YOLO on --device: --yolo FILE, else yolo11n built from its yaml with
              random weights and the person logit raised so it reports boxes: its person count
@@ -102,11 +103,13 @@ def detection_params(detector: str, persons: int, device: str, yolo: Path | None
     if detector == "fixed":
         return {"kind": "fixed", "boxes": BOXES[persons]}
     if detector in ("blazepose", "mediapipe"):
-        return {"kind": detector}
+        return {"kind": detector}      # blazepose: torch on the GPU when there is one, else LiteRT
+    if detector == "blazepose-cpu":
+        return {"kind": "blazepose", "device": "cpu"}
     if detector == "yolo":
         return {"kind": "yolo", "model": str(yolo), "device": device, "tracker": "bytetrack",
                 "min_box_size": 0.0}
-    raise SystemExit(f"--detectors takes fixed, blazepose, mediapipe, yolo; got {detector!r}")
+    raise SystemExit(f"--detectors takes fixed, blazepose, blazepose-cpu, mediapipe, yolo; got {detector!r}")
 
 
 def untrained_yolo(folder: Path) -> Path:
@@ -286,7 +289,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/e2e"))
     ap.add_argument("--backends", default="torch,cudagraph,compile")
-    ap.add_argument("--detectors", default="fixed", help="comma list of fixed, blazepose, mediapipe, yolo")
+    ap.add_argument("--detectors", default="fixed",
+                    help="comma list of fixed, blazepose, blazepose-cpu, mediapipe, yolo")
     ap.add_argument("--yolo", type=Path, help="YOLO weights for the yolo rows (default: untrained yolo11n, speed only)")
     ap.add_argument("--persons", default="1,5")
     ap.add_argument("--seconds", type=float, default=20.0)
