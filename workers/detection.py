@@ -1,4 +1,4 @@
-"""Detection worker (DESIGN §5): person boxes for the newest frame, into the detections ring.
+"""Detection worker (architecture.md §5): person boxes for the newest frame, into the detections ring.
 
 Reads the frames ring with policy ``latest`` as a zero-copy view of the slot, runs the
 detector on the pixels in place and re-checks the slot afterwards: a frame the capture
@@ -87,6 +87,11 @@ class Detection(Worker):
         self.persons = 0
         self.found_frames = 0
         self.extras.update({"detector": self.detector.kind, "torn_frames": 0})
+        device = str(getattr(self.detector, "device", "cpu"))
+        if device != "cpu":
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(device)
         self.log.info("person detector: %s", self._describe())
 
     def _source_is_stills(self) -> bool:

@@ -1,4 +1,4 @@
-"""The `pipeline` command (DESIGN §11). Every error is one clear line on stderr + exit code != 0."""
+"""The `pipeline` command (architecture.md §11). Every error is one clear line on stderr + exit code != 0."""
 from __future__ import annotations
 
 import json
@@ -118,7 +118,8 @@ def cli(verbose):
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
 @click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
-@click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
+@click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
+                              "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
 @click.option("--detector", help="Person detector: auto, yolo, blazepose, mediapipe, center, fixed "
@@ -417,7 +418,7 @@ def doctor():
 
 
 DATA_FILES = (
-    ("poco_cliff.pt", "POCO-CLIFF weights (without them: random weights, flagged untrained)"),
+    ("poco_cliff.pt", "POCO-CLIFF weights (without them: landmarks-ik, or --model poco-cliff with random weights)"),
     ("poco_pare.pt", "POCO-PARE weights (--model poco-pare)"),
     ("smpl/SMPL_NEUTRAL.pkl", "SMPL body model (mesh in the viewer, joints/vertex metrics)"),
     ("J_regressor_extra.npy", "extra joint regressor"),
@@ -483,7 +484,7 @@ def doctor_report() -> list[str]:
     torch_ok = not torch_ver.startswith("not usable")
     lines.append("backends")
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
-                 f"{'' if cuda else ' (CPU: slow, ~170 ms per crop)'}")
+                 f"{'' if cuda else ' (CPU: slow; onnx is faster here - tools/bench.py measures both)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")

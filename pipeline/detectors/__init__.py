@@ -1,4 +1,4 @@
-"""Person detectors (docs/architecture.md §5): YOLO, BlazePose (the offline multi-person default),
+"""Person detectors (architecture.md §5): YOLO, BlazePose (the offline multi-person default),
 MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
 
     det = make_detector("auto", max_persons=4)

@@ -1,4 +1,4 @@
-"""Built-in `sample` source (DESIGN §8): a looping clip with real people, made from nothing downloaded.
+"""Built-in `sample` source (architecture.md §8): a looping clip with real people, made from nothing downloaded.
 
 The two photos bundled inside the installed ultralytics package (`assets/bus.jpg`,
 `assets/zidane.jpg`) are shown one after the other, each for `scene_seconds`, with a slow

@@ -101,10 +101,16 @@ def test_cpu_cannot_do_half_and_missing_cuda_is_clear(random_weights):
             make_detector("yolo", model=random_weights, device="cuda").setup()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lap") is not None, reason="lap is installed")
-def test_ultralytics_tracker_without_lap_is_refused(random_weights):
+def test_ultralytics_tracker_without_lap_is_refused(random_weights, monkeypatch):
+    # lap is a dependency, so hide it: ultralytics would pip-install it at run time
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lap" else find_spec(name, *a))
     with pytest.raises(DetectorError, match="pip install lap"):
-        make_detector("yolo", model=random_weights, tracker="bytetrack").setup()
+        make_detector("yolo", model=random_weights, tracker="bytetrack", warmup=False).setup()
+    auto = make_detector("yolo", model=random_weights, tracker="auto", warmup=False)
+    auto.setup()
+    assert auto.info()["tracker"] == "iou"   # auto falls back to our IoU tracker without lap
+    auto.close()
 
 
 @pytest.mark.gpu
