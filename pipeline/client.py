@@ -1,4 +1,4 @@
-"""Subscribe to the native stream (DESIGN §7) and get `PosesFrame` objects.
+"""Subscribe to the native stream (architecture.md §7) and get `PosesFrame` objects.
 
     from pipeline.client import NativeClient
     with NativeClient("tcp://127.0.0.1:5560") as client:

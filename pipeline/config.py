@@ -1,4 +1,4 @@
-"""Pipeline configuration (DESIGN §11): one YAML validated into typed dataclasses.
+"""Pipeline configuration (architecture.md §11): one YAML validated into typed dataclasses.
 
 Resolution order: built-in defaults (identical to ``configs/default.yaml``) <- the user's
 YAML file (deep-merged, so a file only names what it changes) <- dotted command-line
@@ -40,6 +40,7 @@ FLAG_KEYS = {
     "checkpoint": "workers.inference.params.checkpoint",
     "device": "workers.inference.params.device",
     "detector": "workers.detection.params.kind",
+    "weights": "workers.detection.params.model",
     "seconds": "supervisor.seconds",
 }
 

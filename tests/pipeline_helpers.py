@@ -138,11 +138,7 @@ source:
   frames: {{slots: {slots}, max_height: {max_height}, max_width: {max_width}}}
   max_persons: 4
 workers:
-  capture: {{module: workers.capture, {settings}}}
-  detection: {{module: workers.detection, {settings}, params: {detection}}}
-  inference: {{module: workers.inference, {inference_settings}, params: {inference}}}
-  publisher: {{module: workers.publisher, {settings}}}
-{metrics}sinks:
+{workers}sinks:
   native: {{endpoint: "tcp://127.0.0.1:{port}"}}
 supervisor: {{shutdown_grace: {shutdown_grace}, drain: {drain}}}
 """
@@ -150,22 +146,28 @@ supervisor: {{shutdown_grace: {shutdown_grace}, drain: {drain}}}
 
 def write_pipeline_config(path: Path, *, source="sample", options="{width: 320, height: 240, fps: 30}",
                           at_end=None, slots=6, max_height=240, max_width=320, settings="health_timeout: 3",
-                          inference_settings=None, detection="{kind: center}", inference=INFERENCE_FAST,
+                          settings_for=None, detection="{kind: center}", inference=INFERENCE_FAST,
                           metrics=None, shutdown_grace=3.0, drain=0.3) -> Path:
     """The YAML of a small pipeline with the real workers, written to `path` on a free native port.
 
     Values are YAML text: `settings` is what every worker gets besides its module (health
-    timeout, restart policy; `inference_settings` replaces it for inference, which starts
-    slowest), `detection`/`inference`/`metrics` are worker params (`metrics=None`: no metrics
+    timeout, restart policy), `settings_for` replaces it for the workers it names ("" for
+    none); `detection`/`inference`/`metrics` are worker params (`metrics=None`: no metrics
     worker). The `sinks:` line stays a line of its own: tests splice more sinks in after it.
     """
-    metrics_line = ("" if metrics is None else
-                    f"  metrics: {{module: workers.metrics, {settings}, params: {metrics}}}\n")
+    params = {"capture": None, "detection": detection, "inference": inference, "publisher": None}
+    if metrics is not None:
+        params["metrics"] = metrics
+    lines = []
+    for name, worker_params in params.items():
+        own = (settings_for or {}).get(name, settings)
+        fields = [f"module: workers.{name}", *([own] if own else []),
+                  *([] if worker_params is None else [f"params: {worker_params}"])]
+        lines.append(f"  {name}: {{{', '.join(fields)}}}\n")
     path.write_text(PIPELINE_YAML.format(
         source=source, options=options, at_end="" if at_end is None else f"  at_end: {at_end}\n",
-        slots=slots, max_height=max_height, max_width=max_width, settings=settings,
-        inference_settings=inference_settings or settings, detection=detection, inference=inference,
-        metrics=metrics_line, port=free_port(), shutdown_grace=shutdown_grace, drain=drain))
+        slots=slots, max_height=max_height, max_width=max_width, workers="".join(lines),
+        port=free_port(), shutdown_grace=shutdown_grace, drain=drain))
     return path
 
 

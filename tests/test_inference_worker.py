@@ -26,9 +26,9 @@ FAST = {"calibrate_bn": False, "seed": 0}  # fp32 on CPU needs no BatchNorm cali
 
 
 class Rings:
-    def __init__(self, max_persons=MAX_PERSONS, slots=4):
+    def __init__(self, max_persons=MAX_PERSONS, slots=4, height=H, width=W):
         self.run_id = "t" + uuid.uuid4().hex[:10]
-        self.frames = Ring.create("frames", frames_dtype(H, W), slots, self.run_id)
+        self.frames = Ring.create("frames", frames_dtype(height, width), slots, self.run_id)
         self.detections = Ring.create("detections", detections_dtype(max_persons), slots, self.run_id)
         self.poses = Ring.create("poses", poses_dtype(max_persons), slots, self.run_id)
         self.all = {"frames": self.frames, "detections": self.detections, "poses": self.poses}
@@ -78,7 +78,8 @@ def detection_item(rings, slot, seq, boxes, track_ids=None, n_found=None, frame_
     rec["frame_id"] = rings.frames.slot_record(slot)["frame_id"] if frame_id is None else frame_id
     rec["t_capture_ns"] = 5
     rec["frame_slot"], rec["frame_seq"] = slot, seq
-    rec["frame_height"], rec["frame_width"] = H, W
+    frame = rings.frames.slot_record(slot)
+    rec["frame_height"], rec["frame_width"] = frame["height"], frame["width"]
     rec["count"] = n
     rec["n_found"] = n if n_found is None else n_found
     rec["boxes"][:n] = boxes
@@ -173,10 +174,15 @@ def test_overwritten_frame_slot_is_skipped_not_misread(rings, inference):
 
 def test_slot_overwritten_during_the_crop_is_skipped(rings, inference, monkeypatch):
     """The seq is re-checked after cropping: a write that lands mid-crop is caught too."""
+    slot, seq = rings.write_frame(textured())
+    assert_overwrite_during_crop_is_skipped(rings, inference, detection_item(rings, slot, seq, [[10, 10, 60, 110]]),
+                                            monkeypatch)
+
+
+def assert_overwrite_during_crop_is_skipped(rings, worker, item, monkeypatch):
+    """Capture laps the frames ring while `worker` crops `item`: no record, one stale frame."""
     import pipeline.models.preprocess as pre
 
-    slot, seq = rings.write_frame(textured())
-    item = detection_item(rings, slot, seq, [[10, 10, 60, 110]])
     real = pre.crop_cv2
 
     def crop_then_overwrite(*args, **kwargs):
@@ -187,8 +193,8 @@ def test_slot_overwritten_during_the_crop_is_skipped(rings, inference, monkeypat
 
     monkeypatch.setattr(pre, "crop_cv2", crop_then_overwrite)
     before = rings.poses.newest_seq()
-    assert inference.process(item) is None
-    assert rings.poses.newest_seq() == before and inference.stale == 1
+    assert worker.process(item) is None
+    assert rings.poses.newest_seq() == before and worker.stale == 1
 
 
 def test_no_person_still_writes_a_record(rings, inference):
@@ -272,7 +278,41 @@ def test_unavailable_device_and_backend_fail_clearly(rings, inference_cls):
     assert "CUDA is not available" in _setup_error(rings, inference_cls, model="poco-pare", device="cuda")
     assert "allowed: auto, cpu" in _setup_error(rings, inference_cls, model="poco-pare", device="tpu")
     message = _setup_error(rings, inference_cls, model="poco-pare", backend="compile")
-    assert "compile" in message
+    # the refusal itself (the backend's name alone would be in any message about it)
+    assert "'compile' needs a CUDA GPU" in message and "backend=onnx on CPU" in message, message
+
+
+def test_ab_tee_copies_exactly_the_consumed_detections(rings, inference):
+    """For A/B the supervisor makes A copy every detections record it consumes into a tee ring
+    that B reads with policy `next`: B then sees exactly A's records, in order, nothing else."""
+    tee = Ring.create("detections_ab", rings.detections.dtype, 8, rings.run_id)
+    try:
+        b_reader = tee.reader("next")
+        consumed = []
+        for i in range(3):
+            slot, seq = rings.write_frame(textured(seed=i))
+            if i == 1:
+                assert inference.on_set("ab_tee", tee.shm_name) == tee.shm_name   # A/B starts here
+            item = detection_item(rings, slot, seq, [[20, 10, 80, 110]])
+            inference.process(item)
+            if i >= 1:
+                consumed.append(item.record)
+        inference.flush()
+        got = [b_reader.read(timeout=0) for _ in range(3)]
+        assert got[2] is None and b_reader.overruns == 0
+        for want, item in zip(consumed, got[:2]):
+            for field in want.dtype.names:    # fields, not bytes: padding is not copied
+                np.testing.assert_array_equal(item.record[field], want[field], err_msg=field)
+        assert inference.extras["ab_tee_written"] == 2
+        assert inference.on_set("ab_tee", "") == "off" and "ab_tee" not in inference.extras
+        slot, seq = rings.write_frame(textured(seed=9))
+        inference.process(detection_item(rings, slot, seq, [[20, 10, 80, 110]]))
+        assert b_reader.read(timeout=0) is None     # A/B over: nothing more is copied
+        with pytest.raises(SettingError, match="does not exist"):
+            inference.on_set("ab_tee", "posepipe-nosuch-ring")
+    finally:
+        tee.close()
+        tee.unlink()
 
 
 # ------------------------------------------------------------------------------ detection

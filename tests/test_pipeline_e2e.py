@@ -45,7 +45,8 @@ def test_detached_start_stream_status_set_stop(run_cli, small_config):
         assert run_cli("set", "detection", "min_box_size=20", check=True).stdout.strip() == \
             "detection.min_box_size = 20.0"
         bad = run_cli("set", "inference", "nope=1")
-        assert bad.returncode != 0 and "no live setting" in bad.stderr or "one live setting" in bad.stderr
+        assert bad.returncode != 0, bad.stdout
+        assert "has one live setting, profile=N" in bad.stderr and "'nope'" in bad.stderr, bad.stderr
         watch = run_cli("watch", "--count", "3", check=True).stdout.splitlines()
         assert len(watch) == 3 and all(line.startswith("frame ") for line in watch)
     finally:

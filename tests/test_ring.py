@@ -1,4 +1,4 @@
-"""In-process unit tests of the shared-memory ring (DESIGN §2)."""
+"""In-process unit tests of the shared-memory ring (architecture.md §2)."""
 from __future__ import annotations
 
 import os

@@ -126,3 +126,16 @@ def test_setup_objects_are_frozen_out_of_the_collector(monkeypatch):
         assert freeze_setup_objects() is True and gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_heartbeat_carries_the_workers_device_stats_only_when_it_has_them():
+    class _Stats:
+        def sample(self):
+            return {"gpu_util_percent": 12.0, "gpu_mem_bytes": 5 << 20}
+
+    worker = Worker(None, WorkerContext("gpu", 1, {}, {}))
+    runner = _runner(worker, None)
+    assert not {k for k in runner._stats(None).extras if k.startswith("gpu_")}  # on the CPU: not measured
+    worker.device_stats = _Stats()
+    extras = runner._stats(None).extras
+    assert extras["gpu_util_percent"] == 12.0 and extras["gpu_mem_bytes"] == 5 << 20

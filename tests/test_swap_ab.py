@@ -1,9 +1,10 @@
-"""Live swap and A/B testing with real processes (issue 7, DESIGN §4).
+"""Live swap and A/B testing with real processes (issue 7, architecture.md §4).
 
-The real workers (`center` detector, POCO-PARE with random weights on one thread) behind a
-slow sample source (0.5 fps), so that inference - even two variants at once on 2 cores -
-keeps up and every frame reaches the output: a lost frame at a hand-over then shows as a
-gap in frame ids, and both A/B variants see the same frames.
+The real workers (`center` detector, POCO-PARE with random weights on one thread). The swap
+test runs behind a slow sample source (0.5 fps) so that inference keeps up and every frame
+reaches the output: a lost frame at a hand-over then shows as a gap in frame ids. The A/B test
+runs at 5 fps, faster than two POCOs on 2 cores: B is fed the detections A consumed (the tee),
+so the variants still run on the same frames, and the pair rate says how many.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from pipeline_helpers import native_endpoint, request, wait_for, workers, write_
 pytestmark = [pytest.mark.timeout(400)]
 
 FPS = 0.5
+AB_FPS = 5.0
 
 
-def _config(tmp_path, fps=FPS):
+def _config(tmp_path, fps=FPS, slots=6):
     return write_pipeline_config(tmp_path / "swap.yaml", options=f"{{width: 320, height: 240, fps: {fps}}}",
-                                 settings="health_timeout: 5", inference_settings="health_timeout: 10",
-                                 shutdown_grace=5.0)
+                                 slots=slots, settings="health_timeout: 5",
+                                 settings_for={"inference": "health_timeout: 10", "metrics": ""},
+                                 metrics="{prometheus_port: 0}", shutdown_grace=5.0)
 
 
 class Collector:
@@ -189,9 +192,16 @@ def _ab_status():
 
 
 def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
-    # with the browser viewer (on a free port), which draws variant B beside A
-    run_cli("start", "--detach", "--config", _config(tmp_path), "--viewer", "--viewer-port", "0",
-            timeout=120, check=True)
+    from pipeline.testing import make_checkpoint
+
+    # B's weights for the perturbed run: a checkpoint file, so that after `--keep B` the
+    # serving worker's own report shows that B's setting is the one in effect.
+    other = make_checkpoint("pare", tmp_path / "poco_pare_other.pt", calibrate_bn=False, seed=1)
+    # with the browser viewer (on a free port), which draws variant B beside A. 5 fps: faster
+    # than A and B together on 2 cores, so each picks a newer frame than the other would; the
+    # frames ring holds 3 s so that B, fed A's detections, finds the pixels still there.
+    run_cli("start", "--detach", "--config", _config(tmp_path, fps=AB_FPS, slots=16), "--viewer",
+            "--viewer-port", "0", timeout=120, check=True)
     try:
 
         out = run_cli("ab", "start", "inference", timeout=120, check=True).stdout
@@ -200,10 +210,18 @@ def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
         assert busy.returncode != 0 and "already running" in busy.stderr
         refused = run_cli("swap", "inference", "threads=1")
         assert refused.returncode != 0 and "A/B test of inference is running" in refused.stderr
-        same = wait_for(lambda: (s := _ab_status()["comparison"]) and s["agreement"]["matched"] >= 2 and s,
-                        timeout=90, what="2 matched frames")
-        agr = same["agreement"]
+        same = wait_for(lambda: (s := _ab_status())["comparison"] and s["comparison"]["agreement"]["matched"] >= 4
+                        and s, timeout=120, what="4 matched frames")
+        agr = same["comparison"]["agreement"]
+        print(f"\nA/B identical at {AB_FPS:g} fps: pair rate {agr['pair_rate']}, A {same['comparison']['A']['fps']} "
+              f"fps, B {same['comparison']['B']['fps']} fps; tee {same['tee']}; cost {same['cost']}")
         assert agr["rot_deg"] < 1e-3 and agr["transl_mm"] < 1e-3 and agr["same_count"] == 1.0, agr
+        # B runs on the frames A consumed: nearly all of A's frames pair (a frame whose pixels
+        # left the ring before B got to it is the only loss, and the tee says so)
+        assert agr["pair_rate"] >= 0.75, (agr, same["tee"])
+        assert same["tee"]["written"] > 0
+        cost = same["cost"]["B"]
+        assert cost["cpu_percent"] > 0 and cost["rss_bytes"] > 0 and cost["cpu_ms_per_frame"] > 0, cost
         # the viewer draws B's skeletons beside A's: the publisher hands it B's frames
         wait_for(lambda: (x := workers(request("status"))["publisher"]["extras"]).get("variant_b_frames", 0) > 0
                  and x.get("viewer_received_b", 0) > 0, timeout=30, what="variant B frames at the viewer")
@@ -212,27 +230,40 @@ def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
         assert "A keeps serving" in stopped
         assert not request("status")["side_workers"]
 
-        run_cli("ab", "start", "inference", "backend_options.seed=1", timeout=120, check=True)
+        run_cli("ab", "start", "inference", f"checkpoint={other}", timeout=120, check=True)
         diff = wait_for(lambda: (s := _ab_status()["comparison"]) and s["agreement"]["matched"] >= 2 and s,
                         timeout=90, what="2 matched frames of the perturbed variant")
         agr = diff["agreement"]
-        print(f"\nA/B seed 0 vs seed 1 (random init): {agr}; A {diff['A']}; B {diff['B']}")
+        print(f"\nA/B seed 0 vs other weights: {agr}; A {diff['A']}; B {diff['B']}")
         assert agr["rot_deg"] > 1.0 and agr["transl_mm"] > 1.0 and agr["same_count"] == 1.0, agr
         assert diff["A"]["fps"] > 0 and diff["B"]["latency_p50_ms"] > 0
+        assert "pair rate" in run_cli("ab", "status", check=True).stdout
         path = tmp_path / "ab.csv"
         assert "wrote 2 rows" in run_cli("ab", "record", "--csv", path, check=True).stdout
         rows = list(csv.DictReader(path.open()))
         assert [r["Variant"] for r in rows] == ["A", "B"]
-        assert rows[1]["Settings"] == "backend_options.seed=1" and float(rows[1]["Rotation Diff (deg)"]) > 1.0
+        assert rows[1]["Settings"] == f"checkpoint={other}" and float(rows[1]["Rotation Diff (deg)"]) > 1.0
+        assert float(rows[1]["Pair Rate (%)"]) > 0 and float(rows[1]["CPU per Frame (ms)"]) > 0, rows[1]
 
-        gen = workers(request("status"))["inference"]["generation"]
-        out = run_cli("ab", "stop", "--keep", "B", timeout=200, check=True).stdout
-        assert f"generation {gen} -> {gen + 1}" in out
-        status = request("status")
-        assert status["ab"] is None and not status["side_workers"]
-        inf = workers(status)["inference"]
-        assert inf["generation"] == gen + 1
-        spec_seed = inf["info"]
-        assert inf["state"] == "running", spec_seed
+        before = workers(request("status"))["inference"]
+        gen = before["generation"]
+        assert before["info"]["untrained"] is True and "random" in before["info"]["checkpoint"]
+        collector = Collector(native_endpoint(request("status")))
+        try:
+            out = run_cli("ab", "stop", "--keep", "B", timeout=200, check=True).stdout
+            assert f"generation {gen} -> {gen + 1}" in out
+            status = request("status")
+            assert status["ab"] is None and not status["side_workers"]
+            inf = workers(status)["inference"]
+            # B's setting is the one in effect: the promoted generation loaded B's checkpoint...
+            assert inf["generation"] == gen + 1 and inf["state"] == "running", inf
+            assert inf["info"]["checkpoint"] == str(other) and inf["info"]["untrained"] is False, inf["info"]
+            # ...and what is published now comes from it (A ran untrained random weights)
+            collector.wait(lambda fr: sum(f.generation == gen + 1 for f in fr) >= 2, timeout=60,
+                           what="frames of the promoted generation")
+            promoted = [f for f in collector.frames if f.generation == gen + 1]
+            assert not any(f.untrained for f in promoted)
+        finally:
+            collector.close()
     finally:
         assert run_cli("stop", timeout=60).returncode == 0

@@ -32,8 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
-# Run as a script, this file's folder is sys.path[0]; tools/ holds modules (e.g. profile.py)
-# that would shadow the standard library for torch.compile, so import from the repo root.
+# Run as a script, this file's folder is sys.path[0]; the tools import `pipeline` from the repo
+# root, and keeping tools/ off the path means no tool's name can ever shadow a stdlib module.
 _TOOLS = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TOOLS]
 sys.path.insert(0, str(_TOOLS.parent))

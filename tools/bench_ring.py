@@ -1,4 +1,4 @@
-"""Benchmark the frames transport: posepipe ring vs multiprocessing.Queue vs pyzmq (DESIGN §2).
+"""Benchmark the frames transport: posepipe ring vs multiprocessing.Queue vs pyzmq (architecture.md §2).
 
 Writer and reader are separate spawned processes for every transport. Each transport runs
 twice: *saturated* (the writer sends as fast as it can; throughput = frames the reader got

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Run as a script, tools/ is sys.path[0] and its profile.py shadows the stdlib module that
-# torchvision imports; use the repository root instead.
+# Run as a script, tools/ is sys.path[0]; import `pipeline` from the repository root instead, and
+# keep tools/ off the path so no tool's name can shadow a stdlib module torchvision imports.
 _TOOLS = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TOOLS]
 sys.path.insert(0, str(_TOOLS.parent))

@@ -1,4 +1,4 @@
-"""Fuzz a running pipeline's control socket (issue 9, DESIGN §3, §12).
+"""Fuzz a running pipeline's control socket (issue 9, architecture.md §3, §12).
 
     python tools/fuzz_control.py --count 10000 --seed 1     # against `pipeline start --detach`
 

@@ -6,7 +6,7 @@
 
 People walk slowly across the view waving their arms; one person leaves and comes back
 every few seconds so track removal can be seen; per-joint uncertainty drifts so the joint
-colours change. The "Record 5 s" button answers with a message naming the request only.
+colours change. The "Record last 5 s" button answers with a message naming the request only.
 """
 from __future__ import annotations
 

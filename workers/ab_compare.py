@@ -1,10 +1,12 @@
-"""A/B compare worker (DESIGN §4): reads variant A (`poses`) and variant B (`poses_b`) with
-policy `next`, pairs their records by frame_id and keeps the comparison of `pipeline.metrics.ab`.
+"""A/B compare worker (architecture.md §4): reads variant A (`poses`) and variant B (`poses_b`) with
+policy `next`, pairs their records by frame_id and keeps the comparison of `pipeline.metrics.ab`
+(B runs on the detections A consumed, through the tee ring; see runtime/supervisor/ab.py).
 
 Started and stopped by the supervisor with `pipeline ab start|stop`; it is not part of a
 config. The comparison travels in every heartbeat (`extras["ab"]`), where `pipeline ab
-status` reads it; `pipeline ab record --csv PATH` arrives as `set record={csv: PATH}` and
-appends one row per variant. `set reset=true` starts the tallies afresh.
+status` reads it; `pipeline ab record --csv PATH` arrives as `set record={csv: PATH, cost:
+{A: {...}, B: {...}}}` (the supervisor adds each variant's process cost) and appends one row
+per variant. `set reset=true` starts the tallies afresh.
 """
 from __future__ import annotations
 
@@ -73,9 +75,10 @@ class AbCompare(Worker):
             return True
         if key != "record":
             raise SettingError(f"{self.name} settings: record={{csv: PATH}} or reset=true (got {key!r})")
-        if not isinstance(value, dict) or set(value) - {"csv"} or not isinstance(value.get("csv"), str):
-            raise SettingError("record needs {csv: PATH}")
-        rows = csv_rows(self.comparer.summary(), self.params.worker, self.params.changes)
+        if (not isinstance(value, dict) or set(value) - {"csv", "cost"} or not isinstance(value.get("csv"), str)
+                or not isinstance(value.get("cost", {}), dict)):
+            raise SettingError("record needs {csv: PATH} (and optionally cost: {A: {...}, B: {...}})")
+        rows = csv_rows(self.comparer.summary(), self.params.worker, self.params.changes, value.get("cost"))
         try:
             path = write_csv(value["csv"], rows)
         except (ValueError, OSError) as exc:

@@ -1,4 +1,4 @@
-"""Capture worker (DESIGN §5): a source's RGB frames into the frames ring, in place.
+"""Capture worker (architecture.md §5): a source's RGB frames into the frames ring, in place.
 
 The source comes from the top-level ``source:`` config (spec + options, see
 `pipeline.sources.open_source`). Each frame is copied once, straight into the ring slot,

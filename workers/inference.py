@@ -1,4 +1,4 @@
-"""Inference worker (DESIGN §5, §6): every detected person of the newest frame through POCO in one batch.
+"""Inference worker (architecture.md §5, §6): every detected person of the newest frame through POCO in one batch.
 
 Reads the detections ring (policy ``latest``), finds the frame the boxes belong to in the
 frames ring by slot and checks that slot's seq before cropping AND after: if capture has
@@ -12,6 +12,15 @@ joints when the licensed SMPL file exists). Frames without anybody still produce
 
 No checkpoint -> random weights: said loudly once at start, in `info()` (`pipeline status`)
 and in every record (`untrained`).
+
+`model: landmarks-ik` runs MediaPipe's trained pose landmark model per person and inverse
+kinematics instead (`pipeline.models.landmarks_ik`; CPU, LiteRT; backend/device/precision do
+not apply). `model: auto` (the default) is POCO-CLIFF when its checkpoint is found, else
+landmarks-ik, said once at start. Persons whose crop holds no pose are left out of its records.
+
+During an A/B test the supervisor sends `set ab_tee=<ring>`: every detections record this
+worker consumes is copied into that ring, which variant B reads with policy `next`, so B runs
+on exactly the frames A runs on (architecture.md §4); `set ab_tee=""` ends it.
 """
 from __future__ import annotations
 
@@ -27,11 +36,13 @@ from pipeline.runtime.records import stamp
 from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError, Wrote
 
 TIMING_WINDOW = 256
+LANDMARKS_IK = "landmarks-ik"
 
 
 @dataclass
 class Params:
-    model: Literal["poco-cliff", "poco-pare", "cliff", "pare"] = "poco-cliff"
+    # auto: poco-cliff when its checkpoint is found (checkpoint or data/poco_cliff.pt), else landmarks-ik
+    model: Literal["poco-cliff", "poco-pare", "cliff", "pare", "landmarks-ik", "auto"] = "auto"
     checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
     backend: Literal["torch", "compile", "cudagraph", "trt", "onnx"] = "torch"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
@@ -45,6 +56,7 @@ class Params:
     # written when frame N has been launched, or at once when no frame is waiting). false: one
     # frame at a time, each written before the next is read.
     overlap_frames: bool = True
+    min_presence: float = 0.1             # landmarks-ik: below this pose presence a crop holds nobody
 
 
 class Inference(Worker):
@@ -63,7 +75,10 @@ class Inference(Worker):
         p = self.params
         if p.threads < 0:
             raise WorkerError(f"workers.{self.name}.params.threads = {p.threads} — must be >= 0")
-        self.variant = normalise_variant(p.model)
+        self.landmarks = None
+        if self._family() == LANDMARKS_IK:
+            return self._setup_landmarks()
+        self.variant = normalise_variant("poco-cliff" if p.model == "auto" else p.model)
         self.model_name = f"poco-{self.variant}"
         self.device = _resolve_device(p.device, torch)
         if p.threads:
@@ -98,11 +113,17 @@ class Inference(Worker):
                     f"(or pass --checkpoint) for real poses. ***")
             self.log.warning("%s", loud)
             self.progress(loud)  # shown by `pipeline start` in the foreground, not only in the log
+        self._setup_common()
+
+    def _setup_common(self) -> None:
+        p = self.params
         self.smpl = None
         if p.smpl == "auto":
             from pipeline.models import load_smpl
 
             self.smpl = load_smpl(p.data_dir, device=self.device)
+        if self.landmarks is not None:
+            self.landmarks.use_smpl(self.smpl)
         self.frames = self.rings["frames"]
         self.cropper = None
         if self.device.startswith("cuda"):
@@ -114,6 +135,9 @@ class Inference(Worker):
             # DMA straight from the ring slots: no host copy of the frame at all
             self.direct_upload = self.cropper.register_host(*self.frames.host_region())
             self.extras["direct_upload"] = self.direct_upload
+            from pipeline.profiling.device_stats import DeviceStats
+
+            self.device_stats = DeviceStats.for_device(self.device)
         self.stale = 0
         self.empty = 0
         self.bad_boxes = 0
@@ -121,10 +145,49 @@ class Inference(Worker):
         self._t = {k: collections.deque(maxlen=TIMING_WINDOW) for k in ("crop", "model", "post")}
         self._last_extras = 0.0
         self.recorder = None
+        self._tee = None    # (ring, writer) while an A/B test reads what we consume
         self._in_flight: _InFlight | None = None
         self.overlap = bool(p.overlap_frames and getattr(self.backend, "asynchronous", False))
         self.extras["overlap_frames"] = self.overlap
         self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
+
+    def _family(self) -> str:
+        """landmarks-ik or poco; `auto` is POCO-CLIFF only when its weights are there."""
+        p = self.params
+        if p.model == LANDMARKS_IK:
+            return LANDMARKS_IK
+        if p.model != "auto" or p.checkpoint is not None or (Path(p.data_dir) / "poco_cliff.pt").is_file():
+            return "poco"
+        msg = (f"no POCO checkpoint at {Path(p.data_dir) / 'poco_cliff.pt'}: running {LANDMARKS_IK} (MediaPipe's "
+               f"trained pose landmarks + inverse kinematics to SMPL). Put the checkpoint there for POCO-CLIFF, "
+               f"or pass --model poco-cliff for POCO with random weights.")
+        self.log.warning("%s", msg)
+        self.progress(msg)
+        return LANDMARKS_IK
+
+    def _setup_landmarks(self) -> None:
+        from pipeline.models.landmarks_ik import LandmarksIk
+        from pipeline.models.tflite import TfliteError
+
+        p = self.params
+        if p.backend not in ("torch",) or p.device not in ("auto", "cpu") or p.precision not in ("auto", "fp32"):
+            self.log.info("%s runs on the CPU with LiteRT: backend=%s device=%s precision=%s do not apply",
+                          LANDMARKS_IK, p.backend, p.device, p.precision)
+        self.model_name, self.device, self.variant = LANDMARKS_IK, "cpu", LANDMARKS_IK
+        self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
+        try:
+            self.landmarks = self.backend = LandmarksIk(threads=p.threads or 1, min_presence=p.min_presence)
+            self.progress(f"loading {LANDMARKS_IK} (MediaPipe pose landmark model, LiteRT)")
+            self.backend.load()
+            self.progress("warming up")
+            self.backend.warmup()
+        except (TfliteError, ValueError) as exc:
+            raise WorkerError(f"inference model {LANDMARKS_IK}: {exc}") from exc
+        binfo = self.backend.info()
+        self.untrained, self.precision, self.backend_name = False, "fp32", binfo["name"]
+        self.checkpoint = binfo["landmark_model"]
+        self.no_person = 0
+        self._setup_common()
 
     def _checkpoint(self) -> str | None:
         p = self.params
@@ -146,6 +209,9 @@ class Inference(Worker):
         if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
             raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
                              f"0..{self.max_persons}")
+        if self._tee is not None:
+            self._tee[1].write(det)
+            self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
         boxes, keep = _usable_boxes(det["boxes"][:count])
         if len(keep) < count:
             self.bad_boxes += count - len(keep)
@@ -177,15 +243,21 @@ class Inference(Worker):
         if frame is None:
             return 0
         out = self._outputs(frame.job) if frame.job is not None else None
+        keep = frame.keep
+        if out is not None and "found" in out:
+            # landmarks-ik: crops without a pose are nobody (see the module docstring)
+            found = np.asarray(out.pop("found"), bool)
+            self.no_person += int((~found).sum())
+            keep, out = keep[found], {k: v[found] for k, v in out.items()}
         rec = self.out.begin()
         if rec is None:
             return 0
-        self._fill(rec, frame.det, frame.keep, out, frame.height, frame.width)
+        self._fill(rec, frame.det, keep, out, frame.height, frame.width)
         stamp(rec, "infer_start", frame.t0)
         stamp(rec, "infer_end", time.monotonic_ns())
         if self.out.commit() is None:
             return 0
-        if not len(frame.keep):
+        if not len(keep):
             self.empty += 1
         if self.recorder is not None:
             self.recorder.step()
@@ -207,6 +279,12 @@ class Inference(Worker):
         if (h, w) != (int(det["frame_height"]), int(det["frame_width"])) or h == 0 or w == 0:
             return None  # not the frame the boxes were found in
         pixels = view["pixels"][:h, :w]
+        if self.landmarks is not None:
+            centres, sides = square_boxes(boxes, self.landmarks.box_scale)
+            crops = self.landmarks.crop(pixels, centres, sides)
+            ok = frames.slot_seq(slot) == seq
+            self._t["crop"].append((time.perf_counter() - t) * 1000.0)
+            return (crops, centres, sides) if ok else None
         centres, sides = square_boxes(boxes)
         if self.cropper is not None:
             # whole rows of the slot are one contiguous block (DMA-able); the cropper cuts the width
@@ -226,7 +304,10 @@ class Inference(Worker):
 
         img, centres, sides = crops
         t = time.perf_counter()
-        pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
+        if self.landmarks is not None:
+            pending = self.landmarks.submit(img, centres, sides, img_wh)
+        else:
+            pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
         return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0)
 
     def _outputs(self, job: "_Job") -> dict:
@@ -236,7 +317,13 @@ class Inference(Worker):
         t = time.perf_counter()
         raw = job.pending.result()
         t1 = time.perf_counter()
-        params = to_smpl_params(raw, job.centres, job.sides, job.img_wh)
+        if self.landmarks is not None:
+            params = raw
+            for key in ("landmarks", "ik"):   # the landmark network and the IK, apart
+                self._t.setdefault(key, collections.deque(maxlen=TIMING_WINDOW)).append(
+                    self.landmarks.timings[f"{key}_ms"])
+        else:
+            params = to_smpl_params(raw, job.centres, job.sides, job.img_wh)
         if self.smpl is not None:
             params["joints"] = self.smpl.joints(params)
         # model: time this worker spent on the network (launch + waiting for it), not GPU time
@@ -281,9 +368,13 @@ class Inference(Worker):
                 self.extras[f"{key}_p99_ms"] = round(float(p99), 2)
         self.extras.update({"stale_frames": self.stale, "empty_frames": self.empty,
                             "bad_boxes": self.bad_boxes, "batches": self.batches})
+        if self.landmarks is not None:
+            self.extras["no_person_crops"] = self.no_person
 
     # ---------------------------------------------------------------------------- control
     def on_set(self, key, value):
+        if key == "ab_tee":
+            return self._set_tee(value)
         if key != "profile":
             raise SettingError(f"{self.name} has one live setting, profile=N (a torch profiler trace of "
                                f"N frames); got {key!r}")
@@ -300,10 +391,42 @@ class Inference(Worker):
         except TorchTraceError as exc:
             raise SettingError(str(exc)) from exc
 
+    def _set_tee(self, ring_name):
+        """Set by the supervisor for A/B, not by users: start (ring name) or stop ("") the tee."""
+        from pipeline.runtime.ring import Ring, RingError
+
+        self._close_tee()
+        if not ring_name:
+            return "off"
+        if not isinstance(ring_name, str):
+            raise SettingError(f"ab_tee needs a ring name, got {type(ring_name).__name__}")
+        try:
+            ring = Ring.attach(ring_name)
+        except RingError as exc:
+            raise SettingError(f"ab_tee: {exc}") from exc
+        reader = getattr(self.ctx.runner, "reader", None)
+        if reader is not None and ring.dtype != reader.ring.dtype:
+            ring.close()
+            raise SettingError(f"ab_tee: ring {ring_name!r} does not hold {self.input} records")
+        self._tee = (ring, ring.writer(self.generation))
+        self.extras.update(ab_tee=ring_name, ab_tee_written=0)
+        return ring_name
+
+    def _close_tee(self) -> None:
+        tee, self._tee = getattr(self, "_tee", None), None
+        self.extras.pop("ab_tee", None)
+        if tee is not None:
+            ring, writer = tee
+            writer.release()
+            del tee, writer
+            ring.close()
+
     def info(self) -> dict:
         backend = getattr(self, "backend", None)
         if backend is None:
-            return {"model": f"poco-{self.params.model.split('-')[-1]}", "backend": self.params.backend}
+            model = self.params.model
+            return {"model": model if model in (LANDMARKS_IK, "auto") else f"poco-{model.split('-')[-1]}",
+                    "backend": self.params.backend}
         out = {"model": self.model_name, "backend": self.backend_name, "device": self.device,
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
@@ -314,6 +437,7 @@ class Inference(Worker):
         return out
 
     def stop(self) -> None:
+        self._close_tee()
         recorder = getattr(self, "recorder", None)
         if recorder is not None and recorder.active:
             try:

@@ -1,4 +1,4 @@
-"""Metrics worker (DESIGN §10): every published frame in, seed CSV rows, Prometheus and live numbers out.
+"""Metrics worker (architecture.md §10): every published frame in, seed CSV rows, Prometheus and live numbers out.
 
 Reads the `published` ring with policy `next` (the runner counts records lost when it falls
 behind; each frame's `overwritten_before` also cuts the change-metric chain). Other workers'

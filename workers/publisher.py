@@ -1,4 +1,4 @@
-"""Publisher worker (DESIGN §5, §7): every poses record, in order, to the sinks.
+"""Publisher worker (architecture.md §5, §7): every poses record, in order, to the sinks.
 
 Reads the poses ring with policy ``next``, stamps ``publish``, copies the record into the
 ``published`` ring (metrics and the profiler read it there) and hands a `PosesFrame` to each
@@ -20,7 +20,7 @@ frame to the sinks that draw variants (the viewer: B's skeletons beside A's, in 
 colour). B is drawn raw (no smoothing), shown only, never published: the published stream stays
 A's. When B stops writing for a second its skeletons are cleared.
 
-Sinks that talk back to the pipeline (the viewer's "Record 5 s" button, the display's
+Sinks that talk back to the pipeline (the viewer's "Record last 5 s" button, the display's
 `q`/`r` keys) get a `ControlActions` bound to the supervisor's control socket; the viewer
 gets the SMPL mesh when the SMPL files exist.
 """

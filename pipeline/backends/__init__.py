@@ -1,4 +1,4 @@
-"""Inference backends (DESIGN §6). `get_backend(name)` imports only the module asked for.
+"""Inference backends (architecture.md §6). `get_backend(name)` imports only the module asked for.
 
 One module per backend behind one interface (`load`, `warmup`, `submit`/`infer`, `info`), plus
 what touches the inference device: pinned uploads (`pinned`) and GPU crops (`gpu_preprocess`).

@@ -1,4 +1,4 @@
-"""The one small interface every inference backend implements (DESIGN §6).
+"""The one small interface every inference backend implements (architecture.md §6).
 
 A backend module (`pipeline/backends/<name>.py`) keeps its heavy imports (torch_tensorrt,
 onnxruntime, ...) inside itself, and fails in `load()` with a message that says what to

@@ -1,5 +1,6 @@
 """`compile` backend: torch.compile(mode="reduce-overhead") = Inductor kernels replayed as
-CUDA graphs, fp16 backbone, channels-last (DESIGN §6).
+CUDA graphs, channels-last, in the precision asked for (fp16 = fp16 backbone, fp32 head;
+the inference worker's `auto` picks fp16 on CUDA) (architecture.md §6).
 
 At batch 1 eager POCO is CPU-launch-bound (~37 ms on an H100 for ~35 GFLOP), so the win
 comes from replaying the whole network (backbone + head + uncertainty + output packing) as
@@ -17,7 +18,6 @@ Options (BackendConfig.options):
     freezing      bool, default False: Inductor freezing (weights become constants).
     cudnn_fusion  bool, default False: conv+ReLU and conv+add+ReLU as single cuDNN kernels
                   (backends/conv_fusion.py); CUDA only.
-    keep_fp32     bool: run fp32 on CUDA (default: fp16 backbone on CUDA).
     allow_cpu     bool: opt in to Inductor on CPU (slow to build; no CUDA graphs there).
 """
 from __future__ import annotations
@@ -71,7 +71,13 @@ class CompileBackend(Backend):
                 "Inductor on CPU takes minutes to build and gains little here: use "
                 "backend=torch or backend=onnx on CPU, or set options allow_cpu=true to try it")
         cuda = device.type == "cuda"
-        precision = "fp16" if cuda and not opts.get("keep_fp32", False) else "fp32"
+        if "keep_fp32" in opts:
+            raise ValueError("compile option keep_fp32 no longer exists: the backend runs the precision "
+                             "asked for; use precision=fp32 (or fp16)")
+        precision = cfg.precision
+        if precision == "fp16" and not cuda:
+            raise BackendUnavailable("compile fp16 needs a CUDA GPU (CPU half convolutions are slow and "
+                                     "inexact); use precision=fp32 on CPU")
         channels_last = cuda or cfg.channels_last
         sizes = batching.parse_sizes(opts.get("batch_sizes", "all"), int(cfg.max_batch))
         cache_root = configure_compile_cache(cfg.cache_dir or DEFAULT_CACHE_DIR)
@@ -115,7 +121,7 @@ class CompileBackend(Backend):
             "name": self.name, "loaded": True, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
             "precision": precision, "precision_detail": prepared.precision_detail,
-            "bn_folded": prepared.bn_folded, "channels_last": channels_last,
+            "bn_folded": prepared.bn_folded, "bn_left": prepared.bn_left, "channels_last": channels_last,
             "cudnn_fusion": prepared.fused or False,
             "mode": mode, "freezing": bool(opts.get("freezing", False)),
             "dynamic": opts.get("dynamic", None), "batch_sizes": list(sizes),

@@ -78,7 +78,7 @@ class CudaGraphBackend(Backend):
             "name": self.name, "loaded": True, "device": str(device),
             "device_name": torch.cuda.get_device_name(device),
             "precision": cfg.precision, "precision_detail": prepared.precision_detail,
-            "bn_folded": prepared.bn_folded, "channels_last": True,
+            "bn_folded": prepared.bn_folded, "bn_left": prepared.bn_left, "channels_last": True,
             "cudnn_fusion": prepared.fused or False,
             "streams": plan.streams_used if plan else 1,
             "stream_plan": ({"nodes": plan.nodes, "depth": plan.depth, "chains": plan.chains,

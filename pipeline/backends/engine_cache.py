@@ -4,7 +4,7 @@ An engine is only valid for the exact network weights, variant, precision, batch
 (for TensorRT) the GPU and TensorRT version it was built for. Every engine file therefore
 has a JSON sidecar holding the full key plus the engine file's own sha256; `lookup()`
 compares both, so a stale engine (other weights, other GPU, other TensorRT) or a foreign /
-truncated file is detected instead of being loaded (DESIGN §6).
+truncated file is detected instead of being loaded (architecture.md §6).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frame -> normalised POCO crops on the inference device (DESIGN §5 inference, issue 11).
+"""Frame -> normalised POCO crops on the inference device (architecture.md §5 inference, issue 11).
 
 Per frame: one upload of the frame. When the caller page-locked the memory the frame lives
 in (`register_host`: the inference worker registers the whole frames ring once), the frame

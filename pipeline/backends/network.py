@@ -110,8 +110,15 @@ class _HalfIsland(nn.Module):
 class PreparedNetwork:
     module: nn.Module
     precision_detail: str     # what really runs in which precision
-    bn_folded: bool
+    bn_folded: int            # BatchNorm modules folded into their convs
+    bn_left: int              # BatchNorm modules still in the network (e.g. PARE's head, never folded)
     fused: dict = field(default_factory=dict)   # conv_fusion counts, when asked for
+
+
+def count_batchnorm(module: nn.Module) -> int:
+    # An fx GraphModule keeps only the submodules its graph still calls, so after folding this
+    # counts the BatchNorms that really run.
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def prepare_network(model: nn.Module, precision: str, channels_last: bool,
@@ -120,21 +127,23 @@ def prepare_network(model: nn.Module, precision: str, channels_last: bool,
     the 6D->rotation Gram-Schmidt and the uncertainty head stay fp32 because they are tiny at
     these batch sizes and are where fp16 error would land directly on the rotations."""
     target = model.backbone if hasattr(model, "backbone") else None
-    folded = False
+    bn_before = count_batchnorm(model)
+    traced = False
     if fold_bn:
         if target is not None:
             new = fold_batchnorm(target)
-            folded = new is not target
+            traced = new is not target
             model.backbone = target = new
         else:
             new = fold_batchnorm(model)
-            folded = new is not model
+            traced = new is not model
             model = new
+    bn_left = count_batchnorm(model)
     fused = {}
     if cudnn_fusion:
         from pipeline.backends.conv_fusion import fuse_conv_relu
         graph = target if target is not None else model
-        if not (folded and isinstance(graph, torch.fx.GraphModule)):
+        if not (traced and isinstance(graph, torch.fx.GraphModule)):
             raise ValueError("cudnn_fusion needs the BatchNorm-folded, fx-traced network (fold_bn=true)")
         graph, fused = fuse_conv_relu(graph)
         log.info("cuDNN fusion: %d conv+relu, %d conv+add+relu", fused["conv_relu"], fused["conv_add_relu"])
@@ -149,7 +158,7 @@ def prepare_network(model: nn.Module, precision: str, channels_last: bool,
         detail = "fp32"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return PreparedNetwork(model, detail, folded, fused)
+    return PreparedNetwork(model, detail, bn_before - bn_left, bn_left, fused)
 
 
 class FlatNetwork(nn.Module):

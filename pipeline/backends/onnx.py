@@ -1,5 +1,5 @@
 """`onnx` backend: the network exported once to ONNX (dynamic batch) and run by onnxruntime,
-on the CPU or through onnxruntime-gpu's CUDA provider (DESIGN §6).
+on the CPU or through onnxruntime-gpu's CUDA provider (architecture.md §6).
 
 The .onnx file is cached under data/engines/ with a key sidecar (engine_cache), so the
 export (tens of seconds for HRNet-W48) happens once per checkpoint. fp32 only: fp16 on the

@@ -1,6 +1,6 @@
 """`trt` backend: the network (backbone + head + uncertainty; SMPL stays outside) compiled by
 torch-tensorrt's dynamo path into a TensorRT engine with a dynamic batch 1..max_batch
-(DESIGN §6, issue 11).
+(architecture.md §6, issue 11).
 
 Engines live under data/engines/ (or <cache_dir>/engines) as torch-exported programs
 (`.ep`) with a JSON key sidecar: checkpoint hash, variant, precision, batch range, GPU name

@@ -1,4 +1,4 @@
-"""`pipeline ab start|status|record|stop`: A/B test a worker variant live (DESIGN §4, issue 7).
+"""`pipeline ab start|status|record|stop`: A/B test a worker variant live (architecture.md §4, issue 7).
 
 Lazily registered by `pipeline.cli`; everything goes through the supervisor's control socket.
 """

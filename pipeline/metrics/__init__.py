@@ -1,4 +1,4 @@
-"""Metrics library (DESIGN §10): per-frame quantities, trailing windows, the seed CSV, Prometheus.
+"""Metrics library (architecture.md §10): per-frame quantities, trailing windows, the seed CSV, Prometheus.
 
 Light to import: numpy only; prometheus_client is imported by `pipeline.metrics.prometheus`.
 

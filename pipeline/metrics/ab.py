@@ -1,12 +1,19 @@
-"""A/B comparison of two pose variants run on the same frames (DESIGN §4, issue 7).
+"""A/B comparison of two pose variants run on the same frames (architecture.md §4, issue 7).
 
 Variant A is the serving inference worker (ring `poses`), variant B a second worker with
-changed settings beside it (ring `poses_b`); both read the same detections ring. A frame
-counts as *matched* when both variants produced a record with the same `frame_id`; every
-agreement number is computed on matched frames only, B against A:
+changed settings beside it (ring `poses_b`). B does not pick its own frames: A copies every
+detections record it consumes into the tee ring `detections_ab`, which B reads with policy
+`next` (runtime/supervisor/ab.py), so both run on the same frames and a slower B skips frames
+only when their pixels left the frames ring before B got to them. A frame counts as *matched*
+when both variants produced a record with the same `frame_id`; the *pair rate* is matched
+frames / A's frames since B's first frame. Every agreement number is computed on matched
+frames only, B against A:
 
 * ``rot_deg``       mean geodesic angle between the rotation matrices of the 24 SMPL joints
                     (global orient + 23 body joints), degrees;
+* ``rot_deg_per_joint`` the same angle per joint ({joint name: degrees}, SMPL order; a dict
+                    because heartbeat extras carry dicts, not lists), e.g. to see where two
+                    model families (POCO and landmarks-ik) disagree;
 * ``transl_mm``     mean distance between the full-image translations, millimetres;
 * ``joints_mm``     mean per-joint distance of the SMPL joints, millimetres (only when both
                     records carry joints, else None);
@@ -17,7 +24,9 @@ same detections record, in its order. When the counts differ the first min(count
 paired and the frame counts against `same_count`.
 
 Per variant: frames seen, throughput (frames per second since the first frame), capture ->
-inference-end latency p50/p99 and model time (infer_start -> infer_end) p50/p99.
+inference-end latency p50/p99 and model time (infer_start -> infer_end) p50/p99. The
+supervisor adds each variant's process cost (`ab_cost`): CPU %, CPU time per frame since B
+was ready, resident memory and, on a GPU, device memory and NVML's per-process SM share.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import numpy as np
 
 from pipeline.pose.frame import PosesFrame
 from pipeline.pose.rotations import axis_angle_to_rotmat, rotation_angle_between
+from pipeline.pose.skeleton import JOINT_NAMES
 
 VARIANTS = ("A", "B")
 PENDING_MAX = 256      # unmatched frames kept per variant (older ones can no longer match)
@@ -39,7 +49,13 @@ LATENCY_WINDOW = 1000
 CSV_COLUMNS = ("Timestamp", "Variant", "Worker", "Generation", "Model", "Backend", "Precision", "Untrained",
                "Settings", "Frames", "Throughput (FPS)", "Latency p50 (ms)", "Latency p99 (ms)",
                "Model Time p50 (ms)", "Model Time p99 (ms)", "Matched Frames", "Rotation Diff (deg)",
-               "Translation Diff (mm)", "Joint Diff (mm)", "Same Person Count (%)")
+               "Translation Diff (mm)", "Joint Diff (mm)", "Same Person Count (%)", "Pair Rate (%)",
+               "CPU (%)", "CPU per Frame (ms)", "RSS (MB)", "GPU Memory (MB)", "GPU SM Share (%)",
+               "Per-Joint Rotation Diff (deg)")
+# (label, key in a variant's cost dict, scale) for the table and the CSV
+COST_FIELDS = (("CPU (%)", "cpu_percent", 1.0), ("CPU per Frame (ms)", "cpu_ms_per_frame", 1.0),
+               ("RSS (MB)", "rss_bytes", 2.0 ** -20), ("GPU Memory (MB)", "gpu_mem_bytes", 2.0 ** -20),
+               ("GPU SM Share (%)", "gpu_proc_util_percent", 1.0))
 
 
 def person_rotations(persons: list) -> np.ndarray:
@@ -57,6 +73,7 @@ class FrameAgreement:
     transl_mm: float | None
     joints_mm: float | None
     same_count: bool
+    rot_deg_joints: np.ndarray | None = None   # (24,) per joint, mean over the paired persons
 
 
 def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
@@ -65,7 +82,8 @@ def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
     if n == 0:
         return FrameAgreement(None, None, None, same)
     pa, pb = a.persons[:n], b.persons[:n]
-    rot = float(np.degrees(rotation_angle_between(person_rotations(pa), person_rotations(pb))).mean())
+    per_joint = np.degrees(rotation_angle_between(person_rotations(pa), person_rotations(pb))).mean(axis=0)
+    rot = float(per_joint.mean())
     ta = np.stack([p.transl for p in pa]).astype(np.float64)
     tb = np.stack([p.transl for p in pb]).astype(np.float64)
     transl = float(np.linalg.norm(ta - tb, axis=-1).mean() * 1000.0)
@@ -74,7 +92,7 @@ def compare_frames(a: PosesFrame, b: PosesFrame) -> FrameAgreement:
         ja = np.stack([p.joints for p in pa]).astype(np.float64)
         jb = np.stack([p.joints for p in pb]).astype(np.float64)
         joints = float(np.linalg.norm(ja - jb, axis=-1).mean() * 1000.0)
-    return FrameAgreement(rot, transl, joints, same)
+    return FrameAgreement(rot, transl, joints, same, per_joint)
 
 
 class _Mean:
@@ -148,12 +166,22 @@ class AbComparer:
         self.matched = 0
         self.same_count = 0
         self.rot, self.transl, self.joints = _Mean(), _Mean(), _Mean()
+        self.rot_joints = np.zeros(len(JOINT_NAMES))
+        self.rot_joints_n = 0
         self.max_rot = 0.0
+        self.b_first_id: int | None = None
+        self.a_since_b = 0   # A's frames from B's first frame on: the pair rate's denominator
 
     def feed(self, variant: str, frame: PosesFrame) -> FrameAgreement | None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be A or B, got {variant!r}")
         self.stats[variant].observe(frame, self._clock())
+        if variant == "B" and self.b_first_id is None:
+            # B started late (model load): A's frames before B's first one cannot pair
+            self.b_first_id = frame.frame_id
+            self.a_since_b = sum(1 for fid in self.pending["A"] if fid >= frame.frame_id)
+        elif variant == "A" and self.b_first_id is not None and frame.frame_id >= self.b_first_id:
+            self.a_since_b += 1
         other = "B" if variant == "A" else "A"
         partner = self.pending[other].pop(frame.frame_id, None)
         if partner is None:
@@ -176,6 +204,9 @@ class AbComparer:
         self.joints.add(agreement.joints_mm)
         if agreement.rot_deg is not None:
             self.max_rot = max(self.max_rot, agreement.rot_deg)
+        if agreement.rot_deg_joints is not None and np.all(np.isfinite(agreement.rot_deg_joints)):
+            self.rot_joints += agreement.rot_deg_joints
+            self.rot_joints_n += 1
         return agreement
 
     def summary(self) -> dict:
@@ -184,8 +215,12 @@ class AbComparer:
 
         return {"A": self.stats["A"].summary(), "B": self.stats["B"].summary(),
                 "agreement": {"matched": self.matched,
+                              "pair_rate": round(self.matched / self.a_since_b, 4) if self.a_since_b else None,
                               "rot_deg": r(self.rot.value), "rot_max_deg": round(self.max_rot, 4),
                               "transl_mm": r(self.transl.value), "joints_mm": r(self.joints.value),
+                              "rot_deg_per_joint": ({name: round(float(x), 3) for name, x in
+                                                     zip(JOINT_NAMES, self.rot_joints / self.rot_joints_n)}
+                                                    if self.rot_joints_n else None),
                               "same_count": round(self.same_count / self.matched, 4) if self.matched else None}}
 
 
@@ -204,14 +239,33 @@ def format_table(ab: dict) -> str:
                        ("latency_p50_ms", "latency p50 ms"), ("latency_p99_ms", "latency p99 ms"),
                        ("model_p50_ms", "model p50 ms"), ("model_p99_ms", "model p99 ms")):
         rows.append((label, _fmt(a.get(key)), _fmt(b.get(key))))
+    cost = ab.get("cost") or {}
+    for label, key, scale in COST_FIELDS:
+        values = [(cost.get(v) or {}).get(key) for v in VARIANTS]
+        if any(v is not None for v in values):
+            rows.append((label, *(_fmt(None if v is None else v * scale) for v in values)))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines += ["  ".join(c.ljust(width[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     same = agr.get("same_count")
+    pair = agr.get("pair_rate")
+    tee = ab.get("tee") or {}
+    lines.append(f"pair rate {_fmt(None if pair is None else pair * 100)} % of A's frames since B's first; "
+                 f"B reads the detections A consumed (A copied {_fmt(tee.get('written'))}, B found "
+                 f"{_fmt(tee.get('b_stale'))} frames already overwritten, lost {_fmt(tee.get('b_overruns'))})")
     lines.append(f"agreement on {agr.get('matched', 0)} matched frames: "
                  f"rotation {_fmt(agr.get('rot_deg'))} deg (max {_fmt(agr.get('rot_max_deg'))}), "
                  f"translation {_fmt(agr.get('transl_mm'))} mm, joints {_fmt(agr.get('joints_mm'), 'n/a (no SMPL)')} mm, "
                  f"same person count {_fmt(None if same is None else same * 100)} %")
+    per_joint = _per_joint_text(agr.get("rot_deg_per_joint"))
+    if per_joint:
+        lines.append(f"rotation difference per joint (deg): {per_joint}")
     return "\n".join(lines)
+
+
+def _per_joint_text(values: dict | None) -> str:
+    if not isinstance(values, dict):
+        return ""
+    return ", ".join(f"{name} {_fmt(float(v))}" for name, v in values.items())
 
 
 def _fmt(value, missing: str = "-") -> str:
@@ -232,9 +286,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def csv_rows(summary: dict, worker: str, changes: dict) -> list[dict]:
-    """One row per variant; the agreement columns (B against A) repeat on both rows."""
+def csv_rows(summary: dict, worker: str, changes: dict, cost: dict | None = None) -> list[dict]:
+    """One row per variant; the agreement columns (B against A) repeat on both rows; `cost` is
+    the supervisor's per-variant process cost (see the module docstring)."""
     agr = summary.get("agreement") or {}
+    cost = cost or {}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     rows = []
     for variant in VARIANTS:
@@ -251,7 +307,12 @@ def csv_rows(summary: dict, worker: str, changes: dict) -> list[dict]:
             "Matched Frames": agr.get("matched"), "Rotation Diff (deg)": agr.get("rot_deg"),
             "Translation Diff (mm)": agr.get("transl_mm"), "Joint Diff (mm)": agr.get("joints_mm"),
             "Same Person Count (%)": None if same is None else round(same * 100, 2),
+            "Pair Rate (%)": None if agr.get("pair_rate") is None else round(agr["pair_rate"] * 100, 2),
+            "Per-Joint Rotation Diff (deg)": _per_joint_text(agr.get("rot_deg_per_joint")) or None,
         })
+        mine = cost.get(variant) or {}
+        for label, key, scale in COST_FIELDS:
+            rows[-1][label] = None if mine.get(key) is None else round(mine[key] * scale, 3)
     return rows
 
 
@@ -266,6 +327,12 @@ def write_csv(path: str, rows: list[dict]) -> str:
     if os.path.isdir(path):
         raise ValueError(f"cannot write {path}: it is a directory")
     new = not os.path.exists(path) or os.path.getsize(path) == 0
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != CSV_COLUMNS:
+            raise ValueError(f"cannot append to {path}: its header is not this version's A/B columns "
+                             f"(first columns {', '.join(header[:3])}...); write to a new file")
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         if new:

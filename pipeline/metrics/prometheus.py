@@ -1,4 +1,4 @@
-"""Prometheus text endpoint for the live numbers (DESIGN §10), on its own CollectorRegistry.
+"""Prometheus text endpoint for the live numbers (architecture.md §10), on its own CollectorRegistry.
 
 Binds 127.0.0.1:9100 by default. Heartbeat counters are cumulative per worker process; the
 exporter turns them into monotonically increasing Prometheus counters by adding the growth since

@@ -1,4 +1,4 @@
-"""Per-frame quantities of the seed's metrics CSV, with the seed's mistakes corrected (DESIGN §10).
+"""Per-frame quantities of the seed's metrics CSV, with the seed's mistakes corrected (architecture.md §10).
 
 Each quantity below names the seed's definition and ours. Where they differ, ours is the
 corrected one and the reason is given; `docs/metrics.md` holds the same table.

@@ -128,7 +128,7 @@ def build_row(summary: WindowSummary, condition: str,
     when = when or _dt.datetime.now()
     model = summary.model or "unknown"
     if summary.untrained:
-        # DESIGN §8: untrained output is flagged in the model field of every row.
+        # architecture.md §8: untrained output is flagged in the model field of every row.
         model = f"{model} (UNTRAINED random weights)"
     v: dict[str, object] = {
         "Timestamp": when.strftime(TIMESTAMP_FORMAT),
@@ -151,8 +151,10 @@ def build_row(summary: WindowSummary, condition: str,
         "Max Persons": summary.persons_max,
         "Avg Vertex Change (mm)": summary.vertex_change_mm,
         "Metrics Missed Records": summary.missed,
-        "GPU Util (%)": summary.gpu_util_percent,
-        "GPU Memory (MB)": summary.gpu_mem_bytes / 2**20,
+        # Not measured (nothing on a GPU, or no NVML for the utilisation) is an empty cell, never
+        # 0 and never the NaN of "measured, but no value in this window" (docs/metrics.md).
+        "GPU Util (%)": _measured(summary.gpu_util_percent),
+        "GPU Memory (MB)": _measured(summary.gpu_mem_bytes / 2**20),
     }
     for span in CSV_SPANS:
         pct = summary.stage_ms.get(span, {})
@@ -166,6 +168,10 @@ def build_row(summary: WindowSummary, condition: str,
     missing = set(HEADER) - set(v)
     assert not missing, missing
     return {col: format_value(v[col]) for col in HEADER}
+
+
+def _measured(value: float):
+    return "" if math.isnan(value) else value
 
 
 def append_row(path: str | os.PathLike, row: Mapping[str, str]) -> tuple[str, ...]:

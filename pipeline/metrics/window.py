@@ -14,6 +14,8 @@ Rules (the seed's, kept so old and new CSV rows compare):
   per frame. Per-stage spans are reported as p50/p95/p99.
 - Dropped frames per worker: growth of that worker's drops + overruns counters during the
   window (its heartbeats are cumulative); CPU %, RSS and GPU numbers: the newest heartbeat.
+- GPU (only workers on a GPU report it, profiling/device_stats.py): memory is the sum over the
+  workers, utilisation the highest reported; NaN (not measured) when no worker reported it.
 """
 from __future__ import annotations
 
@@ -185,10 +187,12 @@ class TrailingWindow:
             grown = (newest.drops + newest.overruns) - (base.drops + base.overruns)
             # A restarted worker starts its counters at 0 again: count what the new one saw.
             s.worker_drops[name] = grown if grown >= 0 else newest.drops + newest.overruns
+            # Workers on GPUs (inference, detection) each report their own memory and the
+            # device's utilisation: the pipeline uses the sum of the memory and the busiest device.
             if math.isfinite(newest.gpu_util_percent):
-                s.gpu_util_percent = newest.gpu_util_percent
+                s.gpu_util_percent = max(_zero_if_nan(s.gpu_util_percent), newest.gpu_util_percent)
             if math.isfinite(newest.gpu_mem_bytes):
-                s.gpu_mem_bytes = newest.gpu_mem_bytes
+                s.gpu_mem_bytes = _zero_if_nan(s.gpu_mem_bytes) + newest.gpu_mem_bytes
         return s
 
     def _prune(self) -> None:
@@ -199,6 +203,10 @@ class TrailingWindow:
             # Keep one sample older than the horizon: it is the baseline for counter growth.
             while len(hist) > 1 and hist[1][0] <= horizon:
                 hist.popleft()
+
+
+def _zero_if_nan(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 def _nanmean(values) -> float:

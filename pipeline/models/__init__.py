@@ -1,4 +1,4 @@
-"""POCO models (CLIFF and PARE variants), pre/post-processing and optional SMPL (DESIGN §6).
+"""POCO models (CLIFF and PARE variants), pre/post-processing and optional SMPL (architecture.md §6).
 
     from pipeline.models import load_poco, crop_batch, to_smpl_params
     model = load_poco("cliff", checkpoint="data/poco_cliff.pt", device="cpu")

@@ -105,7 +105,7 @@ def full_image_translation(pred_cam: torch.Tensor, centres: torch.Tensor, sides:
                            img_wh: torch.Tensor, focal: torch.Tensor) -> torch.Tensor:
     """Weak-perspective crop camera [s, tx, ty] -> camera translation in the full image (metres).
 
-    transl = [tx + 2(cx - W/2)/(s b), ty + 2(cy - H/2)/(s b), 2 f/(s b)]  (DESIGN §6), where b
+    transl = [tx + 2(cx - W/2)/(s b), ty + 2(cy - H/2)/(s b), 2 f/(s b)]  (architecture.md §6), where b
     is the side of the square crop box in pixels and f the full-image focal length.
     """
     s, tx, ty = pred_cam[..., 0], pred_cam[..., 1], pred_cam[..., 2]

@@ -1,4 +1,4 @@
-"""HRNet backbones used by POCO (DESIGN §6).
+"""HRNet backbones used by POCO (architecture.md §6).
 
 Two variants share the same building blocks and the official parameter names, so the
 released POCO state dicts load with ``strict=True``:

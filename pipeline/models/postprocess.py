@@ -28,7 +28,7 @@ def to_smpl_params(out: dict, centres, sides, img_wh) -> dict[str, np.ndarray]:
     side = _f64(sides).reshape(b)
     w, h = float(img_wh[0]), float(img_wh[1])
     f = focal_length(w, h)
-    # DESIGN §6: transl = [tx + 2(cx - W/2)/(s b), ty + 2(cy - H/2)/(s b), 2 f/(s b)]
+    # architecture.md §6: transl = [tx + 2(cx - W/2)/(s b), ty + 2(cy - H/2)/(s b), 2 f/(s b)]
     sb = cam[:, 0] * side
     transl = np.stack([cam[:, 1] + 2.0 * (c[:, 0] - w / 2.0) / sb,
                        cam[:, 2] + 2.0 * (c[:, 1] - h / 2.0) / sb,

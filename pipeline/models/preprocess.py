@@ -1,4 +1,4 @@
-"""Person crops for POCO (DESIGN §6): square box, affine warp to 224, ImageNet normalisation,
+"""Person crops for POCO (architecture.md §6): square box, affine warp to 224, ImageNet normalisation,
 focal length and CLIFF's bbox_info.
 
 Two equivalent crop paths: `crop_cv2` (cv2.warpAffine, CPU, the official behaviour) and

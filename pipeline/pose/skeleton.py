@@ -1,6 +1,6 @@
 """The 24-joint SMPL skeleton without the SMPL model files: names, tree, rest joints, FK.
 
-Used when the licensed SMPL files are absent (DESIGN §6): the overlay draws a skeleton,
+Used when the licensed SMPL files are absent (architecture.md §6): the overlay draws a skeleton,
 the BVH exporter needs bone offsets, the VMC sink sends rest bone positions.
 
 `DEFAULT_REST_JOINTS` are rest-pose joint positions (metres, SMPL body frame: x = the
@@ -71,6 +71,69 @@ def check_rest_joints(rest_joints) -> np.ndarray:
     return J
 
 
+def _tree_levels(parents=PARENTS) -> tuple[np.ndarray, ...]:
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return tuple(np.flatnonzero(np.array(depth) == d) for d in range(1, max(depth) + 1))
+
+
+# Joints grouped by depth in the tree (pelvis excluded): every joint of a level has its parent
+# in an earlier level, so one vectorised step per level poses all of them.
+LEVELS = _tree_levels()
+_PARENT_INDEX = np.array(PARENTS[1:])
+
+
+def forward_kinematics_batch(local_rotmats, rest_joints=None) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotations (..., 24, 3, 3) and joint positions (..., 24, 3) of posed skeletons.
+
+    local_rotmats (..., 24, 3, 3); rest_joints (24, 3) or (..., 24, 3) per skeleton. As in
+    SMPL the pelvis stays at its rest position (add `transl` for the camera frame). One
+    vectorised step per tree level, not per joint.
+    """
+    local = np.asarray(local_rotmats, np.float64)
+    J = DEFAULT_REST_JOINTS if rest_joints is None else np.asarray(rest_joints, np.float64)
+    if local.shape[-3:] != (NUM_JOINTS, 3, 3) or J.shape[-2:] != (NUM_JOINTS, 3):
+        raise ValueError(f"local rotations must be (..., 24, 3, 3) and rest joints (..., 24, 3); got "
+                         f"{local.shape} and {J.shape}")
+    offsets = J.copy()
+    offsets[..., 1:, :] = J[..., 1:, :] - J[..., _PARENT_INDEX, :]
+    shape = np.broadcast_shapes(local.shape[:-3], J.shape[:-2])
+    glob = np.empty(shape + (NUM_JOINTS, 3, 3))
+    pos = np.empty(shape + (NUM_JOINTS, 3))
+    glob[..., 0, :, :] = local[..., 0, :, :]
+    pos[..., 0, :] = J[..., 0, :]
+    for idx in LEVELS:
+        par = _PARENT_INDEX[idx - 1]
+        glob[..., idx, :, :] = glob[..., par, :, :] @ local[..., idx, :, :]
+        pos[..., idx, :] = pos[..., par, :] + np.einsum("...ij,...j->...i", glob[..., par, :, :],
+                                                        offsets[..., idx, :])
+    return glob, pos
+
+
+def joints_from_offsets(offsets) -> np.ndarray:
+    """Rest joint positions (..., 24, 3) from parent-relative offsets (row 0: the pelvis)."""
+    out = np.array(offsets, np.float64)
+    for idx in LEVELS:
+        out[..., idx, :] += out[..., _PARENT_INDEX[idx - 1], :]
+    return out
+
+
+def repose_joints(joints, local_before, local_after, transl_before=None, transl_after=None) -> np.ndarray:
+    """Posed joints (..., 24, 3) moved from one set of local rotations (and translation) to
+    another on the same skeleton. The skeleton is recovered from the joints and the rotations
+    that posed them, which is exact for joints made by forward kinematics (SMPL's included):
+    smoothing the rotations can then move the joints along with them."""
+    P = np.asarray(joints, np.float64)
+    glob, _ = forward_kinematics_batch(local_before)   # global rotations do not depend on the rest joints
+    off = np.empty_like(P)
+    off[..., 0, :] = P[..., 0, :] - (0.0 if transl_before is None else np.asarray(transl_before, np.float64))
+    off[..., 1:, :] = np.einsum("...ji,...j->...i", glob[..., _PARENT_INDEX, :, :],
+                                P[..., 1:, :] - P[..., _PARENT_INDEX, :])
+    _, pos = forward_kinematics_batch(local_after, joints_from_offsets(off))
+    return pos + (0.0 if transl_after is None else np.asarray(transl_after, np.float64)[..., None, :])
+
+
 def forward_kinematics(global_orient, body_pose, transl=None, rest_joints=None):
     """Posed joint positions (24, 3) and global rotations (24, 3, 3).
 
@@ -80,22 +143,14 @@ def forward_kinematics(global_orient, body_pose, transl=None, rest_joints=None):
     J = DEFAULT_REST_JOINTS if rest_joints is None else check_rest_joints(rest_joints)
     aa = np.concatenate([np.asarray(global_orient, np.float64).reshape(1, 3),
                          np.asarray(body_pose, np.float64).reshape(23, 3)], axis=0)
-    local = axis_angle_to_rotmat(aa)
-    glob = np.empty_like(local)
-    pos = np.empty((NUM_JOINTS, 3))
-    glob[0] = local[0]
-    pos[0] = J[0]
-    for j in range(1, NUM_JOINTS):
-        p = PARENTS[j]
-        glob[j] = glob[p] @ local[j]
-        pos[j] = pos[p] + glob[p] @ (J[j] - J[p])
+    glob, pos = forward_kinematics_batch(axis_angle_to_rotmat(aa), J)
     if transl is not None:
         pos = pos + np.asarray(transl, np.float64).reshape(1, 3)
     return pos, glob
 
 
 def full_image_focal(width: int, height: int) -> float:
-    """Focal length (pixels) of the full-image camera POCO/CLIFF assume (DESIGN §6)."""
+    """Focal length (pixels) of the full-image camera POCO/CLIFF assume (architecture.md §6)."""
     return float(np.sqrt(width * width + height * height))
 
 

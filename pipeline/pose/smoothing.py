@@ -1,4 +1,4 @@
-"""One-Euro smoothing of published poses, per person track and per field (DESIGN §7).
+"""One-Euro smoothing of published poses, per person track and per field (architecture.md §7).
 
 Rotations are never filtered as raw axis-angle: axis-angle wraps at pi (a body turning
 through 180 degrees jumps from +pi to -pi about the same axis), and averaging across that
@@ -14,6 +14,9 @@ is 1.0 Hz:
     moderate   1.0 / 0.5 / 1.0    0.5 / 0.2 / 1.0   1.0 / 0.7 / 1.0
     smooth     0.3 / 0.05 / 0.8   0.1 / 0.01 / 0.5  0.4 / 0.1 / 0.9
     off        (frames pass through unchanged; change statistics are still computed)
+
+A person's `joints` (when the frame carries them) are re-posed with the filtered rotations
+and translation on the skeleton they came from, so drawn skeletons are smoothed too.
 
 Time steps come from `t_capture_ns`, so a pipeline that skips frames filters with the
 real elapsed time. Tracks are keyed by `track_id`; persons without a track (-1) are keyed
@@ -39,7 +42,8 @@ import numpy as np
 
 from pipeline.pose.frame import PosesFrame, Person
 from pipeline.pose.rotations import (align_sign, axis_angle_to_quat, axis_angle_to_rotmat,
-                                normalize_quat, quat_to_axis_angle)
+                                normalize_quat, quat_to_axis_angle, quat_to_rotmat)
+from pipeline.pose.skeleton import repose_joints
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +194,21 @@ class Smoother:
         q_f = normalize_quat(track.rot(q, dt))
         track.rot.x_hat = q_f.copy()  # keep the state on the unit sphere
         aa_f = quat_to_axis_angle(q_f).astype(np.float32)
+        transl = track.transl(p.transl, dt).astype(np.float32)
+        joints = p.joints
+        if joints is not None:
+            # the skeleton's joints follow the filtered rotations, or a viewer drawing them
+            # would show the raw motion while the rotations are smoothed
+            joints = repose_joints(joints, axis_angle_to_rotmat(aa), quat_to_rotmat(q_f), p.transl,
+                                   transl).astype(np.float32)
         return dataclasses.replace(
             p,
             global_orient=aa_f[0].copy(),
             body_pose=aa_f[1:].reshape(69).copy(),
             betas=track.betas(p.betas, dt).astype(np.float32),
-            transl=track.transl(p.transl, dt).astype(np.float32),
+            transl=transl,
             pred_cam=track.pred_cam(p.pred_cam, dt).astype(np.float32),
+            joints=joints,
         )
 
     def _accumulate(self, track: _Track, raw: Person, filt: Person) -> None:

@@ -1,4 +1,4 @@
-"""Profiling tools (issue 8, DESIGN §11): sample every worker process (psutil, NVML), read per-frame
+"""Profiling tools (issue 8, architecture.md §11): sample every worker process (psutil, NVML), read per-frame
 stage stamps from the `published` ring, and turn both into a timeline, plots, a Chrome trace and a
 bottleneck summary.
 

@@ -1,4 +1,4 @@
-"""ZeroMQ control plane (DESIGN §3).
+"""ZeroMQ control plane (architecture.md §3).
 
 * `ControlServer` — the supervisor's side: a ROUTER for commands/heartbeats from workers and
   the CLI, and a PUB for lifecycle events.

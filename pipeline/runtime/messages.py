@@ -1,4 +1,4 @@
-"""Typed control-plane messages (DESIGN §3) and their wire encoding.
+"""Typed control-plane messages (architecture.md §3) and their wire encoding.
 
 Every message is a dataclass encoded as a msgpack map with a ``type`` tag. Nothing here
 ever uses pickle: `decode` only builds the dataclasses below from plain msgpack values and

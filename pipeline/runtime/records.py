@@ -1,4 +1,4 @@
-"""Fixed-size record layouts for the shared-memory rings (DESIGN §2).
+"""Fixed-size record layouts for the shared-memory rings (architecture.md §2).
 
 Every ring slot holds one record described by a numpy structured dtype. The ring itself
 adds the seqlock counter; the fields here are the payload. All records share a common

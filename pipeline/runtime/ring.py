@@ -1,4 +1,4 @@
-"""Single-writer, multi-reader shared-memory ring of fixed-size records (DESIGN §2).
+"""Single-writer, multi-reader shared-memory ring of fixed-size records (architecture.md §2).
 
 Layout of the one `multiprocessing.shared_memory` block::
 
@@ -32,7 +32,7 @@ word lives in the ring itself, so a restarted or replaced writer needs no set-up
 supervisor is not on the data path. Waits are sliced (at most `WAIT_SLICE_S`) only to stay
 responsive to Python signals. Linux only (x86-64 / aarch64 futex syscall numbers).
 
-Ownership (make-before-break swaps, DESIGN §4). The header holds `owner_generation`
+Ownership (make-before-break swaps, architecture.md §4). The header holds `owner_generation`
 (set by the supervisor with `ring.set_owner(gen)`; -1 = unset, any writer may write) and
 `writer_generation` (the generation writing now; -1 = released) plus its pid.
 `RingWriter.may_write()`:

@@ -1,4 +1,4 @@
-"""Where a running pipeline keeps its private files (DESIGN §3, §12).
+"""Where a running pipeline keeps its private files (architecture.md §3, §12).
 
 Layout, under a per-user base directory (``$POSEPIPE_RUNTIME_DIR``, else
 ``$XDG_RUNTIME_DIR/posepipe``, else ``/tmp/posepipe-<uid>``)::

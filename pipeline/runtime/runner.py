@@ -1,4 +1,4 @@
-"""The one loop every worker runs in (DESIGN §5): ``python -m pipeline.runtime.runner '<spec json>'``.
+"""The one loop every worker runs in (architecture.md §5): ``python -m pipeline.runtime.runner '<spec json>'``.
 
 The supervisor starts each worker as a fresh interpreter (never a fork of itself) with a
 JSON spec: name, module, generation, control endpoint, parent pid, ring names, params and
@@ -337,6 +337,9 @@ class Runner:
         overruns = 0
         if worker is not None:
             extras.update(worker.extras)
+            device_stats = getattr(worker, "device_stats", None)
+            if device_stats is not None:
+                extras.update(device_stats.sample())
             drops += worker.drops
             if worker.out is not None:
                 extras["suppressed"] = worker.out.suppressed

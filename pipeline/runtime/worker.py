@@ -1,4 +1,4 @@
-"""The Worker base class: what a pipeline stage implements (DESIGN §5).
+"""The Worker base class: what a pipeline stage implements (architecture.md §5).
 
 A worker module contains only its job. The shared runner (`pipeline/runtime/runner.py`) owns the
 rest: attaching rings, the control link, heartbeats and stats, signals, pause/resume/stop,
@@ -148,6 +148,9 @@ class Worker:
         self.out: Output | None = None
         self.rings = ctx.rings
         self.extras: dict = {}          # free-form numbers reported in every heartbeat
+        # A worker on a GPU sets this (profiling.device_stats.DeviceStats): its sample() joins
+        # every heartbeat, so GPU numbers stay current while the worker waits for input.
+        self.device_stats = None
         self.drops = 0                  # items this worker chose to drop (e.g. stale frame ref)
 
     def setup(self) -> None:

@@ -1,4 +1,4 @@
-"""Output sinks (DESIGN §7) and the registry the publisher builds them from.
+"""Output sinks (architecture.md §7) and the registry the publisher builds them from.
 
 Config ``sinks: {<name>: {<options>}}``; each name maps to a module imported only when that
 sink is configured (viser, python-osc, ... stay out of processes that do not need them).

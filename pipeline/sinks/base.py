@@ -1,4 +1,4 @@
-"""Interface every output sink implements (DESIGN §7). The publisher worker owns the sinks.
+"""Interface every output sink implements (architecture.md §7). The publisher worker owns the sinks.
 
 A sink must never block or crash the pipeline: `send` is called once per published frame
 from the publisher loop, so a slow network peer is handled by dropping (and counting), and

@@ -8,8 +8,8 @@ created once, never per frame): each person's projected SMPL mesh when the SMPL 
 `DisplaySink` (config ``sinks.display``) owns its window on its own thread: `send()` only keeps
 the newest frame (older ones are dropped and counted), so drawing never slows the publisher,
 and nothing here runs in the inference process. Keys (the seed's): `q` stops the pipeline
-through the control plane, `r` asks the metrics worker for a recording (same as the viewer's
-"Record 5 s" button). Without a graphical display it refuses to start with a clear message.
+through the control plane, `r` asks the metrics worker for a row averaging the last 5 s (same
+as the viewer's "Record last 5 s" button). Without a graphical display it refuses to start with a clear message.
 
 `VideoSink` (config ``sinks.video``, `--output out.mp4`) writes the overlay of every published
 frame to an mp4 at the source's frame rate. With a file source its `stats()` carry the file's
@@ -66,7 +66,7 @@ class ControlActions:
                 text += (f" (no `{self.metrics_worker}` worker runs: add workers.{self.metrics_worker}"
                          f".module=workers.metrics to the config)")
             return f"error: {text}"
-        return f"recorded {condition}: appended to {reply.get('path')}"
+        return f"recorded {condition} (average of the last {seconds:g} s): appended to {reply.get('path')}"
 
     def stop(self) -> None:
         """Ask the supervisor to stop the pipeline (returns at once; the reply is not awaited)."""

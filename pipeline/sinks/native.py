@@ -1,4 +1,4 @@
-"""The native stream (DESIGN §7): ZeroMQ PUB, one two-part message per published frame.
+"""The native stream (architecture.md §7): ZeroMQ PUB, one two-part message per published frame.
 
 Part 1 is a msgpack header::
 
@@ -91,7 +91,7 @@ class NativeSink(Sink):
         log.info("native stream on %s", self.endpoint)
         host = self.endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]") if self.endpoint.startswith("tcp://") else ""
         if host and host not in LOOPBACK_HOSTS:
-            # DESIGN §12: loopback unless the user asked; say so, since anyone on the network can subscribe.
+            # architecture.md §12: loopback unless the user asked; say so, since anyone on the network can subscribe.
             log.warning("native stream listens on %s, reachable from other machines (set sinks.native.endpoint "
                         "to tcp://127.0.0.1:PORT to keep it local)", self.endpoint)
 

@@ -8,7 +8,7 @@ are coloured by POCO's per-joint uncertainty (green = confident, red = uncertain
 clipped to [0, 1]). Boxes carry the track id. The text is the seed's: `FPS: x.xx`,
 `Latency: x.x ms` and a red `(No Detections)`.
 
-Projection: the full-image pinhole camera POCO's `transl` is expressed in (DESIGN §6):
+Projection: the full-image pinhole camera POCO's `transl` is expressed in (architecture.md §6):
 f = sqrt(W^2 + H^2) pixels, principal point at the image centre, camera frame x right,
 y down, z forward.
 

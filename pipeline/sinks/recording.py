@@ -1,10 +1,19 @@
-"""Recording sink: every published frame to one `.npz` file, for offline use (DESIGN §7).
+"""Recording sink: every published frame to one `.npz` file, for offline use (architecture.md §7).
 
-While running, frames are buffered and written every `chunk_frames` frames as a separate
-chunk file `<path>.parts/chunk_000000.npz` (written to a temp name, fsynced, then renamed),
-so a crash loses at most the frames of the unfinished chunk. `close()` concatenates the
-chunks into `<path>` and removes the parts folder. `load_recording` reads either the final
-file or, after a crash, the parts folder.
+Frames are buffered and every `chunk_frames` frames become a chunk file
+`<path>.parts/chunk_000000.npz` (written to a temp name, fsynced, then renamed), so a crash
+loses at most the frames of the unfinished chunk. `load_recording` reads either the final file
+or, after a crash, the parts folder.
+
+The publisher's thread only appends frames to a list: serialising and writing a chunk happen
+on the sink's own writer thread, in order. When the disk fails (full, gone read-only), the
+writer keeps the chunk it serialised once and retries those bytes with exponential back-off
+(`retry_initial` .. `retry_max` seconds), while new chunks wait in a queue of at most
+`max_pending_chunks`; beyond that the oldest waiting chunk is dropped and counted
+(`dropped`), so memory stays bounded and the publisher never waits for the disk. `close()`
+writes the last chunk, waits up to `close_timeout` seconds for the writer, then streams the
+chunks into `<path>` one array of one chunk at a time (never the whole recording in memory)
+and removes the parts folder; if the disk is still failing the parts folder stays, readable.
 
 Layout (all plain arrays, no pickle; N frames, M person rows over all frames):
 
@@ -18,11 +27,15 @@ Layout (all plain arrays, no pickle; N frames, M person rows over all frames):
 """
 from __future__ import annotations
 
+import collections
+import io
 import json
 import logging
 import os
 import shutil
+import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +61,7 @@ PERSON_FIELDS = {
     "betas": (np.float32, (NUM_BETAS,)), "transl": (np.float32, (3,)),
     "pred_cam": (np.float32, (3,)), "joint_uncertainty": (np.float32, (NUM_JOINTS,)),
 }
+ONCE_FIELDS = ("stage_names", "format_version")   # the same in every chunk; written once
 
 
 def parts_dir(path: Path) -> Path:
@@ -57,13 +71,22 @@ def parts_dir(path: Path) -> Path:
 class RecordingSink(Sink):
     name = "recording"
 
-    def __init__(self, path, chunk_frames: int = 100, overwrite: bool = False):
+    def __init__(self, path, chunk_frames: int = 100, overwrite: bool = False, max_pending_chunks: int = 10,
+                 retry_initial: float = 0.2, retry_max: float = 5.0, close_timeout: float = 10.0):
         self.path = Path(path)
         self.chunk_frames = chunk_frames
         self.overwrite = overwrite
+        self.max_pending_chunks = max_pending_chunks
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.close_timeout = close_timeout
         self._parts: Path | None = None
         self._buf_frames: list[PosesFrame] = []
-        self._frames_written = 0
+        self._pending: collections.deque[list[PosesFrame]] = collections.deque()   # chunks for the writer
+        self._cv = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._stopping = self._give_up = False
+        self._in_flight = 0           # frames of the chunk the writer is on
+        self._frames_written = 0      # writer thread only, after open()
         self._chunk_index = 0
         self._counts = dict(frames=0, chunks=0, write_errors=0, dropped=0)
         self._closed = False
@@ -72,8 +95,13 @@ class RecordingSink(Sink):
         path = self.path
         if path.suffix != ".npz":
             raise SinkError(f"recording: path must end in .npz, got {str(path)!r} (set sinks.recording.path)")
-        if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
-            raise SinkError(f"recording: chunk_frames must be a positive integer, got {self.chunk_frames!r}")
+        for key in ("chunk_frames", "max_pending_chunks"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SinkError(f"recording: {key} must be a positive integer, got {value!r}")
+        for key in ("retry_initial", "retry_max", "close_timeout"):
+            if not getattr(self, key) > 0:
+                raise SinkError(f"recording: {key} must be > 0 seconds, got {getattr(self, key)!r}")
         if not path.parent.is_dir():
             raise SinkError(f"recording: folder {str(path.parent)!r} does not exist or is not a folder; "
                             f"create it or choose another sinks.recording.path")
@@ -100,7 +128,9 @@ class RecordingSink(Sink):
                 raise SinkError(f"recording: cannot write in {str(path.parent)!r} ({e.strerror or e}); "
                                 f"choose a writable sinks.recording.path") from None
         self._parts = parts
-        self._closed = False
+        self._closed = self._stopping = self._give_up = False
+        self._writer = threading.Thread(target=self._write_loop, name="recording-writer", daemon=True)
+        self._writer.start()
         log.info("recording to %s (chunks of %d frames in %s)", path, self.chunk_frames, parts)
 
     def _resume(self, parts: Path) -> None:
@@ -108,9 +138,9 @@ class RecordingSink(Sink):
         publisher was restarted): keep its chunks, append after them, consolidate at close."""
         for tmp in parts.glob("*.tmp"):  # a chunk the crashed writer did not finish
             tmp.unlink(missing_ok=True)
-        chunks = sorted(parts.glob("chunk_*.npz"))
+        chunks = _chunk_files(parts)
         self._chunk_index = 1 + max((int(c.stem.split("_")[1]) for c in chunks), default=-1)
-        self._frames_written = sum(len(_load_npz(c)["frame_id"]) for c in chunks)
+        self._frames_written = sum(_chunk_counts(c)[0] for c in chunks)
         meta = parts / "meta.json"
         info = json.loads(meta.read_text())
         info["writer"] = _process_id(os.getpid())
@@ -118,64 +148,174 @@ class RecordingSink(Sink):
         log.warning("recording: resuming %s after the publisher restarted; the %d frames saved before are kept",
                     parts, self._frames_written)
 
+    # --- the publisher's side: never touches the disk -----------------------------------------
     def send(self, frame: PosesFrame, image=None) -> None:
-        if self._parts is None:
-            raise SinkError("recording: send() before open()")
+        if self._parts is None or self._closed:
+            raise SinkError("recording: send() before open() or after close()")
         self._buf_frames.append(frame)
         self._counts["frames"] += 1
         if len(self._buf_frames) >= self.chunk_frames:
-            self._flush_chunk()
+            self._hand_over()
 
-    def _flush_chunk(self) -> bool:
+    def _hand_over(self) -> None:
         if not self._buf_frames:
-            return True
-        arrays = frames_to_arrays(self._buf_frames, first_frame_index=self._frames_written)
-        final = self._parts / f"chunk_{self._chunk_index:06d}.npz"
+            return
+        with self._cv:
+            self._pending.append(self._buf_frames)
+            while len(self._pending) > self.max_pending_chunks:
+                self._counts["dropped"] += len(self._pending.popleft())   # the disk is failing
+            self._cv.notify()
+        self._buf_frames = []
+
+    # --- the writer thread --------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._stopping:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                chunk = self._pending.popleft()
+                self._in_flight = len(chunk)
+            # Serialised once: a retry writes the same bytes again.
+            try:
+                data = _npz_bytes(frames_to_arrays(chunk, first_frame_index=self._frames_written))
+            except Exception:   # a bug must not silently stop the recording thread
+                log.exception("recording: could not serialise %d frames; they are dropped", len(chunk))
+                with self._cv:
+                    self._counts["dropped"] += len(chunk)
+                    self._in_flight = 0
+                    self._cv.notify_all()
+                continue
+            final = self._parts / f"chunk_{self._chunk_index:06d}.npz"
+            delay = self.retry_initial
+            while not self._write_file(final, data):
+                with self._cv:
+                    if self._give_up:   # close() stopped waiting for the disk
+                        self._counts["dropped"] += len(chunk) + sum(len(c) for c in self._pending)
+                        self._pending.clear()
+                        self._in_flight = 0
+                        return
+                    self._cv.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+            self._frames_written += len(chunk)
+            self._chunk_index += 1
+            with self._cv:
+                self._counts["chunks"] += 1
+                self._in_flight = 0
+                self._cv.notify_all()
+
+    def _write_file(self, final: Path, data: bytes) -> bool:
         tmp = final.with_suffix(".tmp")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
+            return True
         except OSError as e:
             self._counts["write_errors"] += 1
-            log.error("recording: writing %s failed (%s); keeping the frames in memory to retry", final, e)
-            limit = 10 * self.chunk_frames
-            if len(self._buf_frames) > limit:  # bounded memory if the disk stays broken
-                drop = len(self._buf_frames) - limit
-                del self._buf_frames[:drop]
-                self._counts["dropped"] += drop
+            if self._counts["write_errors"] == 1 or self._counts["write_errors"] % 50 == 0:
+                log.error("recording: writing %s failed (%s); keeping the frames in memory to retry "
+                          "(%d failures so far)", final, e, self._counts["write_errors"])
             return False
-        self._frames_written += len(self._buf_frames)
-        self._chunk_index += 1
-        self._counts["chunks"] += 1
-        self._buf_frames = []
-        return True
 
+    def wait_written(self, timeout: float) -> bool:
+        """True once every chunk handed to the writer is on disk (frames of the unfinished
+        chunk stay buffered); False after `timeout` seconds."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._pending and not self._in_flight, timeout=timeout)
+
+    # --- closing ------------------------------------------------------------------------------
     def close(self) -> None:
         if self._closed or self._parts is None:
             return
         self._closed = True
-        if not self._flush_chunk():
-            log.error("recording: last chunk could not be written; %s keeps what was saved", self._parts)
+        self._hand_over()
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        drained = self.wait_written(self.close_timeout)
+        with self._cv:
+            self._give_up = True
+            self._cv.notify_all()
+        self._writer.join(timeout=1.0)
+        if not drained:
+            log.error("recording: the disk did not take the last %d frames within %g s; %s keeps what was saved",
+                      self.stats()["buffered"], self.close_timeout, self._parts)
             return
         try:
-            rec = _load_parts(self._parts)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, **rec)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            frames = _consolidate(self._parts, self.path)
         except OSError as e:
             log.error("recording: consolidating into %s failed (%s); the chunks stay in %s", self.path, e, self._parts)
             return
         shutil.rmtree(self._parts, ignore_errors=True)
-        log.info("recording: %d frames saved to %s", rec["frame_id"].shape[0], self.path)
+        log.info("recording: %d frames saved to %s", frames, self.path)
 
     def stats(self) -> dict:
-        return dict(self._counts, buffered=len(self._buf_frames))
+        with self._cv:
+            waiting = sum(len(c) for c in self._pending) + self._in_flight
+        return dict(self._counts, buffered=len(self._buf_frames) + waiting)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _chunk_files(parts: Path) -> list[Path]:
+    return sorted(parts.glob("chunk_*.npz"))
+
+
+def _chunk_counts(chunk: Path) -> tuple[int, int]:
+    """(frames, person rows) of one chunk, reading only two small arrays."""
+    with np.load(chunk, allow_pickle=False) as z:
+        return len(z["frame_id"]), len(z["person_frame"])
+
+
+def _consolidate(parts: Path, path: Path) -> int:
+    """Concatenate the chunks into one .npz at `path`, streaming: for each array, its .npy
+    header with the total length, then each chunk's rows in turn (an .npy body is the C-order
+    bytes, so concatenation along the first axis is concatenation of bodies). Returns frames."""
+    chunks = _chunk_files(parts)
+    if not chunks:
+        arrays = frames_to_arrays([])
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(_npz_bytes(arrays))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return 0
+    counts = [_chunk_counts(c) for c in chunks]
+    totals = {"frames": sum(n for n, _ in counts), "persons": sum(m for _, m in counts)}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with np.load(chunks[0], allow_pickle=False) as first:
+            keys = list(first.files)
+            for key in ONCE_FIELDS:
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, first[key], allow_pickle=False)
+        for key in keys:
+            if key in ONCE_FIELDS:
+                continue
+            rows = totals["frames"] if key in FRAME_FIELDS or key == "stamps_ns" else totals["persons"]
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                header = None
+                for chunk in chunks:
+                    with np.load(chunk, allow_pickle=False) as z:
+                        arr = np.ascontiguousarray(z[key])
+                    if header is None:
+                        header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
+                                  "shape": (rows,) + arr.shape[1:]}
+                        np.lib.format.write_array_header_1_0(out, header)
+                    out.write(arr.tobytes())
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    return totals["frames"]
 
 
 def _process_id(pid: int) -> list:

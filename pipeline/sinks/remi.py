@@ -1,6 +1,6 @@
 """Seed relay sink (`--publish remi`): the legacy TCP wire format for the existing relay.
 
-Wire format, one message per processed frame (DESIGN §7, §9)::
+Wire format, one message per processed frame (architecture.md §7, §9)::
 
     b"SMPL" + struct.pack(">I I", len(payload), zlib.crc32(payload) & 0xFFFFFFFF) + payload
 

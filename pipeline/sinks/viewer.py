@@ -1,4 +1,4 @@
-"""Browser 3D viewer sink (DESIGN §7): a viser server inside the publisher process.
+"""Browser 3D viewer sink (architecture.md §7): a viser server inside the publisher process.
 
 Every tracked person is drawn as a skinned SMPL mesh when SMPL arrays are given
 (`SmplMeshData`: mesh and skin weights are sent once per track, then only 24 bone
@@ -6,11 +6,21 @@ rotations/positions and the root position per frame), else as a 24-joint skeleto
 joints coloured by `joint_uncertainty` (green confident -> red uncertain). A side panel shows
 FPS, capture->publish latency p50/p99, person count, model/backend/precision/generation, an
 untrained-weights warning, the camera image with boxes, a condition picker and a
-"Record 5 s" button wired to the `on_record` callback.
+"Record last 5 s" button wired to the `on_record` callback.
+
+"Record last 5 s" does what `pipeline record` and the seed's record key do: at the click, the
+metrics worker averages the 5 s of frames published *before* it (the seed's trailing window)
+into one row for the chosen condition, at once. That is the behaviour users want from a live
+panel: watch the numbers, and when the condition has held for a while, keep those seconds (a
+button that started a 5 s recording would average whatever happens after the click, including
+the user's walk back from the keyboard). It is also the page's only action with an effect on
+a file: that row is appended to the metrics CSV, under the seed's file name, in the directory
+the pipeline was started in. The page cannot name, read or delete a file: the condition comes
+from a fixed list and is checked again here.
 
 The viewer never slows the pipeline: `send()` only stores a reference to the newest frame and
 returns; a background thread draws at most `max_hz` times a second and whatever arrived in
-between is dropped (counted in `stats()`). The page offers no action that touches files.
+between is dropped (counted in `stats()`).
 
 Scene node names: ``/persons/<variant>/<track>/{skeleton,joints}`` where `<track>` is the
 track id, or ``u<index>`` for untracked persons; nodes of a track that is absent from the
@@ -249,7 +259,7 @@ class ViewerSink(Sink):
         self._thread.start()
         log.info("viewer serving on %s", self.url)
         if self.host not in ("127.0.0.1", "localhost", "::1"):
-            # DESIGN §12: loopback unless the user asked; say so, since anyone on the network can connect.
+            # architecture.md §12: loopback unless the user asked; say so, since anyone on the network can connect.
             log.warning("viewer listens on %s, reachable from other machines (set sinks.viewer.host=127.0.0.1 "
                         "to keep it local)", self.url)
 
@@ -533,8 +543,9 @@ class ViewerSink(Sink):
         with gui.add_folder("Metrics recording"):
             g["condition"] = gui.add_dropdown("Condition", CONDITIONS, initial_value=CONDITIONS[0])
             g["record"] = gui.add_button(
-                f"Record {RECORD_SECONDS:g} s", disabled=self.on_record is None,
-                hint="Records metrics for the chosen condition")
+                f"Record last {RECORD_SECONDS:g} s", disabled=self.on_record is None,
+                hint=f"Appends one row to the metrics CSV: the averages of the {RECORD_SECONDS:g} s "
+                     f"before the click, for the chosen condition")
             g["record_status"] = gui.add_text(
                 "Record status",
                 "ready" if self.on_record is not None
@@ -543,7 +554,8 @@ class ViewerSink(Sink):
         g["record"].on_click(lambda _event: self.request_record())
 
     def request_record(self) -> str:
-        """What the "Record 5 s" button does: ask `on_record` and show its reply in the panel."""
+        """What the "Record last 5 s" button does: ask `on_record` (which averages the 5 s before
+        now) and show its reply in the panel."""
         status = self._gui.get("record_status")
         condition = self._gui["condition"].value if "condition" in self._gui else CONDITIONS[0]
         if self.on_record is None:
@@ -552,7 +564,7 @@ class ViewerSink(Sink):
             text = f"error: unknown condition {condition!r}"
         else:
             if status is not None:
-                status.value = f"recording {condition} for {RECORD_SECONDS:g} s..."
+                status.value = f"averaging the last {RECORD_SECONDS:g} s as {condition}..."
             try:
                 text = str(self.on_record(condition, RECORD_SECONDS))
             except Exception as exc:  # the reply goes to the panel, never up into viser

@@ -1,4 +1,4 @@
-"""VMC protocol sink: OSC over UDP for VTuber tools and game engines (DESIGN §7).
+"""VMC protocol sink: OSC over UDP for VTuber tools and game engines (architecture.md §7).
 
 Default target 127.0.0.1:39539 (the VMC "performer to marionette" port). One OSC bundle per
 frame with:

@@ -1,4 +1,4 @@
-"""Capture sources (DESIGN §5 capture, §8): webcam, video file, image folder/glob, stream URL, sample.
+"""Capture sources (architecture.md §5 capture, §8): webcam, video file, image folder/glob, stream URL, sample.
 
     src = open_source("clip.mp4", loop=True)      # or 0, "0", "frames/*.png", "rtsp://...", "sample"
     while (frame := src.read()) is not None:       # Frame: rgb (H,W,3) uint8, t_capture_ns, index, source_epoch

@@ -1,4 +1,4 @@
-"""Stream planning for the cudagraph backend (CPU: the plan and the serial fallback)."""
+"""Stream planning for the cudagraph backend: the plan (CPU) and the streamed HRNet run (GPU)."""
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -62,9 +62,24 @@ def test_hrnet_branches_shorten_the_critical_path(variant):
     # HRNet runs up to four branches side by side: the longest path is well under half
     assert plans[4].depth < 0.5 * plans[1].depth
     assert plans[8].depth <= plans[4].depth
-    x = torch.randn(1, 3, 224, 224)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["cliff", "pare"])
+def test_hrnet_on_streams_matches_the_serial_graph_on_cuda(variant):
+    # On CUDA StreamedGraph really forks the branches onto side streams; a missing wait reads
+    # a half-written tensor, which shows as a large difference, not a rounding one.
+    from pipeline.backends import network as net
+    model = net.build_network(BackendConfig(model=variant), "cuda")
+    gm = net.prepare_network(model, "fp32", True, fold_bn=True, cudnn_fusion=True).module.backbone
+    streamed = StreamedGraph(gm, 4)
+    assert streamed.plan.streams_used > 1
+    x = torch.randn(2, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        assert torch.equal(StreamedGraph(gm, 4)(x), gm(x))   # CPU: runs the graph as is
+        want = gm(x)
+        for _ in range(3):
+            torch.testing.assert_close(streamed(x), want, atol=1e-5, rtol=1e-5)
+    assert len(streamed._side[x.device]) == streamed.plan.streams_used - 1
 
 
 def test_streamed_graph_needs_an_fx_graph():

@@ -26,3 +26,16 @@ def test_bad_config_values_are_named(standin_config):
     standin_config.max_batch = 0
     with pytest.raises(ValueError, match="max_batch"):
         CompileBackend(standin_config).load()
+
+
+def test_precision_is_honoured_or_refused(standin_config):
+    # fp32 is never silently turned into fp16: on CPU fp16 is refused, and the old keep_fp32
+    # switch is named as gone instead of being ignored.
+    standin_config.options["allow_cpu"] = True
+    standin_config.precision = "fp16"
+    with pytest.raises(BackendUnavailable, match="fp16 needs a CUDA GPU.*precision=fp32"):
+        CompileBackend(standin_config).load()
+    standin_config.precision = "fp32"
+    standin_config.options["keep_fp32"] = True
+    with pytest.raises(ValueError, match="keep_fp32.*precision=fp32"):
+        CompileBackend(standin_config).load()

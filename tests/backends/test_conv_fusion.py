@@ -89,3 +89,15 @@ def test_fusion_needs_the_folded_graph():
     from pipeline.models import load_poco
     with pytest.raises(ValueError, match="fold_bn"):
         net.prepare_network(load_poco("cliff"), "fp32", False, fold_bn=False, cudnn_fusion=True)
+
+
+@pytest.mark.parametrize("variant, folded, left", [("cliff", 325, 0), ("pare", 311, 4)])
+def test_bn_counts_say_what_was_folded_and_what_is_left(variant, folded, left):
+    # bn_folded counts BatchNorms folded into convs (not "the graph was traced"); PARE's head
+    # keeps its 4 BatchNorms because only the backbone is folded.
+    from pipeline.backends.base import BackendConfig
+    prepared = net.prepare_network(net.build_network(BackendConfig(model=variant)), "fp32", False)
+    assert (prepared.bn_folded, prepared.bn_left) == (folded, left)
+    assert net.count_batchnorm(prepared.module) == left
+    unfolded = net.prepare_network(net.build_network(BackendConfig(model=variant)), "fp32", False, fold_bn=False)
+    assert (unfolded.bn_folded, unfolded.bn_left) == (0, folded + left)

@@ -1,7 +1,14 @@
 """CUDA-only checks (skipped without a GPU; run by tools/device/run_bench.sh on the device machine).
 
 Agreement is measured on a calibrated random POCO-CLIFF checkpoint against eager fp32 with
-TF32 off; bound from issue 11: fp16 <= 3e-2 max abs on rotation-matrix entries.
+TF32 off, as max abs difference of rotation-matrix entries. Two bounds:
+- ROT_TOL_FP16 = 3e-2, issue 11's requirement on fp16, where fp16 itself is what is tested
+  (the eager fp16 island) and for trt, which has never run anywhere yet;
+- ROT_TOL_BACKEND_FP16 = 2e-3 where the point is that a backend runs the same network (compile,
+  cuDNN fusion, cudagraph on 1..8 streams, batch splits): measured 6.5e-4 .. 7.1e-4 on an H100
+  (tools/device/results/h100_gpu_tests_run2.log, h100_gpu_tests_run3_full.log), so a wrong
+  fusion or a missing stream wait cannot hide under the fp16 allowance.
+fp32 backends are held to ROT_TOL_FP32.
 """
 import os
 from pathlib import Path
@@ -15,6 +22,8 @@ from pipeline.backends.base import BackendConfig, BackendUnavailable  # noqa: E4
 
 pytestmark = pytest.mark.gpu
 ROT_TOL_FP16 = 3e-2
+ROT_TOL_BACKEND_FP16 = 2e-3
+ROT_TOL_FP32 = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +58,26 @@ def eager_fp32(checkpoint, img, bbox):
     return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
+def warmed(backend_cls, cfg):
+    be = backend_cls(cfg)
+    be.load()
+    be.warmup()
+    return be, be.info()
+
+
 def max_diff(a, b, key):
     d = np.abs(a[key].astype(np.float64) - b[key])
     assert np.isfinite(d).all(), f"{key} has NaN/inf"
     return float(d.max())
 
 
-def assert_agrees(be, checkpoint, img, bbox, label, note=""):
-    """`be`'s outputs for these crops against eager fp32, within the fp16 bound; returns them."""
+def assert_agrees(be, checkpoint, img, bbox, label, note="", tol=ROT_TOL_BACKEND_FP16):
+    """`be`'s outputs for these crops against eager fp32, within `tol`; returns them."""
     ref = eager_fp32(checkpoint, img, bbox)
     got = be.infer(img.cuda(), bbox.cuda())
     rot = max_diff(got, ref, "pred_pose")
     print(f"{label} vs eager fp32: rotmat {rot:.3e}, betas {max_diff(got, ref, 'pred_shape'):.3e}{note}")
-    assert rot <= ROT_TOL_FP16
+    assert rot <= tol, f"{label}: rotmat {rot:.3e} > {tol:.0e}"
     return got
 
 
@@ -69,16 +85,28 @@ def test_compile_fp16_agrees_with_eager_fp32_and_splits(cliff_checkpoint, cache_
     from pipeline.backends.compile import CompileBackend
     cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
                         max_batch=2, cache_dir=str(cache_dir))
-    be = CompileBackend(cfg)
-    be.load()
-    be.warmup()
-    info = be.info()
+    be, info = warmed(CompileBackend, cfg)
     assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["precision"] == "fp16"
     img, bbox = crops(5)  # 5 > max_batch: split 2+2+1
     got = assert_agrees(be, cliff_checkpoint, img, bbox, "compile fp16", f", warm-up {info['warmup_s']} s")
     # numpy input and batch 1 give the same rows
     one = be.infer(img[:1].numpy(), bbox[:1].numpy())
-    assert np.abs(one["pred_pose"] - got["pred_pose"][:1]).max() <= 1e-2
+    assert np.abs(one["pred_pose"] - got["pred_pose"][:1]).max() <= ROT_TOL_BACKEND_FP16
+    be.close()
+
+
+def test_compile_fp32_runs_fp32(cliff_checkpoint, cache_dir):
+    # issue 22 item 7: precision=fp32 is honoured (it used to become fp16 silently)
+    from pipeline.backends.compile import CompileBackend
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp32",
+                        max_batch=1, cache_dir=str(cache_dir))
+    be, info = warmed(CompileBackend, cfg)
+    assert info["precision"] == "fp32" and info["precision_detail"] == "fp32", info
+    assert info["bn_folded"] == 325 and info["bn_left"] == 0, info
+    img, bbox = crops(1, seed=3)
+    assert_agrees(be, cliff_checkpoint, img, bbox, "compile fp32", tol=ROT_TOL_FP32)
     be.close()
 
 
@@ -91,7 +119,7 @@ def test_eager_fp16_island_agrees(cliff_checkpoint):
     with torch.inference_mode():
         flat = net.FlatNetwork(prepared.module, channels_last=True)(img.cuda(), bbox.cuda())
     got = net.split_flat(flat.cpu().numpy())
-    assert max_diff(got, ref, "pred_pose") <= ROT_TOL_FP16
+    assert max_diff(got, ref, "pred_pose") <= ROT_TOL_FP16   # issue 11's fp16 requirement
 
 
 def test_oom_at_warmup_names_what_to_lower(tmp_path):
@@ -114,7 +142,7 @@ def test_compile_standin_every_batch_size_matches_eager(tmp_path):
     from pipeline.backends.compile import CompileBackend
     from standin import make_standin, standin_factory
     cfg = BackendConfig(model="cliff", device="cuda", max_batch=4, cache_dir=str(tmp_path),
-                        options={"network_factory": standin_factory, "keep_fp32": True,
+                        options={"network_factory": standin_factory,
                                  "batch_sizes": "pow2"})
     be = CompileBackend(cfg)
     be.load()
@@ -142,7 +170,7 @@ def test_trt_agrees_or_says_what_is_missing(cliff_checkpoint, cache_dir):
         pytest.skip(f"TensorRT not installed on this GPU machine: {exc}")
     be.warmup()
     img, bbox = crops(3, seed=2)  # 3 > max_batch=2: split
-    assert_agrees(be, cliff_checkpoint, img, bbox, "trt fp16")
+    assert_agrees(be, cliff_checkpoint, img, bbox, "trt fp16", tol=ROT_TOL_FP16)  # never run yet: tighten after
     again = TrtBackend(cfg)
     again.load()
     assert again.info()["engine_built"] is False
@@ -166,7 +194,7 @@ def test_submit_returns_early_and_results_come_back_in_order(tmp_path):
     from pipeline.backends.compile import CompileBackend
     from standin import standin_factory
     cfg = BackendConfig(model="cliff", device="cuda", max_batch=2, cache_dir=str(tmp_path),
-                        options={"network_factory": standin_factory, "keep_fp32": True})
+                        options={"network_factory": standin_factory})
     be = CompileBackend(cfg)
     be.load()
     be.warmup()
@@ -203,8 +231,8 @@ def test_cudagraph_agrees_with_eager_fp32_and_splits(cliff_checkpoint, streams):
     again = be.infer(img.numpy(), bbox.numpy())   # replays are deterministic
     assert max_diff(again, got, "pred_pose") <= 1e-5
     jobs = [be.submit(img[:1].cuda(), bbox[:1].cuda()), be.submit(img[1:3].cuda(), bbox[1:3].cuda())]
-    assert max_diff(jobs[0].result(), {k: v[:1] for k, v in got.items()}, "pred_pose") <= 1e-2
-    assert max_diff(jobs[1].result(), {k: v[1:3] for k, v in got.items()}, "pred_pose") <= 1e-2
+    assert max_diff(jobs[0].result(), {k: v[:1] for k, v in got.items()}, "pred_pose") <= ROT_TOL_BACKEND_FP16
+    assert max_diff(jobs[1].result(), {k: v[1:3] for k, v in got.items()}, "pred_pose") <= ROT_TOL_BACKEND_FP16
     be.close()
 
 

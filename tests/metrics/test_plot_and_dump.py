@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_tool(name):
-    # Loaded by path: putting tools/ on sys.path would let tools/profile.py shadow the
-    # standard library's `profile` (which cProfile imports) for every later test.
+    # Loaded by path: tools/ is not a package, and keeping it off sys.path means no tool's name
+    # can shadow a standard-library module for every later test.
     import importlib.util
     spec = importlib.util.spec_from_file_location(f"posepipe_tool_{name}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

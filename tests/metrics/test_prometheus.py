@@ -30,6 +30,12 @@ def test_text_parses_and_counters_increase(make_frame, make_person):
     assert a[("posepipe_untrained", ())] == 1
     assert a[("posepipe_worker_cpu_percent", (("worker", "inference"),))] == 90.0
     assert a[("posepipe_gpu_util_percent", (("worker", "inference"),))] == 50.0
+    # a worker that measured no GPU numbers (on the CPU) has no GPU series at all, not a 0
+    eng.update_worker("capture", {"frames_out": 3, "cpu_percent": 20.0})
+    eng.summary()
+    names = {key for key in samples(exp.text()) if key[1] == (("worker", "capture"),)}
+    assert ("posepipe_worker_cpu_percent", (("worker", "capture"),)) in names
+    assert not {n for n, _ in names if n.startswith("posepipe_gpu_")}
     assert a[("posepipe_stage_latency_seconds_count", (("stage", "end_to_end"),))] == 3
     for i in range(3, 5):
         eng.observe(make_frame(i, []))

@@ -43,6 +43,16 @@ def test_new_file_gets_header_then_rows_with_nan(tmp_path):
     datetime.datetime.strptime(r["Timestamp"], "%Y-%m-%d %H:%M:%S")
 
 
+def test_gpu_columns_empty_when_not_measured_number_when_measured(tmp_path):
+    # docs/metrics.md: a CPU-only pipeline has no GPU numbers: an empty cell, not 0 and not NaN
+    path = tmp_path / "m.csv"
+    append_row(path, build_row(summary(), "Optimal"))
+    append_row(path, build_row(summary(gpu_util_percent=0.0, gpu_mem_bytes=3 * 2**20), "Optimal"))
+    cpu, gpu = list(csv.DictReader(path.open()))
+    assert cpu["GPU Util (%)"] == "" and cpu["GPU Memory (MB)"] == ""
+    assert gpu["GPU Util (%)"] == "0" and gpu["GPU Memory (MB)"] == "3"
+
+
 def test_seed_only_file_gets_seed_columns(tmp_path):
     path = tmp_path / "seed.csv"
     path.write_text(SEED_HEADER_TEXT + "\n2024-01-01 10:00:00,Optimal,20,50,1,2,3,0.1,100\n")

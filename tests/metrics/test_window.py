@@ -108,6 +108,18 @@ def test_worker_drops_are_growth_within_window_and_survive_restart():
     assert w.summarize(5.0, now_ns=10 * S).worker_drops["detection"] == 3
 
 
+def test_gpu_numbers_sum_memory_and_take_the_busiest_device():
+    clock = Clock(10 * S)
+    w = TrailingWindow(clock_ns=clock)
+    w.add_worker("capture", WorkerStats(cpu_percent=10.0), t_ns=9 * S)   # on the CPU: no GPU numbers
+    assert math.isnan(w.summarize(5.0).gpu_util_percent) and math.isnan(w.summarize(5.0).gpu_mem_bytes)
+    w.add_worker("inference", WorkerStats(gpu_util_percent=60.0, gpu_mem_bytes=3e9), t_ns=9 * S)
+    w.add_worker("detection", WorkerStats(gpu_util_percent=75.0, gpu_mem_bytes=1e9), t_ns=9 * S)
+    w.add_worker("inference", WorkerStats(gpu_util_percent=70.0, gpu_mem_bytes=2e9), t_ns=10 * S)  # newest
+    s = w.summarize(5.0)
+    assert s.gpu_util_percent == 75.0 and s.gpu_mem_bytes == 3e9
+
+
 def test_heartbeat_parsing_is_tolerant_and_validates():
     st = WorkerStats.from_heartbeat({"fps": 29.5, "drops": 4, "cpu_percent": "x", "rss_bytes": -5,
                                      "extras": {"gpu_util": 40, "gpu_mem_bytes": 2 ** 30}})

@@ -7,8 +7,7 @@ import pytest
 from pipeline.pose.frame import fill_record
 from pipeline.runtime.records import poses_dtype
 from pipeline.runtime.worker import SettingError, WorkerContext
-
-metrics_worker = pytest.importorskip("workers.metrics")
+from workers import metrics as metrics_worker
 
 
 class Item:

@@ -49,7 +49,7 @@ def calibrated(request):
 
 
 def test_forward_shapes_ranges_determinism_and_batching(calibrated):
-    # few forward passes: CLIFF costs ~0.2 s per crop on the 2-core CI box
+    # few forward passes: CLIFF is slow on the shared 2-core CI box (tools/device/NOTES.md)
     model = calibrated
     assert model.untrained is True and not model.training
     img, info = _inputs(2)

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the reliability suite (issue 9, DESIGN §12).
+"""Fixtures and helpers for the reliability suite (issue 9, architecture.md §12).
 
 Builds on ``tests/conftest.py`` (``pipeline_env`` leak check, ``run_cli``, ``small_video``).
 ``reliable_config`` is the small fast pipeline of ``small_config`` with a restart policy that

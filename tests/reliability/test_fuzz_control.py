@@ -1,4 +1,4 @@
-"""Control-socket fuzzing against a running pipeline (issue 9, DESIGN §3, §12).
+"""Control-socket fuzzing against a running pipeline (issue 9, architecture.md §3, §12).
 
 10 000 seeded random/malformed/oversized frames and well-formed envelopes with invalid fields
 (tools/fuzz_control.py) go to the supervisor's ROUTER; `set`/`resume` commands reach the

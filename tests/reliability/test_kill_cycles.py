@@ -1,4 +1,4 @@
-"""Fault injection with real processes (issue 9, DESIGN §4, §12).
+"""Fault injection with real processes (issue 9, architecture.md §4, §12).
 
 While frames flow, `kill -9` a random worker many times in a row and check after each kill:
 the supervisor restarted it within RESTART_BOUND_S (kill -> the new generation's `ready`

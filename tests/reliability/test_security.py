@@ -1,4 +1,4 @@
-"""Security defaults (issue 9, DESIGN §12), each enforced here.
+"""Security defaults (issue 9, architecture.md §12), each enforced here.
 
 * Every listening socket of a running pipeline (supervisor, workers, sinks, Prometheus) is on
   loopback; an explicit non-loopback host is allowed but logged as a warning.
@@ -223,7 +223,7 @@ def test_viewer_exposes_no_path_reading_or_writing_action():
         kinds = sorted({type(h).__name__ for h in handles})
         assert not [k for k in kinds if "Upload" in k or "File" in k], kinds
         editable = sorted(h.label for h in handles if not getattr(h, "disabled", False))
-        assert editable == sorted(["Condition", "Record 5 s"]), editable
+        assert editable == sorted(["Condition", "Record last 5 s"]), editable
         assert tuple(sink._gui["condition"].options) == tuple(CONDITIONS)
         # A client that forges the dropdown value cannot smuggle a path into the record request.
         sink._gui["condition"]._impl.value = "../../../tmp/evil.csv"

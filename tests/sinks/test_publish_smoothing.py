@@ -99,3 +99,25 @@ def test_relay_metrics_columns_and_filter_cost(make_frame, make_person):
     # two persons per frame on a 2-core CPU box: well under a millisecond or two
     print(f"filter cost per frame (2 persons): {row['Avg Filter Latency (ms)']:.3f} ms")
     assert row["Avg Filter Latency (ms)"] < 5.0
+
+
+def test_joints_move_with_the_smoothed_rotations(make_frame, make_person):
+    """A person carrying joints (SMPL's or landmarks-ik's skeleton): after smoothing they are
+    forward kinematics of the smoothed rotations on the same skeleton, not the raw joints."""
+    from pipeline.pose.skeleton import DEFAULT_REST_JOINTS, forward_kinematics
+
+    rng = np.random.default_rng(5)
+    rest = DEFAULT_REST_JOINTS * 1.1   # a skeleton other than the template
+    sm = Smoother("smooth")
+    for i in range(20):
+        go = np.array([np.pi, 0, 0]) + rng.normal(0, 0.05, 3)
+        bp = rng.normal(0, 0.3, 69)
+        t = np.array([0.1, 0.2, 4.0]) + rng.normal(0, 0.02, 3)
+        joints, _ = forward_kinematics(go, bp, t, rest)
+        out = sm.apply(make_frame(i, [make_person(0, global_orient=go, body_pose=bp, transl=t, joints=joints)]))
+        p = out.persons[0]
+        expected, _ = forward_kinematics(p.global_orient, p.body_pose, p.transl, rest)
+        np.testing.assert_allclose(p.joints, expected, atol=2e-4)
+    assert np.abs(p.joints - joints).max() > 1e-3   # smoothing did move them
+    off = Smoother("off").apply(make_frame(0, [make_person(0, joints=joints)]))
+    np.testing.assert_array_equal(off.persons[0].joints, joints.astype(np.float32))

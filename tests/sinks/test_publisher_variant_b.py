@@ -5,15 +5,14 @@ and the ordinary send() path stay A's, and B's skeletons are cleared when B stop
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import pytest
 
 import workers.publisher as publisher_module
-from pipeline.runtime.records import frames_dtype, poses_dtype
+from pipeline.runtime.records import poses_dtype
 from pipeline.runtime.ring import ReadItem, Ring
-from pipeline.runtime.worker import WROTE, Output, WorkerContext
+from pipeline.runtime.worker import WROTE
 
 
 class VariantSink:
@@ -42,33 +41,26 @@ class VariantSink:
 
 @pytest.fixture
 def setup(monkeypatch):
-    run = "t" + uuid.uuid4().hex[:10]
-    rings = {"poses": Ring.create("poses", poses_dtype(2), 8, run),
-             "published": Ring.create("published", poses_dtype(2), 8, run),
-             "frames": Ring.create("frames", frames_dtype(8, 8), 2, run)}
+    from publisher_harness import InProcessPublisher
+
     sink = VariantSink()
     import pipeline.sinks
     monkeypatch.setattr(pipeline.sinks, "build_sink", lambda name, options: sink)
     monkeypatch.setattr(publisher_module, "B_ATTACH_EVERY_S", 0.0)
     monkeypatch.setattr(publisher_module, "B_IDLE_S", 0.2)
-    ctx = WorkerContext("publisher", 1, rings, {"sinks": {"variants": {}}, "run_id": run})
-    pub = publisher_module.Publisher(publisher_module.Params(), ctx)
-    rings["published"].set_owner(1)
-    pub.out = Output(rings["published"], 1)
+    harness = InProcessPublisher({"variants": {}})
+    pub = harness.pub
     pub.setup()
     created = []
 
     def make_b():
-        ring = Ring.create("poses_b", poses_dtype(2), 8, run)
+        ring = Ring.create("poses_b", poses_dtype(2), 8, harness.run)
         created.append(ring)
         ring.set_owner(1)
         return ring.writer(1)
 
     yield pub, sink, make_b
-    pub.stop()
-    for ring in list(rings.values()) + created:
-        ring.close()
-        ring.unlink()
+    harness.close(created)
 
 
 def record(frame_id, count, transl_z=5.0):

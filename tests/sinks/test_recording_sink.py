@@ -37,7 +37,8 @@ def test_round_trip(tmp_path, make_frame, make_person):
     sink.open()
     for f in frames:
         sink.send(f)
-    assert sink.stats()["chunks"] == 2
+    assert sink.wait_written(10)
+    assert sink.stats()["chunks"] == 2 and sink.stats()["buffered"] == 30
     sink.close()
     sink.close()  # idempotent
     assert path.is_file() and not (tmp_path / "rec.npz.parts").exists()
@@ -56,6 +57,7 @@ def test_crash_loses_at_most_the_last_chunk(tmp_path, make_frame, make_person):
     sink.open()
     for f in _frames(make_frame, make_person, 170):
         sink.send(f)
+    assert sink.wait_written(10)
     # no close(): as if the publisher died here
     rec = load_recording(path)
     assert not rec.complete and len(rec) == 150
@@ -98,3 +100,98 @@ def test_registry_builds_my_sinks(tmp_path):
     assert isinstance(build_sink("recording", {"path": str(tmp_path / "r.npz")}), R)
     with pytest.raises(SinkError, match="not a known option"):
         build_sink("remi", {"colour": 1})
+
+
+class FailingDisk:
+    """Stands in for os.fsync: fails with ENOSPC (or hangs first, like a dying disk) until healed."""
+
+    def __init__(self, hang_s=0.0):
+        import os
+        self.real, self.hang_s, self.failing, self.calls = os.fsync, hang_s, True, 0
+
+    def __call__(self, fd):
+        import errno
+        import time
+        self.calls += 1
+        if not self.failing:
+            return self.real(fd)
+        time.sleep(self.hang_s)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_failing_disk_never_blocks_the_publisher(tmp_path, make_frame, make_person, monkeypatch):
+    import time
+
+    from pipeline.sinks import recording as rec_mod
+    path = tmp_path / "disk.npz"
+    sink = RecordingSink(path, chunk_frames=20, max_pending_chunks=3, retry_initial=0.05, retry_max=0.4)
+    sink.open()
+    frames = _frames(make_frame, make_person, 1000)
+    for f in frames[:40]:
+        sink.send(f)
+    assert sink.wait_written(10)
+    disk = FailingDisk(hang_s=0.5)          # each write now hangs 0.5 s, then fails
+    monkeypatch.setattr(rec_mod.os, "fsync", disk)
+    t0 = time.perf_counter()
+    for f in frames[40:940]:                # 45 chunks; writing them in send() would take >= 22 s
+        sink.send(f)
+    send_s = time.perf_counter() - t0
+    disk.hang_s = 0.0                       # now it fails at once: only the back-off spaces the retries
+    time.sleep(0.6)
+    calls0 = disk.calls
+    time.sleep(1.5)
+    retries = disk.calls - calls0
+    st = sink.stats()
+    print(f"\n900 sends with a hanging, failing disk: {send_s * 1000:.0f} ms; {retries} write attempts "
+          f"in 1.5 s (back-off to 0.4 s); {st}")
+    assert send_s < 1.0, send_s             # the publisher's thread never waited for the disk
+    assert 2 <= retries <= 8, retries       # retried with back-off, not in a tight loop
+    assert disk.calls - 1 <= st["write_errors"] <= disk.calls and st["chunks"] == 2
+    # bounded memory: the chunk in flight + 3 waiting + the unfinished one; older ones dropped
+    assert st["buffered"] <= 5 * 20 and st["dropped"] == 900 - st["buffered"]
+    assert st["frames"] == 940
+    disk.failing = False                    # the disk has room again
+    for f in frames[940:]:
+        sink.send(f)
+    sink.close()
+    dropped = sink.stats()["dropped"]       # chunks sent while the writer still backed off count too
+    rec = load_recording(path)
+    assert rec.complete and len(rec) == 1000 - dropped
+    ids = [int(x) for x in rec["frame_id"]]
+    assert ids[:40] == list(range(40)) and ids == sorted(ids) and ids[-20:] == list(range(980, 1000))
+    by_id = {f.frame_id: f for f in frames}
+    for i, b in zip(ids, rec.frames()):     # whole chunks kept, person rows still point at their frames
+        _assert_same(by_id[i], b)
+
+
+def test_close_streams_the_chunks_and_gives_up_on_a_dead_disk(tmp_path, make_frame, make_person, monkeypatch):
+    from pipeline.sinks import recording as rec_mod
+
+    def whole_recording_in_memory(*a, **k):
+        raise AssertionError("close() must not load the whole recording")
+
+    monkeypatch.setattr(rec_mod, "_load_parts", whole_recording_in_memory)
+    frames = _frames(make_frame, make_person, 75)
+    sink = RecordingSink(tmp_path / "a.npz", chunk_frames=10)
+    sink.open()
+    for f in frames:
+        sink.send(f)
+    sink.close()
+    monkeypatch.undo()
+    rec = load_recording(tmp_path / "a.npz")
+    assert rec.complete and len(rec) == 75
+    for a, b in zip(frames, rec.frames()):
+        _assert_same(a, b)
+
+    sink = RecordingSink(tmp_path / "b.npz", chunk_frames=10, retry_initial=0.05, close_timeout=0.5)
+    sink.open()
+    for f in frames[:30]:
+        sink.send(f)
+    assert sink.wait_written(10)
+    monkeypatch.setattr(rec_mod.os, "fsync", FailingDisk())
+    for f in frames[30:]:
+        sink.send(f)
+    sink.close()                            # returns after close_timeout; what was saved stays
+    monkeypatch.undo()
+    rec = load_recording(tmp_path / "b.npz")
+    assert not rec.complete and len(rec) == 30

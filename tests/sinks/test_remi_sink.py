@@ -9,7 +9,8 @@ from pipeline.pose.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
 from pipeline_helpers import free_port
-from relay_wire import RELAY_SHAPES as SHAPES, FakeRelay, NumpyOnlyUnpickler
+from relay_wire import RELAY_SHAPES as SHAPES, SEED_KEYS, FakeRelay, NumpyOnlyUnpickler, seed_message
+
 
 def _fast_sink(port, **kw):
     return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
@@ -49,6 +50,34 @@ def test_packets_well_formed(make_frame, make_person):
         last = relay.packets[-1][1]  # nobody detected: T-pose at the origin
         assert all(np.all(last[k] == 0) for k in SHAPES)
         assert sink.stats()["sent"] == 6
+    finally:
+        sink.close()
+        relay.close()
+
+
+def test_messages_are_byte_identical_to_the_seed_format_written_by_hand(make_frame, make_person):
+    """What the sink puts on the wire equals, byte for byte, the seed's message assembled in
+    tests/relay_wire.py from the documented format without any pickler: magic, big-endian
+    length and CRC32, protocol-4 pickle with NumPy 1.x's _reconstruct name."""
+    relay = FakeRelay()
+    sink = _fast_sink(relay.port)
+    sink.open()
+    try:
+        person = make_person(3, global_orient=[0.3, -1.2, 2.0], pred_cam=[0.9, 0.1, -0.2],
+                             body_pose=np.linspace(-1, 1, 69), betas=np.arange(10) * 0.1)
+        sink.send(make_frame(0, []))
+        sink.send(make_frame(1, [person]))
+        assert relay.wait_packets(2), (relay.errors, sink.stats())
+        zeros = {k: np.zeros(SHAPES[k], np.float32) for k in SEED_KEYS}
+        assert relay.messages[0] == seed_message(zeros)           # nobody: T-pose at the origin
+        sent = relay.packets[1][1]
+        # the content by the seed's rules, then the bytes of exactly those values
+        expect_root = np.diag([1, -1, -1]) @ axis_angle_to_rotmat(np.array([0.3, -1.2, 2.0]))
+        assert np.allclose(axis_angle_to_rotmat(sent["poses_root"][0].astype(np.float64)), expect_root, atol=1e-5)
+        assert np.array_equal(sent["poses_body"][0], np.linspace(-1, 1, 69).astype(np.float32))
+        assert np.array_equal(sent["betas"][0], (np.arange(10) * 0.1).astype(np.float32))
+        assert np.allclose(sent["trans"], [[0.1, -0.2 + 0.8, 0.0]], atol=1e-6)
+        assert relay.messages[1] == seed_message(sent)
     finally:
         sink.close()
         relay.close()

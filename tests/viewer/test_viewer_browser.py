@@ -119,7 +119,7 @@ def test_viewer_in_headless_chromium(tmp_path, viewer_factory):
                 assert fast - slow > 5
 
                 # The record button reaches the callback and its reply shows in the panel.
-                page.get_by_role("button", name="Record 5 s").click()
+                page.get_by_role("button", name="Record last 5 s").click()
                 assert _poll(lambda: records == [("Optimal", 5.0)])
                 assert _poll(lambda: _field(page, "Record status")
                              == "recording Optimal 5 s")

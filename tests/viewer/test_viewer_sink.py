@@ -74,6 +74,8 @@ def test_record_button_calls_back_and_shows_reply(viewer_factory):
     calls = []
 
     def on_record(condition, seconds):
+        # called at the click (no 5 s wait): the panel says the last 5 s are being averaged
+        assert sink._gui["record_status"].value == "averaging the last 5 s as Low Light..."
         calls.append((condition, seconds))
         if len(calls) > 1:
             raise RuntimeError("metrics worker not running")

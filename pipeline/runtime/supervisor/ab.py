@@ -3,11 +3,19 @@ beside A with its own output ring `poses_b` (created on first use), and the `ab_
 worker pairs both by frame_id (see `pipeline.metrics.ab`). `ab stop --keep B` stops B and the
 comparer, then swaps A to B's settings through the swap path above (B's process writes to
 `poses_b` and cannot be promoted in place).
+
+Same frames (architecture.md §4): B does not read the detections ring itself (two `latest`
+readers would pick different frames under load). Once B is ready, A is told `set
+ab_tee=<ring>` and copies every detections record it consumes into the tee ring
+`detections_ab`; B reads that ring with policy `next`. A restarted A is told again. `ab status`
+carries the tee's counts and each variant's process cost.
 """
 from __future__ import annotations
 
 import logging
 import time
+
+import psutil
 
 from pipeline.runtime.messages import Command, Reply
 from pipeline.runtime.supervisor.state import WorkerState, _log_tail
@@ -30,15 +38,18 @@ class ABTests:
                              f"{ws.cfg.output or 'nothing'!r}, which has no comparable output; run A/B on "
                              f"the worker that writes `poses` (the inference worker)")
         b = self._candidate(ws, changes, "ab-b", name=f"{ws.name}{AB_SUFFIX}")
-        if "poses_b" not in self.rings:
-            try:
+        try:
+            if "poses_b" not in self.rings:
                 self.rings["poses_b"] = Ring.create("poses_b", poses_dtype(self.cfg.rings.max_persons),
                                                     self.cfg.rings.poses.slots, self.run_dir.run_id)
-            except RingError as exc:
-                raise ValueError(f"cannot create the variant-B ring: {exc}") from exc
+            if TEE_RING not in self.rings:
+                self.rings[TEE_RING] = Ring.create(TEE_RING, self.rings[ws.cfg.input].dtype, TEE_SLOTS,
+                                                   self.run_dir.run_id)
+        except RingError as exc:
+            raise ValueError(f"cannot create the variant-B rings: {exc}") from exc
         import dataclasses
 
-        b.cfg = dataclasses.replace(b.cfg, output="poses_b", restart="never")
+        b.cfg = dataclasses.replace(b.cfg, input=TEE_RING, policy="next", output="poses_b", restart="never")
         from pipeline.config import WorkerConfig, build_dataclass, load_worker_class
 
         cmp_params = {"worker": ws.name, "changes": changes}
@@ -49,7 +60,8 @@ class ABTests:
             params_obj=build_dataclass(cmp_cls.Params, cmp_params, "ab compare")))
         comparer.role = "ab-compare"
         self._ab = {"worker": ws.name, "changes": changes, "b": b.name, "t0": time.monotonic(),
-                    "client": client, "cid": cmd.id, "replied": False, "error": "", "last": None}
+                    "client": client, "cid": cmd.id, "replied": False, "error": "", "last": None,
+                    "tee_generation": None, "cpu0": {}, "frames0": {}}
         for side in (b, comparer):
             self._side[side.name] = side
             self._spawn(side, take_output=True)
@@ -71,9 +83,16 @@ class ABTests:
                 ws.fatal = f"silent for {now - ws.last_seen:.1f} s (health_timeout)"
                 self._kill(ws)
         ab = self._ab
-        if ab is None or ab["replied"]:
+        if ab is None:
             return
-        b, comparer = self._side.get(ab["b"]), self._side.get(AB_COMPARE)
+        a, b, comparer = self.workers[ab["worker"]], self._side.get(ab["b"]), self._side.get(AB_COMPARE)
+        # The tee starts once B is ready (records from its model load would only be stale by
+        # the time B reads them), and again for a restarted A.
+        if (b is not None and b.state == "running" and a.state == "running"
+                and ab["tee_generation"] != a.generation):
+            self._ab_tee(a, on=True)
+        if ab["replied"]:
+            return
         failed = [w for w in (b, comparer) if w is not None and w.state == "failed"]
         if failed or self._stop_requested:
             reason = "; ".join(f"{w.name}: {w.fatal}" for w in failed) or "the pipeline is stopping"
@@ -83,6 +102,9 @@ class ABTests:
             return
         if b.state == "running" and comparer.state == "running":
             ab["replied"] = True
+            ab["cpu0"] = {v: _cpu_seconds(w) for v, w in (("A", a), ("B", b))}
+            seen = (comparer.stats.get("ab") or {})
+            ab["frames0"] = {v: (seen.get(v) or {}).get("frames", 0) for v in ("A", "B")}
             self.server.send(ab["client"], Reply(ab["cid"], True, {
                 "worker": ab["worker"], "variant_b": b.name, "generation": b.generation,
                 "seconds": round(now - ab["t0"], 3)}))
@@ -100,15 +122,32 @@ class ABTests:
                 "b_state": b.state if b else "stopped", "b_generation": b.generation if b else None,
                 "b_progress": b.progress if b else "", "b_error": b.fatal if b else "",
                 "compare_state": comparer.state if comparer else "stopped",
-                "seconds": round(time.monotonic() - ab["t0"], 2), "comparison": comparison}
+                "seconds": round(time.monotonic() - ab["t0"], 2), "comparison": comparison,
+                "tee": {"ring": TEE_RING, "written": a.stats.get("ab_tee_written"),
+                        "b_stale": b.stats.get("stale_frames") if b else None,
+                        "b_overruns": b.stats.get("overruns") if b else None},
+                "cost": {v: self._ab_cost(v, w, comparison) for v, w in (("A", a), ("B", b)) if w is not None}}
+
+    def _ab_cost(self, variant: str, ws: WorkerState, comparison: dict | None) -> dict:
+        """What running this variant costs: its process's CPU (now, and CPU time per frame since
+        B was ready), memory and, when it reports them, GPU memory and NVML's per-process SM share."""
+        s = ws.stats
+        cost = {k: s.get(k) for k in ("cpu_percent", "rss_bytes", "gpu_mem_bytes", "gpu_proc_util_percent")}
+        cpu0, now_cpu = self._ab["cpu0"].get(variant), _cpu_seconds(ws)
+        frames = ((comparison or {}).get(variant) or {}).get("frames", 0) - self._ab["frames0"].get(variant, 0)
+        if cpu0 is not None and now_cpu is not None:
+            cost["cpu_s"] = round(now_cpu - cpu0, 3)
+            if frames > 0:
+                cost["cpu_ms_per_frame"] = round((now_cpu - cpu0) * 1000.0 / frames, 2)
+        return cost
 
     def _ab_record(self, client: bytes, cmd: Command, args: dict) -> None:
-        self._ab_status()  # raises when none runs
+        cost = self._ab_status()["cost"]  # raises when none runs
         path = args.get("csv")
         if not isinstance(path, str) or not path:
             raise ValueError("ab record needs csv=PATH")
         self._forward(client, Command(cmd.id, "set", {}), {"worker": AB_COMPARE, "key": "record",
-                                                            "value": {"csv": path}})
+                                                            "value": {"csv": path, "cost": cost}})
 
     def _ab_stop(self, client: bytes, cmd: Command, args: dict) -> None:
         keep = args.get("keep", "A")
@@ -130,7 +169,19 @@ class ABTests:
         # B's process writes `poses_b`; promoting it means a swap of A to B's settings.
         self._start_swap(client, Command(cmd.id, "swap", {}), {"worker": ab["worker"], "params": ab["changes"]})
 
+    def _ab_tee(self, a: WorkerState, on: bool) -> None:
+        """Tell A to start (or stop) copying the detections it consumes into the tee ring. Its
+        reply carries no client; A reports `ab_tee_written` in its heartbeat."""
+        if a.identity is None or not a.alive():
+            return
+        value = self.rings[TEE_RING].shm_name if on else ""
+        self.server.send(a.identity, Command(0, "set", {"key": "ab_tee", "value": value}))
+        if self._ab is not None:
+            self._ab["tee_generation"] = a.generation if on else None
+
     def _ab_end(self) -> None:
+        if self._ab is not None:
+            self._ab_tee(self.workers[self._ab["worker"]], on=False)
         for ws in list(self._side.values()):
             if ws.alive():
                 self._retire(ws)
@@ -140,6 +191,16 @@ class ABTests:
 
 
 AB_SUFFIX = ".b"
+TEE_RING = "detections_ab"
+TEE_SLOTS = 64   # small records; B may lag this many of A's frames before it loses one
+
+
+def _cpu_seconds(ws: WorkerState) -> float | None:
+    try:
+        t = psutil.Process(ws.pid).cpu_times()
+    except (psutil.Error, TypeError, ValueError):
+        return None
+    return t.user + t.system
 
 
 AB_COMPARE = "ab_compare"

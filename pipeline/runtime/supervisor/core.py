@@ -1,4 +1,4 @@
-"""The supervisor (DESIGN §4): owns the rings and the control sockets, starts the workers in
+"""The supervisor (architecture.md §4): owns the rings and the control sockets, starts the workers in
 data-flow order, watches them and restarts them by policy, and shuts everything down cleanly.
 
 Used in-process by `pipeline start` (foreground) and as ``python -m pipeline.runtime.supervisor``
