@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -34,18 +35,13 @@ sys.path.insert(0, str(REPO / "tools"))
 
 
 def read_video(path: Path, n: int) -> list[np.ndarray]:
-    import cv2
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < n:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        sys.exit(f"OpenCV could not read back {path}")
-    return frames
+    """The first `n` frames of a video file as RGB, decoded by the pipeline's own video source."""
+    from pipeline.sources import SourceError, open_source
+    try:
+        with open_source(str(path), realtime=False) as src:
+            return [frame.rgb for frame in itertools.islice(src, n)]
+    except SourceError as exc:
+        sys.exit(f"OpenCV could not read back {path}: {exc}")
 
 
 def sources(tmp: Path, n: int) -> dict:
