@@ -12,42 +12,15 @@ import numpy as np
 import pytest
 
 from real_workers import INFERENCE_FAST
-from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers, write_pipeline_config
 
 pytestmark = [pytest.mark.timeout(240)]
 
-CONFIG = """
-source:
-  spec: {source}
-  options: {options}
-rings:
-  frames: {{slots: 6, max_height: {max_h}, max_width: {max_w}}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 5}}
-  detection: {{module: workers.detection, health_timeout: 5, params: {detection}}}
-  inference: {{module: workers.inference, health_timeout: 5, params: {inference}}}
-  publisher: {{module: workers.publisher, health_timeout: 5}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
-"""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(tmp_path, source, options="{}", detection="{kind: center}", inference=INFERENCE_FAST,
                  max_h=240, max_w=320):
-    path = tmp_path / "workers.yaml"
-    path.write_text(CONFIG.format(source=source, options=options, detection=detection, inference=inference,
-                                  max_h=max_h, max_w=max_w, port=free_port()))
-    return path
+    return write_pipeline_config(tmp_path / "workers.yaml", source=source, options=options, max_height=max_h,
+                                 max_width=max_w, settings="health_timeout: 5", detection=detection,
+                                 inference=inference)
 
 
 @pytest.fixture

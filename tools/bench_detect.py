@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -34,18 +35,13 @@ sys.path.insert(0, str(REPO / "tools"))
 
 
 def read_video(path: Path, n: int) -> list[np.ndarray]:
-    import cv2
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < n:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        sys.exit(f"OpenCV could not read back {path}")
-    return frames
+    """The first `n` frames of a video file as RGB, decoded by the pipeline's own video source."""
+    from pipeline.sources import SourceError, open_source
+    try:
+        with open_source(str(path), realtime=False) as src:
+            return [frame.rgb for frame in itertools.islice(src, n)]
+    except SourceError as exc:
+        sys.exit(f"OpenCV could not read back {path}: {exc}")
 
 
 def sources(tmp: Path, n: int) -> dict:
@@ -130,18 +126,10 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"batch 1; {os.cpu_count()} CPU cores, {gpu}; {args.frames} frames per source; times cover detect() only")
     print(f"{'detector':<44} {'source':<9} {'persons':>7} {'fps':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    from detector_rows import started_detectors
+
     only = args.only.split(",") if args.only else None
-    for name, build in detectors(args, args.yolo, untrained):
-        if only and not any(o in name for o in only):
-            continue
-        t0 = time.perf_counter()
-        try:
-            det = build()
-            det.setup()
-        except Exception as exc:  # noqa: BLE001 - one row failing must not lose the others
-            print(f"{name:<44} failed to start: {exc}", flush=True)
-            continue
-        setup_s = time.perf_counter() - t0
+    for name, det, setup_s in started_detectors(detectors(args, args.yolo, untrained), only):
         for src, fr in frames.items():
             r = run(det, fr)
             print(f"{name:<44} {src:<9} {r['persons']:>7.2f} {r['fps']:>8.1f} {r['p50']:>7.2f} {r['p99']:>7.2f}",
@@ -149,7 +137,6 @@ def main() -> int:
         info = det.info()
         print(f"{'':<44} setup {setup_s:.1f} s; device {info.get('device')} {info.get('precision', '')} "
               f"{info.get('engine') or info.get('runtime') or ''}; tracker {info.get('tracker')}", flush=True)
-        det.close()
     return 0
 
 

@@ -185,29 +185,23 @@ def main() -> int:
     print(f"ground truth: {sum(len(v) for v in GROUND_TRUTH.values())} people on {len(photos)} photos; "
           f"clip {len(sources['clip'])} frames, {sum(int(c.sum()) for *_, c in sources['clip'])} person-frames "
           f"(>= {args.min_visible:.0%} visible); match IoU >= {args.iou}", flush=True)
+    from detector_rows import started_detectors
+
+    print(f"{'source':<7} {'detector':<44} {'frames':>6} {'found %':>8} {'found':>9} {'false/100f':>10} "
+          f"{'persons':>7} {'ms p50':>7} {'agree IoU p50/p10 (n)':>22}")
+    # MediaPipe's single-person boxes are the agreement reference of the rows after its own.
+    mediapipe = [] if args.no_mediapipe else [("mediapipe (legacy, one person)", lambda: make_detector("mediapipe"))]
     refs = {}
-    rows = []
-    if not args.no_mediapipe:
-        mp = make_detector("mediapipe")
-        mp.setup()
+    for label, det, _ in started_detectors(mediapipe + detectors(args)):
+        is_reference = label.startswith("mediapipe")
+        if is_reference:
+            refs = {src: reference_boxes(det, frames) for src, frames in sources.items()}
         for src, frames in sources.items():
-            refs[src] = reference_boxes(mp, frames)
-        rows.append(("mediapipe (legacy, one person)", mp))
-    header = (f"{'source':<7} {'detector':<44} {'frames':>6} {'found %':>8} {'found':>9} {'false/100f':>10} "
-              f"{'persons':>7} {'ms p50':>7} {'agree IoU p50/p10 (n)':>22}")
-    print(header)
-    for label, build in detectors(args):
-        det = build()
-        det.setup()
-        rows.append((label, det))
-    for label, det in rows:
-        for src, frames in sources.items():
-            r = evaluate(det, frames, args.iou, None if label.startswith("mediapipe") else refs.get(src))
+            r = evaluate(det, frames, args.iou, None if is_reference else refs.get(src))
             agree = ("" if r["agree_iou_p50"] is None else
                      f"{r['agree_iou_p50']:.2f}/{r['agree_iou_p10']:.2f} ({r['agree_frames']})")
             print(f"{src:<7} {label:<44} {r['frames']:>6} {r['found_pct']:>8.1f} {r['found']:>4}/{r['people']:<4} "
                   f"{r['false_per_100']:>10.1f} {r['persons_mean']:>7.2f} {r['ms_p50']:>7.1f} {agree:>22}", flush=True)
-        det.close()
     return 0
 
 
