@@ -40,6 +40,7 @@ FLAG_KEYS = {
     "checkpoint": "workers.inference.params.checkpoint",
     "device": "workers.inference.params.device",
     "detector": "workers.detection.params.kind",
+    "weights": "workers.detection.params.model",
     "seconds": "supervisor.seconds",
 }
 

