@@ -85,6 +85,19 @@ def bare_model(model: str, batches, iters: int, data_dir: str) -> dict:
     return out
 
 
+def _wait_until_published_stops(quiet_s: float, timeout: float = 60.0) -> None:
+    """After capture paused: until the publisher's output count has not moved for `quiet_s`
+    (the frames in flight are out), so the idle figures are idle."""
+    last, since, deadline = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = next(w for w in request("status")["workers"] if w["name"] == "publisher")["frames_out"]
+        if out != last:
+            last, since = out, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
 def run_source(source, seconds: float, warmup: float, start_args) -> dict:
     import threading
 
@@ -121,7 +134,7 @@ def run_source(source, seconds: float, warmup: float, start_args) -> dict:
         status = request("status")
         pub = next(w for w in status["workers"] if w["name"] == "publisher")
         request("pause", {"worker": "capture"})
-        time.sleep(1.0)
+        _wait_until_published_stops(quiet_s=max(2.0, 2.0 * elapsed / max(1, len(rows))))
         idle = cpu_percent(pids, 3.0)
         threads = {w["name"]: w.get("threads") for w in status["workers"]}
     finally:
