@@ -22,6 +22,8 @@ import time
 import psutil
 import pytest
 
+from pipeline_helpers import wait_for
+
 from .conftest import leaks, make_config, report
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -107,7 +109,8 @@ def test_idle_kill_9_and_swap_of_the_cpu_default(live, tmp_path, pipeline_env, o
         time.sleep(0.02)
     assert nxt is not None, f"no frame from a new inference generation 120 s after kill -9\n{p.logs()}"
     kill_to_frame = nxt[0] - t_kill
-    restarted = p.workers()["inference"]
+    restarted = wait_for(lambda: (w := p.workers()["inference"])["extras"].get("load_s") is not None and w,
+                         timeout=10, what="the restarted worker's first heartbeat")
 
     # --- swap: make-before-break, gap at the hand-over
     assert published.wait_new(time.monotonic(), nxt[1], 60.0, count=6), "too little output before the swap"
