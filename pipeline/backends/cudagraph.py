@@ -146,7 +146,8 @@ class CudaGraphBackend(Backend):
         import torch
 
         try:
-            torch.cuda.set_device(self._device)   # a new thread starts on device 0
+            if self._device.type == "cuda":
+                torch.cuda.set_device(self._device)   # a new thread starts on device 0
             for size in sizes:
                 if self._closing.is_set():
                     return
