@@ -135,7 +135,7 @@ def test_bad_backend_fails_at_setup_with_one_line(run_cli, tmp_path, small_video
 
     if torch.cuda.is_available():
         pytest.skip("checks the no-CUDA message")
-    config = write_config(tmp_path, small_video, inference=INFERENCE_FAST.replace("{", "{backend: trt, ", 1))
+    config = write_config(tmp_path, small_video, inference=INFERENCE_FAST.replace("backend: torch", "backend: trt"))
     proc = run_cli("start", "--config", config, "--seconds", "5", timeout=120)
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

@@ -37,6 +37,7 @@ class Capture(Worker):
     input = None
     output = "frames"
     Params = Params
+    cpu_role = "decoder"
 
     def setup(self) -> None:
         from pipeline.sources import SourceError, open_source

@@ -54,6 +54,7 @@ class Detection(Worker):
     output = "detections"
     copy_input = False  # the detector reads the pixels in the slot; we re-check it afterwards
     Params = Params
+    cpu_role = "detector"
 
     def setup(self) -> None:
         from pipeline.detectors import DetectorError, make_detector
@@ -70,7 +71,10 @@ class Detection(Worker):
                     "device": p.device, "half": p.half, "tracker": p.tracker, "engine": p.engine}
             options.update({k: v for k, v in yolo.items() if v is not None})
         if p.kind in ("blazepose", "auto"):
-            blaze = {"views": p.views, "rounds": p.rounds, "device": p.device}
+            from pipeline.runtime.cpu import worker_threads
+
+            # LiteRT threads: this worker's CPU budget (pipeline/runtime/cpu.py)
+            blaze = {"views": p.views, "rounds": p.rounds, "device": p.device, "threads": worker_threads()}
             options.update({k: v for k, v in blaze.items() if v is not None})
         if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton

@@ -117,7 +117,8 @@ def cli(verbose):
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
-@click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
+@click.option("--backend", help="Inference backend: auto (onnx on a CPU, torch on a GPU), torch, compile, cudagraph, trt, "
+                               "onnx (workers.inference.params.backend).")
 @click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
                               "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
@@ -484,11 +485,12 @@ def doctor_report() -> list[str]:
     torch_ok = not torch_ver.startswith("not usable")
     lines.append("backends")
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
-                 f"{'' if cuda else ' (CPU: slow; onnx is faster here - tools/bench.py measures both)'}")
+                 f"{' (the default on this GPU)' if cuda else ' (CPU: slower than onnx - tools/bench_model.py measures both)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")
-    lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install posepipe[onnx]'}")
+    lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install onnxruntime onnx<1.18'}"
+                 f"{'' if cuda else ' (the default on a CPU)'}")
     ok_mp, _ = _probe("mediapipe")
     ok_ul, _ = _probe("ultralytics")
     lines.append("detectors")

@@ -21,17 +21,19 @@ import pytest
 
 from pipeline.runtime import rundir
 from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
+from real_workers import INFERENCE_FAST
 
 POLICY = ("restart: always, max_restarts: 1000, restart_window: 60, restart_delay: 0.05, "
           "max_restart_delay: 0.2, health_timeout: {health}")
 
 
 def make_config(path: Path, source="sample", options="{width: 320, height: 240, fps: 30}",
-                health_timeout=3.0) -> Path:
+                health_timeout=3.0, inference=INFERENCE_FAST) -> Path:
     """The default config's workers with fast settings: `center` detector, the real inference
     worker kept cheap (tests/real_workers.py: POCO-PARE, random weights, one thread -- about
-    10 s to start and a few fps on this box), restart policy for repeated kills."""
-    return write_pipeline_config(path, source=source, options=options, at_end="loop",
+    10 s to start and a few fps on this box; `inference` replaces those params), restart
+    policy for repeated kills."""
+    return write_pipeline_config(path, source=source, options=options, at_end="loop", inference=inference,
                                  settings=POLICY.format(health=health_timeout), metrics="{prometheus_port: 0}")
 
 
