@@ -40,6 +40,7 @@ FLAG_KEYS = {
     "checkpoint": "workers.inference.params.checkpoint",
     "device": "workers.inference.params.device",
     "detector": "workers.detection.params.kind",
+    "weights": "workers.detection.params.model",
     "seconds": "supervisor.seconds",
     "every_frame": "source.every_frame",
 }
@@ -117,6 +118,15 @@ class SupervisorConfig:
 
 
 @dataclass
+class CpuConfig:
+    """The CPU budget (pipeline/runtime/cpu.py): threads per worker from the cores and what each
+    worker needs; `threads.<worker>` overrides one worker's count."""
+    cores: Union[int, str] = "auto"     # cores the pipeline may use (auto: those this process may run on)
+    threads: dict = field(default_factory=dict)   # worker name -> threads, e.g. {inference: 2}
+    spin: bool = False                  # let idle thread pools spin (OpenMP, onnxruntime); false: they sleep
+
+
+@dataclass
 class NativeSinkConfig:
     endpoint: str = "tcp://127.0.0.1:5560"
     hwm: int = 20                       # frames queued per subscriber before dropping
@@ -130,6 +140,7 @@ class PipelineConfig:
     sinks: dict = field(default_factory=dict)     # sink name -> options
     control: ControlConfig = field(default_factory=ControlConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
     raw: dict = field(default_factory=dict, init=False)  # the merged plain dict, for spawning
 
     def enabled_workers(self) -> dict:
@@ -151,6 +162,7 @@ DEFAULTS: dict = {
     "sinks": {"native": {"endpoint": "tcp://127.0.0.1:5560"}},
     "control": {"transport": "ipc", "host": "127.0.0.1"},
     "supervisor": {"seconds": None, "drain": 0.5, "shutdown_grace": 3.0, "status_interval": 0.5},
+    "cpu": {"cores": "auto", "threads": {}, "spin": False},
 }
 
 
@@ -369,6 +381,20 @@ def _check_ranges(cfg: PipelineConfig) -> None:
     s = cfg.supervisor
     if s.seconds is not None and s.seconds <= 0:
         raise ConfigError(f"supervisor.seconds = {s.seconds!r} — must be > 0 (or null to run until stopped)")
+    _check_cpu(cfg)
+
+
+def _check_cpu(cfg: PipelineConfig) -> None:
+    c = cfg.cpu
+    if c.cores != "auto" and (isinstance(c.cores, bool) or not isinstance(c.cores, int) or c.cores < 1):
+        raise ConfigError(f"cpu.cores = {c.cores!r} — must be auto or an integer >= 1")
+    if not isinstance(c.threads, dict):
+        raise ConfigError(f"cpu.threads = {c.threads!r} — expected a mapping of worker name -> threads")
+    for name, n in c.threads.items():
+        if name not in cfg.workers:
+            raise ConfigError(f"cpu.threads.{name} names no worker — workers: {', '.join(cfg.workers)}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+            raise ConfigError(f"cpu.threads.{name} = {n!r} — must be an integer in 1..1024")
 
 
 def _resolve_every_frame(src: SourceConfig) -> None:

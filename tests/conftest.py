@@ -8,6 +8,7 @@
 * ``small_config`` — a YAML for a tiny pipeline with the real workers (320x240 sample, `center`
   detector, POCO-PARE with random weights, random native port).
 * ``run_cli`` — run ``python -m pipeline.cli ...`` in a subprocess with the test's env.
+* ``fake_relay`` — factory for test seed relays (tests/relay_wire.py), closed after the test.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_helpers import free_port  # noqa: F401  (re-exported for fixtures below)
-from real_workers import INFERENCE_FAST
+from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
+from relay_wire import FakeRelay
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -86,19 +87,13 @@ def pipeline_env(tmp_path, monkeypatch):
                 p.kill()
             except psutil.Error:
                 pass
-    shm = sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}"))
-    for name in shm:
+    for name in leftover_rings(tag):
         problems.append(f"/dev/shm/{name}")
         try:
             os.unlink(f"/dev/shm/{name}")
         except OSError:
             pass
-    if runtime.exists():
-        for path in runtime.rglob("*"):
-            if path.is_socket():
-                problems.append(f"socket file {path}")
-            elif path.is_dir() and path.parent == runtime:
-                problems.append(f"run directory {path}")
+    problems += leftover_run_files(runtime)
     shutil.rmtree(runtime, ignore_errors=True)
     assert not problems, "leaked: " + "; ".join(problems)
 
@@ -140,32 +135,10 @@ def write_clip(path: Path, frames: int) -> Path:
     return path
 
 
-SMALL_CONFIG = """
-source:
-  spec: sample
-  options: {{width: 320, height: 240, fps: 30}}
-rings:
-  frames: {{slots: 6, max_height: 240, max_width: 320}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 3, restart_delay: 0.2}}
-  detection: {{module: workers.detection, health_timeout: 3, restart_delay: 0.2, params: {{kind: center}}}}
-  inference: {{module: workers.inference, health_timeout: 3, restart_delay: 0.2, params: {INFERENCE_FAST}}}
-  publisher: {{module: workers.publisher, health_timeout: 3, restart_delay: 0.2}}
-  metrics: {{module: workers.metrics, health_timeout: 3, restart_delay: 0.2, params: {{prometheus_port: 0}}}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
-"""
-
-
-
-
 @pytest.fixture
 def small_config(tmp_path) -> Path:
-    path = tmp_path / "small.yaml"
-    path.write_text(SMALL_CONFIG.format(port=free_port(), INFERENCE_FAST=INFERENCE_FAST))
-    return path
+    return write_pipeline_config(tmp_path / "small.yaml", settings="health_timeout: 3, restart_delay: 0.2",
+                                 metrics="{prometheus_port: 0}")
 
 
 @pytest.fixture
@@ -178,3 +151,18 @@ def run_cli(pipeline_env):
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+@pytest.fixture
+def fake_relay():
+    """``fake_relay(port=...)`` -> a listening FakeRelay; closed at teardown, after the test body
+    (so after the `pipeline stop` a test runs at its end)."""
+    relays = []
+
+    def start(**kw) -> FakeRelay:
+        relays.append(FakeRelay(**kw))
+        return relays[-1]
+
+    yield start
+    for relay in relays:
+        relay.close()

@@ -1,11 +1,20 @@
-"""Test-side decoding of the seed relay's wire payload (tests only: posepipe itself never
-unpickles socket data)."""
+"""Test-side decoding of the seed relay's wire payload, and a test relay written from the wire
+format alone (tests only: posepipe itself never unpickles socket data)."""
 from __future__ import annotations
 
+import io
 import pickle
+import socket
 import struct
+import threading
+import time
 import warnings
 import zlib
+
+import numpy as np
+
+# What the seed relay receives per packet: these keys in this order, float32 of these shapes.
+RELAY_SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -161,3 +170,69 @@ def seed_payload(arrays: dict) -> bytes:
 def seed_message(arrays: dict) -> bytes:
     payload = seed_payload(arrays)
     return b"SMPL" + struct.pack(">I I", len(payload), zlib.crc32(payload) & 0xFFFFFFFF) + payload
+
+
+class FakeRelay:
+    """Listens on an ephemeral port; decodes packets; optionally talks garbage back."""
+
+    def __init__(self, port=0, garbage=False):
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", port))
+        self.srv.listen(1)
+        self.srv.settimeout(0.2)
+        self.port = self.srv.getsockname()[1]
+        self.packets, self.errors, self.garbage = [], [], garbage
+        self.messages = []   # every message's raw bytes, header included
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(0.2)
+            with conn:
+                while not self.stop.is_set():
+                    try:
+                        if self.garbage:
+                            conn.sendall(b"\x80\x04garbage-not-for-unpickling" * 50)
+                        header = read_exact(conn, 12)
+                    except socket.timeout:
+                        continue
+                    except (EOFError, OSError):
+                        break
+                    try:
+                        conn.settimeout(2.0)
+                        assert header[:4] == b"SMPL", header[:4]
+                        length, crc = struct.unpack(">II", header[4:])
+                        payload = read_exact(conn, length)
+                        conn.settimeout(0.2)
+                        assert zlib.crc32(payload) & 0xFFFFFFFF == crc
+                        self.packets.append((payload, NumpyOnlyUnpickler(io.BytesIO(payload)).load()))
+                        self.messages.append(header + payload)
+                    except Exception as e:  # recorded and asserted on by the test
+                        self.errors.append(e)
+                        break
+
+    def wait_packets(self, n, timeout=5.0):
+        end = time.monotonic() + timeout
+        while len(self.packets) < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return len(self.packets) >= n
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
+        self.srv.close()
+
+    def assert_packets(self, n, timeout):
+        """At least `n` packets within `timeout` s, none malformed, each exactly the seed's arrays."""
+        assert self.wait_packets(n, timeout), (len(self.packets), self.errors)
+        assert not self.errors, self.errors
+        for _, arrays in self.packets:
+            assert list(arrays) == list(RELAY_SHAPES)
+            assert all(arrays[k].dtype == np.float32 and arrays[k].shape == s for k, s in RELAY_SHAPES.items())

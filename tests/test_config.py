@@ -41,7 +41,7 @@ def test_defaults_validate_and_start_consumers_first():
     ("sinks.native.port=5", "sinks.native.port is not a known key — allowed: endpoint, hwm"),
     ("inference.threads=fast", "workers.inference.params.threads = 'fast' — expected an integer"),
     ("inference.model=poco-hmr", "workers.inference.params.model = 'poco-hmr' — allowed: poco-cliff, poco-pare"),
-    ("detection.kind=yolov3", "workers.detection.params.kind = 'yolov3' — allowed: auto, yolo, mediapipe, center"),
+    ("detection.kind=yolov3", "workers.detection.params.kind = 'yolov3' — allowed: auto, yolo, blazepose, mediapipe, center"),
     ("novalue", "override 'novalue' must look like key.sub=value"),
 ])
 def test_errors_name_key_value_and_allowed(override, message):
@@ -72,7 +72,7 @@ def test_flags_map_onto_keys():
     assert cfg.workers["detection"].params_obj.kind == "center"
     with pytest.raises(ConfigError, match="--model poco-pare: workers.inference runs workers.capture"):
         load_config(overrides=["workers.inference.module=workers.capture"], flags={"model": "poco-pare"})
-    with pytest.raises(ConfigError, match="allowed: auto, yolo, mediapipe, center"):
+    with pytest.raises(ConfigError, match="allowed: auto, yolo, blazepose, mediapipe, center"):
         load_config(flags={"detector": "hog"})
 
 

@@ -104,7 +104,7 @@ def inference_cls():
 @pytest.fixture
 def inference(rings, inference_cls):
     cls, Params = inference_cls
-    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST),
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST), backend="torch",
                                      data_dir="/nonexistent-data"), rings, "inference", "poses")
     worker.setup()
     yield worker
@@ -243,6 +243,7 @@ def test_live_settings_are_checked(inference):
 
 def _setup_error(rings, inference_cls, **params):
     cls, Params = inference_cls
+    params.setdefault("backend", "torch")
     worker = make_worker(cls, Params(smpl="off", backend_options=dict(FAST), **params), rings, "inference", "poses")
     with pytest.raises(Exception) as err:
         worker.setup()
@@ -531,3 +532,50 @@ def test_pipelined_frames_are_written_in_order_one_frame_late_and_flushed(rings,
     slot, seq = rings.write_frame(textured(seed=5))
     assert inference.process(detection_item(rings, slot, seq, person, frame_id=8)) is WROTE
     assert last_pose(rings)["frame_id"] == 8 and not inference.pending()
+
+
+@pytest.mark.gpu
+def test_onnx_backend_on_a_gpu_host_runs_fp32(rings, inference_cls, tmp_path):
+    """Issue 18: `--backend onnx` on a GPU host used to fail (auto precision became fp16, which
+    onnx refuses). Now: fp32, on the GPU with onnxruntime-gpu, else on the CPU."""
+    import onnxruntime
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the device machine)")
+    cls, Params = inference_cls
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="onnx", data_dir=str(tmp_path),
+                                     backend_options={"seed": 0}), rings, "inference", "poses")
+    worker.setup()
+    try:
+        gpu_ort = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        assert worker.precision == "fp32" and worker.device == ("cuda" if gpu_ort else "cpu")
+        slot, seq = rings.write_frame(textured())
+        assert worker.process(detection_item(rings, slot, seq, [[10, 10, 60, 110]])) is WROTE
+        assert last_pose(rings)["backend"] == b"onnx"
+    finally:
+        worker.stop()
+
+
+def test_warm_up_prepares_the_persons_in_view_and_the_model_gets_the_thread_budget(rings, inference_cls,
+                                                                                  monkeypatch):
+    """Issue 18: a restarted worker warms up batch 1 and the batch the newest detections need
+    (not every size up to max_persons), with the threads the supervisor gave it."""
+    import torch
+
+    cls, Params = inference_cls
+    monkeypatch.setenv("POSEPIPE_THREADS", "1")
+    slot, seq = rings.write_frame(textured())
+    three = detection_item(rings, slot, seq, [[10, 10, 60, 110], [70, 20, 110, 100], [120, 30, 150, 90]])
+    rings.detections.writer(0).write(three.record)
+    before = torch.get_num_threads()
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="torch", backend_options=dict(FAST),
+                                     data_dir="/nonexistent-data"), rings, "inference", "poses")
+    try:
+        worker.setup()
+        assert worker.backend.info()["warm_batches"] == [1, 3]
+        info = worker.info()
+        assert info["threads"] == 1 and torch.get_num_threads() == 1 and info["backend_choice"] == "torch"
+    finally:
+        worker.stop()
+        torch.set_num_threads(before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import foreground_pipeline, interrupt, native_endpoint, receive_frames, request, wait_for, workers
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -107,22 +107,9 @@ def test_pause_and_resume_a_worker(run_cli, small_config):
 
 
 def test_ctrl_c_stops_a_foreground_pipeline_cleanly(pipeline_env, small_config):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(small_config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+    with foreground_pipeline(small_config) as proc:
         receive_frames(native_endpoint(request("status")), 3)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = interrupt(proc, timeout=20)
     assert proc.returncode == 0, err
     assert "stopped (SIGINT)" in out
 

@@ -9,7 +9,8 @@ import time
 import psutil
 import pytest
 
-from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import (detached_pipeline, foreground_pipeline, interrupt, leftover_rings, native_endpoint,
+                              receive_frames, request, wait_for, workers)
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -20,8 +21,7 @@ def _restarted(name, old_gen):
 
 
 def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    try:
+    with detached_pipeline(run_cli, small_config):
         status = request("status")
         last_id = receive_frames(native_endpoint(status), 3)[-1].frame_id
         for name in ("capture", "detection", "inference", "publisher"):
@@ -37,32 +37,29 @@ def test_kill_9_each_worker_is_restarted_and_output_resumes(run_cli, small_confi
             last_id = frames[-1].frame_id
             if name == "inference":
                 assert frames[-1].generation == new["generation"]
-    finally:
-        stop = run_cli("stop")
-    assert stop.returncode == 0, stop.stderr
 
 
-def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
-    run_cli("start", "--detach", "--config", small_config, check=True)
+def _start_and_kill_supervisor(run_cli, config):
+    """A detached run whose supervisor dies by SIGKILL; returns once all its workers have exited
+    (they notice the dead parent within ~1-3 s, slower on a loaded box)."""
+    run_cli("start", "--detach", "--config", config, check=True)
     status = request("status")
     worker_pids = [w["pid"] for w in status["workers"]]
     os.kill(status["pid"], signal.SIGKILL)
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                              for p in worker_pids), timeout=10, what="workers to exit after the supervisor died")
-    leftovers = [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+
+
+def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config, pipeline_env):
+    _start_and_kill_supervisor(run_cli, small_config)
+    leftovers = leftover_rings(pipeline_env["tag"])
     assert leftovers, "expected the killed supervisor to leave its rings behind"
     assert run_cli("status").returncode != 0
     stop = run_cli("stop")
     assert stop.returncode == 0 and "cleaned up 1 stale run" in stop.stdout, stop.stdout + stop.stderr
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{pipeline_env['tag']}")]
+    assert not leftover_rings(pipeline_env["tag"])
     # And a leftover from another killed run is cleaned by the next start as well.
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    status = request("status")
-    worker_pids = [w["pid"] for w in status["workers"]]
-    os.kill(status["pid"], signal.SIGKILL)
-    # the workers notice the dead parent within ~1-3 s (slower on a loaded box)
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                             for p in worker_pids), timeout=10, what="workers to exit after the supervisor died")
+    _start_and_kill_supervisor(run_cli, small_config)
     run_cli("start", "--detach", "--config", small_config, check=True)
     runs = [p for p in pipeline_env["runtime"].iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, runs
@@ -70,20 +67,16 @@ def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config
 
 
 def test_frozen_worker_is_killed_by_health_timeout_and_restarted(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.health_timeout=1.5", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.health_timeout=1.5"):
         w = workers(request("status"))["detection"]
         os.kill(w["pid"], signal.SIGSTOP)
         wait_for(lambda: _restarted("detection", w["generation"]), timeout=15, what="frozen worker restart")
         assert not psutil.pid_exists(w["pid"]) or psutil.Process(w["pid"]).status() == psutil.STATUS_ZOMBIE
         receive_frames(native_endpoint(request("status")), 3)
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_restart_never_leaves_worker_failed(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.restart=never", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.restart=never"):
         w = workers(request("status"))["detection"]
         os.kill(w["pid"], signal.SIGKILL)
         wait_for(lambda: workers(request("status"))["detection"]["state"] == "failed", timeout=10,
@@ -91,14 +84,11 @@ def test_restart_never_leaves_worker_failed(run_cli, small_config):
         time.sleep(1.0)
         again = workers(request("status"))["detection"]
         assert again["generation"] == w["generation"] and again["restarts"] == 0
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config):
     # POCO on this CPU is the slow stage: a few fps behind a 30 fps capture.
-    run_cli("start", "--detach", "--config", small_config, check=True)
-    try:
+    with detached_pipeline(run_cli, small_config):
         frames = receive_frames(native_endpoint(request("status")), 12, timeout=60)
         infer = [(f.stamps_ns["infer_end"] - f.stamps_ns["infer_start"]) / 1e6 for f in frames[2:]]
         lat = sorted((f.stamps_ns["publish"] - f.t_capture_ns) / 1e6 for f in frames[2:])
@@ -115,14 +105,11 @@ def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config
         w = workers(status)
         assert w["detection"]["skipped"] > 0 and w["inference"]["drops"] == 0
         assert w["publisher"]["extras"]["latency_p99_ms"] < 2 * w["inference"]["p99_ms"] + 250
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_max_restarts_within_window_gives_up(run_cli, small_config):
-    run_cli("start", "--detach", "--config", small_config, "workers.detection.max_restarts=2",
-            "workers.detection.restart_delay=0.1", "workers.detection.restart_window=60", check=True)
-    try:
+    with detached_pipeline(run_cli, small_config, "workers.detection.max_restarts=2",
+                           "workers.detection.restart_delay=0.1", "workers.detection.restart_window=60"):
         for attempt in range(3):
             w = workers(request("status"))["detection"]
             assert w["state"] == "running", w
@@ -133,25 +120,12 @@ def test_max_restarts_within_window_gives_up(run_cli, small_config):
                          timeout=10, what="detection given up")
         assert final["restarts"] == 2 and final["generation"] == 3
         assert {w["state"] for n, w in workers(request("status")).items() if n != "detection"} == {"running"}
-    finally:
-        assert run_cli("stop").returncode == 0
 
 
 def test_unclean_stop_gives_nonzero_exit(pipeline_env, small_config):
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "start", "--config", str(small_config),
-                             "workers.publisher.health_timeout=60", "supervisor.shutdown_grace=1.0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        wait_for(lambda: request("status")["state"] == "running", timeout=30, what="pipeline running")
+    with foreground_pipeline(small_config, "workers.publisher.health_timeout=60",
+                             "supervisor.shutdown_grace=1.0") as proc:
         os.kill(workers(request("status"))["publisher"]["pid"], signal.SIGSTOP)  # cannot obey stop/SIGTERM
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err = interrupt(proc, timeout=30)
     assert proc.returncode == 1, out + err
     assert "NOT cleanly" in out and "publisher needed SIGKILL" in err

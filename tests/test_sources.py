@@ -12,6 +12,7 @@ from pipeline.sources import SourceError, open_source, source_kind, to_rgb
 from pipeline.sources.sample import SampleSource
 from pipeline.sources.stream import StreamSource, redact
 from pipeline.sources.webcam import WebcamSource
+from pipeline_helpers import FakeCapture
 
 
 def _write_video(path, n=24, fps=30.0, size=(64, 48), fourcc="mp4v"):
@@ -181,39 +182,15 @@ def test_odd_images_and_resolution_change_pass_through(tmp_path):
     assert [f.source_epoch for f in frames] == [0, 1, 2]  # one bump per change, not two
 
 
-class FakeCapture:
-    """Stands in for cv2.VideoCapture: yields `frames` good reads, then fails."""
-
-    def __init__(self, opened=True, frames=3, shape=(6, 8, 3)):
-        self.opened, self.left, self.shape = opened, frames, shape
-
-    def isOpened(self):
-        return self.opened
-
-    def grab(self):
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-    def retrieve(self):
-        return True, np.zeros(self.shape, np.uint8)
-
-    def get(self, prop):
-        return 25.0
-
-    def set(self, prop, value):
-        return True
-
-    def release(self):
-        self.opened = False
-        self.left = 0
+def _camera(frames, shape=(6, 8, 3)):
+    """A capture that yields `frames` good reads at 25 fps, then fails."""
+    return FakeCapture([np.zeros(shape, np.uint8) for _ in range(frames)], fps=25.0)
 
 
 def test_webcam_missing_and_disappearing():
     with pytest.raises(SourceError, match=r"camera 57 could not be opened.*list cameras"):
         WebcamSource(57, capture_factory=lambda i: FakeCapture(opened=False))
-    caps = iter([FakeCapture(frames=3), FakeCapture(opened=False)])
+    caps = iter([_camera(3), FakeCapture(opened=False)])
     cam = WebcamSource(1, retries=4, retry_delay=0.01, capture_factory=lambda i: next(caps))
     assert cam.is_live and cam.fps == 25.0
     assert [cam.read().index for _ in range(3)] == [0, 1, 2]
@@ -228,7 +205,7 @@ def test_real_missing_camera_index():
 
 
 def test_stream_reconnects_with_backoff_then_gives_up():
-    caps = iter([FakeCapture(frames=2), FakeCapture(opened=False), FakeCapture(frames=1, shape=(4, 4, 3))]
+    caps = iter([_camera(2), FakeCapture(opened=False), _camera(1, shape=(4, 4, 3))]
                 + [FakeCapture(opened=False)] * 3)
     src = StreamSource("rtsp://user:secret@10.0.0.9/live", retries=3, backoff=0.01,
                        capture_factory=lambda url: next(caps))

@@ -14,37 +14,19 @@ import time
 
 import pytest
 
-from pipeline_helpers import free_port
-from real_workers import INFERENCE_FAST
-from pipeline_helpers import native_endpoint, request, wait_for, workers
+from pipeline_helpers import native_endpoint, request, wait_for, workers, write_pipeline_config
 
 pytestmark = [pytest.mark.timeout(400)]
 
 FPS = 0.5
 AB_FPS = 5.0
-CONFIG = """
-source:
-  spec: sample
-  options: {{width: 320, height: 240, fps: {fps}}}
-rings:
-  frames: {{slots: {slots}, max_height: 240, max_width: 320}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 5}}
-  detection: {{module: workers.detection, health_timeout: 5, params: {{kind: center}}}}
-  inference: {{module: workers.inference, health_timeout: 10, params: {params}}}
-  publisher: {{module: workers.publisher, health_timeout: 5}}
-  metrics: {{module: workers.metrics, params: {{prometheus_port: 0}}}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 5.0, drain: 0.3}}
-"""
 
 
 def _config(tmp_path, fps=FPS, slots=6):
-    path = tmp_path / "swap.yaml"
-    path.write_text(CONFIG.format(fps=fps, slots=slots, params=INFERENCE_FAST, port=free_port()))
-    return path
+    return write_pipeline_config(tmp_path / "swap.yaml", options=f"{{width: 320, height: 240, fps: {fps}}}",
+                                 slots=slots, settings="health_timeout: 5",
+                                 settings_for={"inference": "health_timeout: 10", "metrics": ""},
+                                 metrics="{prometheus_port: 0}", shutdown_grace=5.0)
 
 
 class Collector:

@@ -6,46 +6,21 @@ as the light PARE variant on one thread so the suite fits a busy 2-core box.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
 from real_workers import INFERENCE_FAST
-from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers
+from pipeline_helpers import native_endpoint, receive_frames, request, wait_for, workers, write_pipeline_config
 
 pytestmark = [pytest.mark.timeout(240)]
 
-CONFIG = """
-source:
-  spec: {source}
-  options: {options}
-rings:
-  frames: {{slots: 6, max_height: {max_h}, max_width: {max_w}}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, health_timeout: 5}}
-  detection: {{module: workers.detection, health_timeout: 5, params: {detection}}}
-  inference: {{module: workers.inference, health_timeout: 5, params: {inference}}}
-  publisher: {{module: workers.publisher, health_timeout: 5}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
-"""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(tmp_path, source, options="{}", detection="{kind: center}", inference=INFERENCE_FAST,
                  max_h=240, max_w=320):
-    path = tmp_path / "workers.yaml"
-    path.write_text(CONFIG.format(source=source, options=options, detection=detection, inference=inference,
-                                  max_h=max_h, max_w=max_w, port=free_port()))
-    return path
+    return write_pipeline_config(tmp_path / "workers.yaml", source=source, options=options, max_height=max_h,
+                                 max_width=max_w, settings="health_timeout: 5", detection=detection,
+                                 inference=inference)
 
 
 @pytest.fixture
@@ -101,22 +76,42 @@ def test_center_detector_every_frame_has_one_person(run_cli, tmp_path, small_vid
 
 def test_mediapipe_finds_a_person_on_bus_jpg(run_cli, tmp_path, photo_folder):
     pytest.importorskip("mediapipe")
-    config = write_config(tmp_path, photo_folder, options="{fps: 5}", detection="{kind: mediapipe}",
-                          max_h=480, max_w=320)
-    run_cli("start", "--detach", "--config", config, timeout=120, check=True)
-    try:
-        status = request("status")
-        info = workers(status)["detection"]["info"]
+    with _photo_pipeline(run_cli, tmp_path, photo_folder, "{kind: mediapipe}") as (info, found):
         assert info["detector"] == "mediapipe" and info["single_person"] is True
         assert info["detector_static_image_mode"] is True  # a folder of stills: no video-mode tracking
-        frames = receive_frames(native_endpoint(status), 4, timeout=60)
-        found = [f for f in frames if f.persons]
         assert found, "mediapipe found nobody on bus.jpg"
         p = found[-1].persons[0]
         x1, y1, x2, y2 = p.box
         assert 0 <= x1 < x2 <= 320 + 40 and y2 - y1 > 60 and np.all(np.isfinite(p.transl))
+
+
+@contextlib.contextmanager
+def _photo_pipeline(run_cli, tmp_path, photo_folder, detection: str):
+    """A pipeline on the bus.jpg folder with `detection` params: yields the detection worker's
+    info and the first received frames that have persons; stops the pipeline after."""
+    config = write_config(tmp_path, photo_folder, options="{fps: 5}", detection=detection, max_h=480, max_w=320)
+    run_cli("start", "--detach", "--config", config, timeout=120, check=True)
+    try:
+        status = request("status")
+        frames = receive_frames(native_endpoint(status), 4, timeout=60)
+        yield workers(status)["detection"]["info"], [f for f in frames if f.persons]
     finally:
         assert run_cli("stop").returncode == 0
+
+
+def test_blazepose_default_finds_people_and_status_names_its_device(run_cli, tmp_path, photo_folder):
+    """The offline multi-person default in the real pipeline: boxes on bus.jpg, several persons
+    allowed, and `pipeline status` says where and in what precision the detector runs."""
+    pytest.importorskip("mediapipe")
+    pytest.importorskip("ai_edge_litert")
+    with _photo_pipeline(run_cli, tmp_path, photo_folder, "{kind: auto, device: cpu}") as (info, found):
+        assert info["detector"] == "blazepose" and info["single_person"] is False
+        assert info["detector_device"] == "cpu" and info["detector_precision"] == "fp32"
+        assert found, "blazepose found nobody on bus.jpg"
+        x1, y1, x2, y2 = found[-1].persons[0].box
+        assert 0 <= x1 < x2 <= 320 and y2 - y1 > 60
+        table = run_cli("status", check=True).stdout
+        assert "blazepose detector" in table and "on cpu fp32 (litert)" in table
 
 
 def test_oversized_frames_are_downscaled_before_detection(run_cli, tmp_path):
@@ -140,7 +135,7 @@ def test_bad_backend_fails_at_setup_with_one_line(run_cli, tmp_path, small_video
 
     if torch.cuda.is_available():
         pytest.skip("checks the no-CUDA message")
-    config = write_config(tmp_path, small_video, inference=INFERENCE_FAST.replace("{", "{backend: trt, ", 1))
+    config = write_config(tmp_path, small_video, inference=INFERENCE_FAST.replace("backend: torch", "backend: trt"))
     proc = run_cli("start", "--config", config, "--seconds", "5", timeout=120)
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

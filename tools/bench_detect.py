@@ -1,24 +1,26 @@
 #!/usr/bin/env python
-"""Detection rate and speed of each person detector on real photos that ship with ultralytics.
+"""Person detection speed, standalone, batch 1, CPU and GPU: every detector on the same frames.
 
-Two sources are played through every detector, one frame at a time as the detection worker
-would see them:
-  still  bus.jpg and zidane.jpg at their own size, each repeated --frames times (a looping
-         image source),
-  clip   a 1280x720 mp4 generated here from the same photos (each on a 16:9 canvas, slow pan
-         and 1.0->1.5x zoom over --frames frames), written with OpenCV and read back so codec
-         artefacts are included.
-Detection rate = % of frames with at least one person (the seed's metric). Times cover
-`detect()` only (not decoding). Nothing is downloaded; YOLO runs only from a file you give.
+Frames (decoded once, held in memory, so only `detect()` is timed):
+  1080p-1p   the 1080p clip with one real person (tools/people_clip.py),
+  1080p-5p   the same with five people,
+  sample     the built-in 1280x720 sample source (bus.jpg / zidane.jpg panned and zoomed).
+Rows: center (no model), blazepose (LiteRT per --threads, and the torch module on each device),
+mediapipe (legacy one-person solution),
+and YOLO on each --devices entry with each engine that can run there (cpu: eager and
+ultralytics' own predict; cuda: cudagraph, trt when TensorRT is installed, ultralytics' predict).
+YOLO weights: --yolo FILE, else yolo11n built from its yaml with RANDOM weights (its speed is
+real, its person counts are meaningless; the row says UNTRAINED). Persons = mean boxes per
+frame. Nothing is downloaded.
 
-    python tools/bench_detect.py                       # mediapipe (video + static mode), center
-    python tools/bench_detect.py --yolo data/yolo11n.pt
-    python tools/bench_detect.py --yolo-random         # yolo11n.yaml, random weights: speed only
+    python tools/bench_detect.py                                  # CPU rows
+    python tools/bench_detect.py --devices cpu,cuda --frames 100  # on the GPU machine
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -27,84 +29,35 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-PHOTOS = ("bus.jpg", "zidane.jpg")
-
-
-def assets_dir() -> Path:
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or spec.origin is None:
-        sys.exit("ultralytics is not installed; its sample photos are the benchmark data")
-    return Path(spec.origin).parent / "assets"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 
-def load_photos() -> list[tuple[str, np.ndarray]]:
-    import cv2
-    out = []
-    for name in PHOTOS:
-        bgr = cv2.imread(str(assets_dir() / name))
-        if bgr is None:
-            sys.exit(f"cannot read {assets_dir() / name}")
-        out.append((name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    return out
+def read_video(path: Path, n: int) -> list[np.ndarray]:
+    """The first `n` frames of a video file as RGB, decoded by the pipeline's own video source."""
+    from pipeline.sources import SourceError, open_source
+    try:
+        with open_source(str(path), realtime=False) as src:
+            return [frame.rgb for frame in itertools.islice(src, n)]
+    except SourceError as exc:
+        sys.exit(f"OpenCV could not read back {path}: {exc}")
 
 
-def still_frames(photos, frames_per_photo: int):
-    for _, rgb in photos:
-        for _ in range(frames_per_photo):
-            yield rgb
+def sources(tmp: Path, n: int) -> dict:
+    from people_clip import make_people_video
+
+    from pipeline.sources.sample import SampleSource
+    sample = SampleSource(realtime=False)
+    step = max(1, sample.clip_frames // n)
+    return {"1080p-1p": read_video(make_people_video(tmp / "p1.mp4", 1, frames=n), n),
+            "1080p-5p": read_video(make_people_video(tmp / "p5.mp4", 5, frames=n), n),
+            "sample": [sample.render(k) for k in range(0, sample.clip_frames, step)][:n]}
 
 
-def pan_zoom(rgb: np.ndarray, n: int, size: tuple[int, int]):
-    """n frames of size (W, H) panning and zooming over rgb placed on a 16:9 canvas."""
-    import cv2
-    out_w, out_h = size
-    h, w = rgb.shape[:2]
-    cw = max(w, int(round(h * out_w / out_h)))
-    ch = int(round(cw * out_h / out_w))
-    canvas = np.zeros((ch, cw, 3), np.uint8)
-    y0, x0 = (ch - h) // 2, (cw - w) // 2
-    canvas[y0:y0 + h, x0:x0 + w] = rgb
-    for t in range(n):
-        u = t / max(n - 1, 1)
-        zoom = 1.0 + 0.5 * u
-        ww, wh = cw / zoom, ch / zoom
-        cx = cw / 2 + (u - 0.5) * (cw - ww) * 0.8
-        cy = ch / 2 + (0.5 - u) * (ch - wh) * 0.5
-        s = out_w / ww
-        m = np.array([[s, 0, out_w / 2 - s * cx], [0, s, out_h / 2 - s * cy]], np.float32)
-        yield cv2.warpAffine(canvas, m, (out_w, out_h), flags=cv2.INTER_AREA)
-
-
-def write_clip(photos, frames_per_photo: int, size: tuple[int, int], path: Path) -> Path:
-    import cv2
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
-    if not writer.isOpened():
-        sys.exit(f"OpenCV cannot write {path} (no mp4v encoder?)")
-    for _, rgb in photos:
-        for frame in pan_zoom(rgb, frames_per_photo, size):
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
-def clip_frames(path: Path):
-    import cv2
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        sys.exit(f"OpenCV could not read back {path}")
-    return frames
-
-
-def run(det, frames) -> dict:
+def run(det, frames, warm: int = 3) -> dict:
+    for rgb in frames[:warm]:        # first frames of a size build graphs / allocate
+        det.detect(rgb)
     det.reset()
     times, persons = [], []
     for rgb in frames:
@@ -113,71 +66,79 @@ def run(det, frames) -> dict:
         times.append(time.perf_counter() - t0)
         persons.append(len(d))
     t = np.array(times) * 1e3
-    p = np.array(persons)
-    return {"frames": len(p), "rate": 100.0 * (p > 0).mean(), "persons": p.mean(),
-            "fps": len(t) / (t.sum() / 1e3), "p50": np.percentile(t, 50), "p99": np.percentile(t, 99)}
+    return {"frames": len(t), "persons": float(np.mean(persons)), "fps": len(t) / (t.sum() / 1e3),
+            "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
 
 
-def detectors(args, tmp: Path):
+def detectors(args, yolo: Path, untrained: bool):
     from pipeline.detectors import make_detector
-    yield "center", make_detector("center")
-    yield "mediapipe (video)", make_detector("mediapipe")
-    yield "mediapipe (static)", make_detector("mediapipe", static_image_mode=True)
-    if args.yolo:
-        yield f"yolo {Path(args.yolo).name}", make_detector("yolo", model=args.yolo, device=args.device)
-        yield f"yolo {Path(args.yolo).name} seed", make_detector("yolo", model=args.yolo, preset="seed",
-                                                                device=args.device)
-    if args.yolo_random:
-        from ultralytics import YOLO
-        path = tmp / "yolo11n_random.pt"
-        YOLO("yolo11n.yaml").save(str(path))
-        yield "yolo11n RANDOM (speed only)", make_detector("yolo", model=path, device=args.device)
-        yield "yolo11n RANDOM seed (speed only)", make_detector("yolo", model=path, preset="seed",
-                                                                device=args.device)
+    yield "center", lambda: make_detector("center")
+    for threads in args.threads:
+        yield f"blazepose cpu litert {threads}t", lambda t=threads: make_detector("blazepose", threads=t)
+    import torch
+    for dev in args.devices:
+        if dev == "cpu" or torch.cuda.is_available():
+            # rounds=0 on both, so the rows compare the runtimes on the same work
+            yield f"blazepose {dev} torch", lambda d=dev: make_detector("blazepose", runtime="torch", device=d, rounds=0)
+    if torch.cuda.is_available() and any(d != "cpu" for d in args.devices):
+        yield "blazepose cuda torch, 1 round (GPU default)", lambda: make_detector("blazepose", device="cuda")
+    if importlib.util.find_spec("mediapipe") is not None and not args.no_mediapipe:
+        yield "mediapipe cpu (one person)", lambda: make_detector("mediapipe")
+    tag = " UNTRAINED" if untrained else ""
+    for dev in args.devices:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            print(f"(skipping yolo on {dev}: torch sees no CUDA GPU)", flush=True)
+            continue
+        engines = ["eager", "ultralytics"] if dev == "cpu" else ["cudagraph", "trt", "ultralytics"]
+        for engine in engines:
+            if engine == "trt" and importlib.util.find_spec("tensorrt") is None:
+                print("(skipping yolo trt: the tensorrt package is not installed)", flush=True)
+                continue
+            yield (f"yolo {yolo.stem}{tag} {dev} {engine} {args.imgsz}",
+                   lambda d=dev, e=engine: make_detector("yolo", model=yolo, device=d, engine=e, imgsz=args.imgsz,
+                                                         tracker=args.tracker, cache_dir=args.tmp / "engines"))
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=60, help="frames per photo (default 60)")
-    ap.add_argument("--size", default="1280x720", help="clip size WxH (default 1280x720)")
-    ap.add_argument("--yolo", help="YOLO weights file, e.g. data/yolo11n.pt")
-    ap.add_argument("--yolo-random", action="store_true", help="also time yolo11n with random weights")
-    ap.add_argument("--device", default=None, help="yolo device (default: cuda if present, else cpu)")
-    ap.add_argument("--keep-clip", type=Path, help="also save the generated clip here")
+    ap.add_argument("--frames", type=int, default=60, help="frames per source (default 60)")
+    ap.add_argument("--devices", default="cpu", help="yolo devices, e.g. cpu,cuda")
+    ap.add_argument("--threads", default="1", help="blazepose LiteRT thread counts, e.g. 1,2")
+    ap.add_argument("--yolo", type=Path, help="YOLO weights (default: untrained yolo11n from its yaml)")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--tracker", default="bytetrack")
+    ap.add_argument("--only", help="comma list of substrings: run only rows whose name has one")
+    ap.add_argument("--no-mediapipe", action="store_true")
     args = ap.parse_args()
-    if args.frames < 1:
-        sys.exit("--frames must be >= 1")
-    try:
-        size = tuple(int(v) for v in args.size.lower().split("x"))
-        assert len(size) == 2 and min(size) > 0
-    except (ValueError, AssertionError):
-        sys.exit(f"--size must look like 1280x720, got {args.size!r}")
+    args.devices = args.devices.split(",")
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.tmp = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(args.tmp / "ultralytics"))
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    untrained = args.yolo is None
+    if untrained:
+        from pipeline.detectors.yolo_model import build_untrained
+        args.yolo = build_untrained("yolo11n.yaml", args.tmp / "yolo11n_untrained.pt")
+    frames = sources(args.tmp, args.frames)
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    print(f"batch 1; {os.cpu_count()} CPU cores, {gpu}; {args.frames} frames per source; times cover detect() only")
+    print(f"{'detector':<44} {'source':<9} {'persons':>7} {'fps':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    from detector_rows import started_detectors
 
-    with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmpdir:
-        tmp = Path(tmpdir)
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-        os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "ultralytics"))
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        photos = load_photos()
-        clip = write_clip(photos, args.frames, size, tmp / "panzoom.mp4")
-        if args.keep_clip:
-            args.keep_clip.write_bytes(clip.read_bytes())
-        sources = {"still": list(still_frames(photos, args.frames)), "clip": clip_frames(clip)}
-
-        print(f"{'source':<6} {'detector':<34} {'frames':>6} {'det.rate %':>10} {'persons':>7} "
-              f"{'fps':>7} {'p50 ms':>7} {'p99 ms':>7}")
-        for name, det in detectors(args, tmp):
-            t0 = time.perf_counter()
-            det.setup()
-            setup_s = time.perf_counter() - t0
-            for src, frames in sources.items():
-                r = run(det, frames)
-                print(f"{src:<6} {name:<34} {r['frames']:>6} {r['rate']:>10.1f} {r['persons']:>7.2f} "
-                      f"{r['fps']:>7.1f} {r['p50']:>7.1f} {r['p99']:>7.1f}", flush=True)
-            print(f"{'':<6} {name:<34} setup {setup_s:.2f} s; {det.info().get('tracker')}", flush=True)
-            det.close()
+    only = args.only.split(",") if args.only else None
+    for name, det, setup_s in started_detectors(detectors(args, args.yolo, untrained), only):
+        for src, fr in frames.items():
+            r = run(det, fr)
+            print(f"{name:<44} {src:<9} {r['persons']:>7.2f} {r['fps']:>8.1f} {r['p50']:>7.2f} {r['p99']:>7.2f}",
+                  flush=True)
+        info = det.info()
+        print(f"{'':<44} setup {setup_s:.1f} s; device {info.get('device')} {info.get('precision', '')} "
+              f"{info.get('engine') or info.get('runtime') or ''}; tracker {info.get('tracker')}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,6 +28,7 @@ Writes <out>/landmarks.json too. The numbers depend on the machine's load: run i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -160,15 +161,9 @@ def still_video(img, frames: int, kind: str, noise: float = 0.0):
         for _ in range(frames):
             writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         writer.release()
-        cap = cv2.VideoCapture(path)
-        out = []
-        while len(out) < frames:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        cap.release()
-    return out
+        from pipeline.sources import open_source
+        with open_source(path, realtime=False) as src:  # decoded as the pipeline decodes a file
+            return [frame.rgb for frame in itertools.islice(src, frames)]
 
 
 def stability(runner, video, boxes, fps: float = 30.0) -> dict:

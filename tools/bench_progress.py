@@ -118,18 +118,43 @@ def watch(env, run_id: str, seconds: float) -> dict:
 
 
 def bare_rate(info: dict, counts: list[int], device: str, iters: int) -> dict:
-    """The inference backend alone on the person counts the pipeline saw: frames per second."""
-    bench_model = _tool("bench_model")
+    """The inference backend alone on the person counts the pipeline saw: frames per second. On a
+    CPU: the backend and thread budget the pipeline picks (tools/measure_cpu.py's `bare_model`)."""
     model = str(info.get("model", "poco-cliff")).replace("poco-", "")
-    checkpoint = info.get("checkpoint")
-    checkpoint = checkpoint if checkpoint and not str(checkpoint).startswith("none") else None
     batches = sorted({c for c in counts if c > 0}) or [1]
-    rows = bench_model.bench(model, device, str(info.get("precision", "fp32")), batches, iters, 1, False,
-                             checkpoint, backend=str(info.get("backend", "torch")))
-    per_batch = {r["batch"]: r["batch_ms"] / 1000.0 for r in rows}
-    total = sum(per_batch.get(c, 0.0) for c in counts)
-    return {"fps": len(counts) / total if total else float("inf"), "batch_ms": {b: s * 1e3 for b, s in per_batch.items()},
+    if device == "cpu":
+        per_batch = _tool("measure_cpu").bare_model(model, batches, iters, str(REPO / "data"))
+    else:
+        per_batch = _bare_on_device(model, info, batches, iters, device)
+    total = sum(per_batch.get(c, 0.0) for c in counts) / 1000.0
+    return {"fps": len(counts) / total if total else float("inf"), "batch_ms": per_batch,
             "persons": dict(collections.Counter(counts))}
+
+
+def _bare_on_device(model: str, info: dict, batches, iters: int, device: str) -> dict:
+    """ms per batch of the inference worker's backend (as its status names it) on `device`."""
+    import statistics
+
+    from pipeline.backends import BackendConfig, get_backend
+    from pipeline.backends.onnx_variants import calibration_crops
+
+    be = get_backend(str(info.get("backend", "torch")))(BackendConfig(
+        model=model, device=device, precision=str(info.get("precision", "fp16")), max_batch=max(batches),
+        cache_dir=str(REPO / "data" / "engines"), options={"seed": 0}))
+    be.load()
+    be.warmup()
+    img, bbox = calibration_crops(max(batches), seed=3)
+    out = {}
+    for b in batches:
+        be.infer(img[:b], bbox[:b])
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            be.infer(img[:b], bbox[:b])
+            times.append(time.perf_counter() - t0)
+        out[b] = statistics.median(times) * 1000.0
+    be.close()
+    return out
 
 
 def model_args(args) -> list[str]:

@@ -47,24 +47,34 @@ def _pace(next_t: float, period: float) -> float:
     return next_t
 
 
+def _send_for(seconds: float, period: float, go, send) -> int:
+    """Once `go` is set, call send(n) for n = 0, 1, ... for `seconds`, at most once per `period`
+    (0: as fast as it returns); how many were sent. Every writer paces the same way."""
+    go.wait()
+    end = time.monotonic() + seconds
+    next_t = time.monotonic()
+    n = 0
+    while time.monotonic() < end:
+        next_t = _pace(next_t, period)
+        send(n)
+        n += 1
+    return n
+
+
 # ---- ring ---------------------------------------------------------------------------------------
 def ring_writer(shm_name, h, w, seconds, period, go, done):
     ring = Ring.attach(shm_name)
     wr = ring.writer(0)
     src = _frame(h, w)
-    go.wait()
-    end = time.monotonic() + seconds
-    next_t = time.monotonic()
-    fid = 0
-    while time.monotonic() < end:
-        next_t = _pace(next_t, period)
+
+    def send(fid):
         rec = wr.begin()
         rec["pixels"][:h, :w] = src
         rec["height"], rec["width"], rec["frame_id"] = h, w, fid
         rec["t_capture_ns"] = time.monotonic_ns()
         wr.commit()
-        fid += 1
-    done.put(fid)
+
+    done.put(_send_for(seconds, period, go, send))
     ring.close()
 
 
@@ -89,14 +99,7 @@ def ring_reader(shm_name, seconds, copy, go, out):
 # ---- multiprocessing.Queue ----------------------------------------------------------------------
 def queue_writer(q, h, w, seconds, period, go, done):
     src = _frame(h, w)
-    go.wait()
-    end = time.monotonic() + seconds
-    next_t = time.monotonic()
-    n = 0
-    while time.monotonic() < end:
-        next_t = _pace(next_t, period)
-        q.put((time.monotonic_ns(), src))
-        n += 1
+    n = _send_for(seconds, period, go, lambda _n: q.put((time.monotonic_ns(), src)))
     q.put(None)
     done.put(n)
 
@@ -125,14 +128,8 @@ def zmq_writer(endpoint, h, w, seconds, period, go, done):
     s.setsockopt(zmq.LINGER, 2000)
     s.connect(endpoint)
     src = _frame(h, w)
-    go.wait()
-    end = time.monotonic() + seconds
-    next_t = time.monotonic()
-    n = 0
-    while time.monotonic() < end:
-        next_t = _pace(next_t, period)
-        s.send_multipart([np.int64(time.monotonic_ns()).tobytes(), src], copy=False)
-        n += 1
+    n = _send_for(seconds, period, go,
+                  lambda _n: s.send_multipart([np.int64(time.monotonic_ns()).tobytes(), src], copy=False))
     s.send_multipart([b"", b""])
     done.put(n)
     s.close()

@@ -46,6 +46,7 @@ class Capture(Worker):
     output = "frames"
     demand_after_take = False  # on demand (paced sources): a fresh frame for when detection looks
     Params = Params
+    cpu_role = "decoder"
 
     def setup(self) -> None:
         from pipeline.sources import SourceError, open_source

@@ -16,8 +16,10 @@ of them a person moves further, so at low rates fast motion matches less often a
 may get a new id; track ages counted in frames last longer in seconds. Lossless mode feeds
 every frame to the tracker.
 
-Detector choice (`kind`): ``auto`` = YOLO when a ``data/yolo*.pt`` exists, else MediaPipe
-(one person only, said in `status`); ``center`` = a fixed centre square. A new
+Detector choice (`kind`): ``auto`` = YOLO when a ``data/yolo*.pt`` exists, else ``blazepose``
+(the multi-person detector whose weights ship in the mediapipe wheel); ``mediapipe`` = the legacy
+one-person solution (said in `status`); ``center`` = a fixed centre square. `status` names the
+detector's device and precision. A new
 ``source_epoch`` (file looped, source changed) resets the detector so no tracker state or
 video-mode skeleton survives a scene cut.
 """
@@ -37,8 +39,8 @@ LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": 
 
 @dataclass
 class Params:
-    kind: Literal["auto", "yolo", "mediapipe", "center", "fixed"] = "auto"
-    model: Union[str, None] = None         # YOLO weights file (default: the first data/yolo*.pt)
+    kind: Literal["auto", "yolo", "blazepose", "mediapipe", "center", "fixed"] = "auto"
+    model: Union[str, None] = None         # YOLO weights file (default: the first data/yolo*.pt); --weights
     preset: Union[str, None] = None        # yolo: "seed" = 256 px, conf 0.8, NMS 0.4, score > 0.7
     conf: Union[float, None] = None
     iou: Union[float, None] = None
@@ -46,6 +48,9 @@ class Params:
     device: Union[str, None] = None        # yolo: cpu / cuda / 0 (default: cuda when present)
     half: Union[bool, None] = None         # yolo: fp16 on GPU (default: on when on GPU)
     tracker: str = "auto"                  # yolo: auto | iou | bytetrack | botsort | none
+    engine: str = "auto"                   # yolo: auto | trt | cudagraph | eager | ultralytics
+    views: Union[str, None] = None         # blazepose: full | tiles | both
+    rounds: Union[int, None] = None        # blazepose: extra masked passes per view
     min_box_size: float = 16.0             # px; smaller boxes are dropped
     order: Literal["area", "score"] = "area"
     size: float = 1.0                      # center: side as a fraction of min(height, width)
@@ -61,6 +66,7 @@ class Detection(Worker):
     copy_input = False  # the detector reads the pixels in the slot (claimed while we work)
     on_demand = True    # a frame only when inference is about to want the next record
     Params = Params
+    cpu_role = "detector"
 
     def setup(self) -> None:
         from pipeline.detectors import DetectorError, make_detector
@@ -74,8 +80,14 @@ class Detection(Worker):
             options["boxes"] = p.boxes
         elif p.kind in ("yolo", "auto"):
             yolo = {"model": p.model, "preset": p.preset, "conf": p.conf, "iou": p.iou, "imgsz": p.imgsz,
-                    "device": p.device, "half": p.half, "tracker": p.tracker}
+                    "device": p.device, "half": p.half, "tracker": p.tracker, "engine": p.engine}
             options.update({k: v for k, v in yolo.items() if v is not None})
+        if p.kind in ("blazepose", "auto"):
+            from pipeline.runtime.cpu import worker_threads
+
+            # LiteRT threads: this worker's CPU budget (pipeline/runtime/cpu.py)
+            blaze = {"views": p.views, "rounds": p.rounds, "device": p.device, "threads": worker_threads()}
+            options.update({k: v for k, v in blaze.items() if v is not None})
         if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton
             options["static_image_mode"] = self._source_is_stills()
@@ -203,6 +215,10 @@ class Detection(Worker):
         model = getattr(d, "model_path", None)
         if model:
             text += f" ({model})"
+        if getattr(d, "device", None):
+            text += f" on {d.device} {'fp16' if getattr(d, 'half', False) else 'fp32'}"
+            engine = getattr(d, "engine", None) or getattr(d, "runtime", None)
+            text += f" ({engine})" if engine else ""
         if d.single_person:
             text += " — finds ONE person per frame"
         return text

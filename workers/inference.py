@@ -47,13 +47,16 @@ class Params:
     # auto: poco-cliff when its checkpoint is found (checkpoint or data/poco_cliff.pt), else landmarks-ik
     model: Literal["poco-cliff", "poco-pare", "cliff", "pare", "landmarks-ik", "auto"] = "auto"
     checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
-    backend: Literal["torch", "compile", "cudagraph", "trt", "onnx"] = "torch"
+    # auto: onnx on a CPU (the fastest CPU backend), torch on a GPU (pipeline.backends.AUTO_BACKEND)
+    backend: Literal["auto", "torch", "compile", "cudagraph", "trt", "onnx"] = "auto"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "fp16"] = "auto"   # auto: fp16 on CUDA, fp32 on CPU
+    # auto: what the backend does best on the device (fp16 on CUDA; fp32 on a CPU, where
+    # int8 is the onnx backend's opt-in: ~2x faster, checked against fp32 when it is built)
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     channels_last: bool = False
     smpl: Literal["auto", "off"] = "auto"  # auto: SMPL joints when data/smpl/SMPL_NEUTRAL.pkl exists
     data_dir: str = "data"
-    threads: int = 0                      # torch CPU threads (0: torch's default on CPU, 1 on CUDA)
+    threads: int = 0                      # model CPU threads (0: the CPU budget, cpu.threads; 1 on CUDA)
     backend_options: dict = field(default_factory=dict)   # passed to the backend (BackendConfig.options)
     # GPU backends: crop and launch frame N while frame N-1's network runs (its record is then
     # written when frame N has been launched, or at once when no frame is waiting). false: one
@@ -69,11 +72,10 @@ class Inference(Worker):
     output = "poses"
     reads = ("frames",)
     Params = Params
+    cpu_role = "model"
 
     def setup(self) -> None:
-        import torch
-
-        from pipeline.backends import BackendConfig, BackendUnavailable, get_backend
+        from pipeline.backends import BackendConfig, BackendUnavailable, get_backend, resolve_backend
         from pipeline.models import normalise_variant
 
         p = self.params
@@ -84,32 +86,38 @@ class Inference(Worker):
             return self._setup_landmarks()
         self.variant = normalise_variant("poco-cliff" if p.model == "auto" else p.model)
         self.model_name = f"poco-{self.variant}"
-        self.device = _resolve_device(p.device, torch)
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        elif self.device.startswith("cuda"):
-            # On a GPU the CPU side is launches and small host work: a pool of spinning OpenMP
-            # threads only competes with capture's decoder threads (seen as p99 spikes).
-            torch.set_num_threads(1)
-        precision = p.precision if p.precision != "auto" else ("fp16" if self.device.startswith("cuda") else "fp32")
+        self.device = _resolve_device(p.device)
+        backend = resolve_backend(p.backend, self.device)
+        try:
+            backend_cls = get_backend(backend)
+        except BackendUnavailable as exc:
+            raise WorkerError(f"inference backend {backend!r}: {exc}") from exc
+        if str(p.device).strip().lower() == "auto":
+            self.device = backend_cls.auto_device(self.device)
+        options = dict(p.backend_options)
+        self.threads = self._threads(backend, options)
+        precision = p.precision if p.precision != "auto" else backend_cls.auto_precision(self.device)
         checkpoint = self._checkpoint()
         self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
         config = BackendConfig(model=self.variant, checkpoint=checkpoint, device=self.device,
                                precision=precision, max_batch=self.max_persons,
                                channels_last=p.channels_last, cache_dir=str(Path(p.data_dir) / "engines"),
-                               options=dict(p.backend_options))
+                               options=options, warm_batches=(1, self._persons_now()))
         try:
-            self.backend = get_backend(p.backend)(config)
-            self.progress(f"loading POCO-{self.variant.upper()} ({p.backend} backend, {self.device}, {precision})")
+            self.backend = backend_cls(config)
+            self.progress(f"loading POCO-{self.variant.upper()} ({backend} backend, {self.device}, {precision}, "
+                          f"{self.threads} threads)")
             self.backend.load()
-            self.progress("warming up")
+            self.progress(f"warming up batch sizes {sorted(set(config.warm_batches))}")
             self.backend.warmup()
         except BackendUnavailable as exc:
-            raise WorkerError(f"inference backend {p.backend!r}: {exc}") from exc
+            raise WorkerError(f"inference backend {backend!r}: {exc}") from exc
         binfo = self.backend.info()
         self.untrained = bool(binfo.get("untrained", checkpoint is None))
         self.precision = str(binfo.get("precision", precision))
-        self.backend_name = str(binfo.get("name", p.backend))
+        self.backend_name = str(binfo.get("name", backend))
+        self.backend_choice = f"{p.backend} -> {backend}" if p.backend == "auto" else backend
+        self.extras.update(threads=self.threads, load_s=binfo.get("load_s"), warmup_s=binfo.get("warmup_s"))
         self.checkpoint = checkpoint
         if self.untrained:
             loud = (f"*** {self.model_name.upper()} runs RANDOM, UNTRAINED weights: every pose it outputs is "
@@ -155,6 +163,32 @@ class Inference(Worker):
         self.extras["overlap_frames"] = self.overlap
         self.extras.update({"stale_frames": 0, "model": self.model_name, "untrained": self.untrained})
 
+    def _threads(self, backend: str, options: dict) -> int:
+        """Intra-op threads for the model: params.threads, else the worker's CPU budget
+        (pipeline/runtime/cpu.py); 1 for torch on a GPU, where the CPU side only launches
+        kernels and a bigger pool only competes with capture's decoder (seen as p99 spikes)."""
+        from pipeline.runtime import cpu
+
+        threads = self.params.threads or cpu.worker_threads() or cpu.machine_cores()
+        if backend == "onnx":
+            options.setdefault("threads", threads)
+            return int(options["threads"])
+        import torch  # every other backend runs on torch anyway
+
+        if self.device.startswith("cuda") and not self.params.threads:
+            threads = 1
+        torch.set_num_threads(threads)
+        return threads
+
+    def _persons_now(self) -> int:
+        """How many persons the newest detections record holds: the batch the first frames
+        after `ready` will need (a hint; 0 before anything was detected)."""
+        ring = self.rings.get(self.input)
+        if ring is None or ring.newest_seq() < 2:
+            return 0
+        count = int(ring.slot_record(ring.slot_of(ring.newest_seq()))["count"])
+        return count if 0 <= count <= self.max_persons else 0
+
     def _family(self) -> str:
         """landmarks-ik or poco; `auto` is POCO-CLIFF only when its weights are there."""
         p = self.params
@@ -173,14 +207,18 @@ class Inference(Worker):
         from pipeline.models.landmarks_ik import LandmarksIk
         from pipeline.models.tflite import TfliteError
 
+        from pipeline.runtime import cpu
+
         p = self.params
-        if p.backend not in ("torch",) or p.device not in ("auto", "cpu") or p.precision not in ("auto", "fp32"):
+        if p.backend not in ("auto", "torch") or p.device not in ("auto", "cpu") or p.precision not in ("auto", "fp32"):
             self.log.info("%s runs on the CPU with LiteRT: backend=%s device=%s precision=%s do not apply",
                           LANDMARKS_IK, p.backend, p.device, p.precision)
         self.model_name, self.device, self.variant = LANDMARKS_IK, "cpu", LANDMARKS_IK
         self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
+        self.threads = p.threads or cpu.worker_threads() or 1
+        self.backend_choice = "litert"
         try:
-            self.landmarks = self.backend = LandmarksIk(threads=p.threads or 1, min_presence=p.min_presence)
+            self.landmarks = self.backend = LandmarksIk(threads=self.threads, min_presence=p.min_presence)
             self.progress(f"loading {LANDMARKS_IK} (MediaPipe pose landmark model, LiteRT)")
             self.backend.load()
             self.progress("warming up")
@@ -403,6 +441,9 @@ class Inference(Worker):
                 self.extras[f"{key}_p99_ms"] = round(float(p99), 2)
         self.extras.update({"stale_frames": self.stale, "empty_frames": self.empty,
                             "bad_boxes": self.bad_boxes, "batches": self.batches})
+        pending = self.backend.info().get("background_pending")
+        if pending is not None:   # batch sizes still being prepared while serving (cudagraph)
+            self.extras["warming_batches"] = ",".join(map(str, pending))
         if self.landmarks is not None:
             self.extras["no_person_crops"] = self.no_person
 
@@ -464,6 +505,7 @@ class Inference(Worker):
             return {"model": model if model in (LANDMARKS_IK, "auto") else f"poco-{model.split('-')[-1]}",
                     "backend": self.params.backend}
         out = {"model": self.model_name, "backend": self.backend_name, "device": self.device,
+               "backend_choice": self.backend_choice, "threads": self.threads,
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
                "smpl_joints": self.smpl is not None, "max_batch": self.max_persons,
@@ -513,14 +555,16 @@ class _InFlight:
     frame_seq: int = 0         # the frame slot's seq while we pin it (0: not pinned)
 
 
-def _resolve_device(device: str, torch) -> str:
+def _resolve_device(device: str) -> str:
+    from pipeline.backends import cuda_available
+
     name = str(device).strip().lower()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_available() else "cpu"
     if name == "cpu":
         return name
     if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise WorkerError(f"inference device {device!r} asked for but CUDA is not available here; "
                               f"use --device cpu (or auto)")
         return name

@@ -11,8 +11,37 @@ import importlib
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
 
 BACKEND_NAMES = ("torch", "compile", "cudagraph", "trt", "onnx")
+# What `backend: auto` runs: on a CPU the fastest CPU backend (onnx: tools/bench_model.py
+# measures it against eager torch), on a GPU eager torch as before (docs/architecture.md §6).
+AUTO_BACKEND = {"cpu": "onnx", "cuda": "torch"}
 
-__all__ = ["Backend", "BackendConfig", "BackendUnavailable", "BACKEND_NAMES", "get_backend"]
+__all__ = ["Backend", "BackendConfig", "BackendUnavailable", "BACKEND_NAMES", "get_backend",
+           "resolve_backend", "cuda_available"]
+
+
+def cuda_available() -> bool:
+    """torch.cuda.is_available(), without importing torch on a Linux host that has no NVIDIA
+    driver at all: importing torch costs a restarting CPU worker ~3 s on a 2-core box."""
+    import sys
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(name: str, device: str) -> str:
+    """The backend `name` names on `device` ("cpu", "cuda", "cuda:N"): `auto` -> AUTO_BACKEND."""
+    key = str(name).strip().lower()
+    if key != "auto":
+        return key
+    return AUTO_BACKEND["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -25,6 +25,10 @@ class BackendConfig:
     channels_last: bool = False
     cache_dir: str | None = None      # compile caches / engine files
     options: dict[str, Any] = field(default_factory=dict)
+    # Batch sizes `warmup()` makes ready before the worker says `ready`: the ones the next
+    # frames need. Backends prepare any other size lazily or in the background
+    # (docs/architecture.md §6), so a restart is not held up by sizes nobody uses yet.
+    warm_batches: tuple = (1,)
 
 
 MAX_IN_FLIGHT = 2
@@ -52,9 +56,23 @@ class Backend(ABC):
     # True when submit() returns before the device has finished (GPU backends): the caller may
     # prepare the next batch meanwhile. False: submit() is infer() and the result is ready.
     asynchronous: bool = False
+    # Precisions `load()` accepts.
+    precisions: tuple[str, ...] = ("fp32", "fp16")
 
     def __init__(self, config: BackendConfig):
         self.config = config
+
+    @classmethod
+    def auto_device(cls, device: str) -> str:
+        """What `device: auto` means for this backend when the machine offers `device`
+        ("cuda" when a GPU is usable, else "cpu"). Default: the machine's choice."""
+        return device
+
+    @classmethod
+    def auto_precision(cls, device: str) -> str:
+        """What `precision: auto` means for this backend on `device`: the fastest precision it
+        runs there. Default: fp16 on CUDA, fp32 elsewhere."""
+        return "fp16" if str(device).startswith("cuda") and "fp16" in cls.precisions else "fp32"
 
     @abstractmethod
     def load(self) -> None:
@@ -62,7 +80,8 @@ class Backend(ABC):
 
     @abstractmethod
     def warmup(self) -> None:
-        """Run every batch size the backend will see so the first real frame is not slow."""
+        """Make `config.warm_batches` ready so the first real frames are not slow; other batch
+        sizes may be prepared lazily (on first use) or in the background."""
 
     @abstractmethod
     def infer(self, img, bbox_info) -> dict:

@@ -92,3 +92,12 @@ def pad_rows(x, run_size: int):
         return torch.cat([x, x[-1:].expand(reps, *x.shape[1:])], dim=0)
     import numpy as np
     return np.concatenate([x, np.repeat(x[-1:], reps, axis=0)], axis=0)
+
+
+def warm_sizes(wanted: Iterable[int], sizes: Sequence[int]) -> tuple[int, ...]:
+    """The supported sizes that batches of `wanted` persons (and of one person) run as: what a
+    backend prepares before `ready`; the rest of `sizes` can wait until they are needed."""
+    out = set()
+    for n in {1, *(int(w) for w in wanted if int(w) >= 1)}:
+        out.update(c.run_size for c in plan(n, sizes))
+    return tuple(sorted(out))

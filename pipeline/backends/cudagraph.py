@@ -13,11 +13,21 @@ Options (BackendConfig.options):
     cudnn_fusion  bool, default True
     batch_sizes   "all" (default) | "pow2" | "1,2,4": one graph per size; other batches are
                   split/padded to these
+    background_capture  bool, default True: `warmup()` captures only the sizes the first
+                  frames need (BackendConfig.warm_batches: batch 1 and the persons in view) and
+                  a background thread captures the others while frames are served; until a
+                  size is captured its batches run as chunks of captured sizes. False: every
+                  size before `ready` (~1.5 s each on an H100, mostly cuDNN autotuning).
 Needs a CUDA GPU; fails in `load()` otherwise.
+
+The background thread captures with capture_error_mode="thread_local", so the serving thread
+may keep replaying graphs, uploading and synchronising its own streams meanwhile (all of
+them non-blocking streams, which a capture on another stream does not interfere with).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from pipeline.backends import batching
@@ -37,7 +47,11 @@ class CudaGraphBackend(Backend):
         self._module = None
         self._graphs: dict = {}
         self._sizes: tuple[int, ...] = ()
+        self._ready: tuple[int, ...] = ()     # captured sizes, what submit() plans with
         self._info: dict = {"name": self.name, "loaded": False}
+        self._lock = threading.Lock()         # _info and _ready, shared with the capture thread
+        self._background: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def load(self) -> None:
         import torch
@@ -95,18 +109,58 @@ class CudaGraphBackend(Backend):
 
         from pipeline.backends import network as net
         self._require_loaded()
-        per_size, t_all = {}, time.perf_counter()
+        background = bool(self.config.options.get("background_capture", True))
+        first = batching.warm_sizes(self.config.warm_batches, self._sizes) if background else self._sizes
+        t_all = time.perf_counter()
+        self._info["warmup_per_size_s"] = {}
         try:
-            for size in self._sizes:
-                t0 = time.perf_counter()
-                self._graphs[size] = self._capture(size)
-                per_size[size] = round(time.perf_counter() - t0, 2)
+            for size in first:
+                self._capture_size(size, "global")
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeError(net.oom_message(self.name, self.config, exc)) from exc
-        self._info.update(warmup_s=round(time.perf_counter() - t_all, 2),
-                          warmup_per_size_s=per_size, warmed_up=True)
+        rest = [s for s in self._sizes if s not in self._graphs]
+        with self._lock:
+            self._info.update(warmup_s=round(time.perf_counter() - t_all, 2), warmed_up=True,
+                              background_pending=list(rest))
+        if rest:
+            self._background = threading.Thread(target=self._capture_rest, args=(rest,),
+                                                name="cudagraph-capture", daemon=True)
+            self._background.start()
 
-    def _capture(self, size: int):
+    def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait for the background captures; True when none is left running."""
+        if self._background is not None:
+            self._background.join(timeout)
+        return self._background is None or not self._background.is_alive()
+
+    def _capture_size(self, size: int, mode: str) -> None:
+        t0 = time.perf_counter()
+        captured = self._capture(size, mode)
+        with self._lock:
+            self._graphs[size] = captured
+            self._ready = tuple(sorted(self._graphs))
+            self._info["warmup_per_size_s"][size] = round(time.perf_counter() - t0, 2)
+            self._info["captured"] = list(self._ready)
+
+    def _capture_rest(self, sizes) -> None:
+        import torch
+
+        try:
+            if self._device.type == "cuda":
+                torch.cuda.set_device(self._device)   # a new thread starts on device 0
+            for size in sizes:
+                if self._closing.is_set():
+                    return
+                self._capture_size(size, "thread_local")
+                with self._lock:
+                    self._info["background_pending"] = [s for s in sizes if s not in self._graphs]
+        except Exception as exc:  # the served sizes keep working; bigger batches run as chunks
+            log.warning("cudagraph: background capture stopped (%s: %s); batches run as chunks of "
+                        "the captured sizes %s", type(exc).__name__, exc, list(self._ready))
+            with self._lock:
+                self._info["background_error"] = f"{type(exc).__name__}: {exc}"
+
+    def _capture(self, size: int, mode: str = "global"):
         import torch
 
         from pipeline.backends import network as net
@@ -120,9 +174,11 @@ class CudaGraphBackend(Backend):
                 self._module(img, bbox)
         main.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
+        with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode=mode):
             out = self._module(img, bbox)
-        torch.cuda.synchronize(self._device)
+        # Only this thread's streams: a device-wide sync would also wait for the frames the
+        # serving thread has queued meanwhile.
+        main.synchronize()
         return _Captured(graph, img, bbox, out)
 
     def _run(self, img, bbox):
@@ -142,17 +198,26 @@ class CudaGraphBackend(Backend):
         """Queues the input copies, the graph replay(s) and the output copy; returns at once."""
         from pipeline.backends import network as net
         self._require_loaded()
-        if not self._graphs:
+        ready = self._ready
+        if not ready:
             raise RuntimeError("cudagraph backend: call warmup() before infer()")
-        pending, self._dev_out = net.submit_chunked(self._run, img, bbox_info, self._sizes,
+        pending, self._dev_out = net.submit_chunked(self._run, img, bbox_info, ready,
                                                     self._dev_out, self._uploader, self._host)
         return pending
 
     def info(self) -> dict:
-        return dict(self._info)
+        with self._lock:
+            info = dict(self._info)
+            info["warmup_per_size_s"] = dict(info.get("warmup_per_size_s") or {})
+            return info
 
     def close(self) -> None:
+        # No new capture starts; one in progress (~1.5 s) is waited for, within the stop
+        # grace the supervisor gives a worker before SIGKILL (supervisor.shutdown_grace, 3 s).
+        self._closing.set()
+        self.wait_background(2.0)
         self._graphs.clear()
+        self._ready = ()
         self._module = None
         try:
             import torch

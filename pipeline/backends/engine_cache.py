@@ -51,7 +51,7 @@ class EngineKey:
     kind: str                 # "trt" | "onnx"
     checkpoint: str           # checkpoint_identity()
     variant: str              # "cliff" | "pare"
-    precision: str            # "fp32" | "fp16"
+    precision: str            # "fp32" | "fp16" | "int8" (onnx, CPU)
     min_batch: int
     max_batch: int
     device_name: str = ""     # GPU name (TensorRT engines are GPU-specific); "" when irrelevant
@@ -61,8 +61,8 @@ class EngineKey:
     def __post_init__(self):
         if self.kind not in ("trt", "onnx"):
             raise ValueError(f"engine kind must be 'trt' or 'onnx', got {self.kind!r}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {self.precision!r}")
         if not 1 <= self.min_batch <= self.max_batch:
             raise ValueError(
                 f"batch range must satisfy 1 <= min <= max, got {self.min_batch}..{self.max_batch}")
@@ -152,11 +152,14 @@ class EngineCache:
         return found
 
     def store(self, key: EngineKey, write_engine: Callable[[Path], None],
-              engine_path: str | os.PathLike | None = None) -> Path:
+              engine_path: str | os.PathLike | None = None,
+              check: Callable[[Path], dict] | None = None) -> Path:
         """Build via `write_engine(tmp_path)` and move the engine + sidecar into place.
 
         Written to a temporary name first so a crash mid-build never leaves a half engine
-        that a later run would take for a valid one."""
+        that a later run would take for a valid one. `check(tmp_path)` may measure the built
+        engine (e.g. its error against fp32); what it returns is kept in the sidecar under
+        "checks" and read back with `checks()`, so later runs need not measure again."""
         path = Path(engine_path) if engine_path else self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -170,6 +173,8 @@ class EngineCache:
                 raise RuntimeError(f"engine build wrote nothing to {tmp}")
             meta = {"key": key.as_dict(), "engine_sha256": sha256_file(tmp),
                     "build_seconds": round(build_s, 3), "created_unix": int(time.time())}
+            if check is not None:
+                meta["checks"] = check(tmp)
             os.replace(tmp, path)
             sidecar = self.sidecar_for(path)
             sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
@@ -179,6 +184,14 @@ class EngineCache:
             tmp.unlink(missing_ok=True)
         log.info("engine stored: %s (%.1f s to build)", path, build_s)
         return path
+
+    def checks(self, engine_path: Path) -> dict:
+        """What `store(check=...)` measured for this engine ({} when nothing was)."""
+        try:
+            found = json.loads(self.sidecar_for(Path(engine_path)).read_text()).get("checks")
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def remove(self, engine_path: Path) -> None:
         engine_path.unlink(missing_ok=True)

@@ -18,24 +18,21 @@ from torch import nn
 
 from pipeline.backends.base import BackendConfig, BackendUnavailable
 from pipeline.backends.engine_cache import checkpoint_identity
+# The numpy side of the input/output layout lives in `layout` (torch-free); re-exported here.
+from pipeline.backends.layout import (  # noqa: F401
+    CROP,
+    FLAT_WIDTH,
+    OUTPUT_NAMES,
+    OUTPUT_SHAPES,
+    PRECISIONS,
+    VARIANTS,
+    check_inputs,
+    split_flat,
+    validate_config,
+)
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("pred_pose", "pred_shape", "pred_cam", "var_pose")
-OUTPUT_SHAPES = {"pred_pose": (24, 3, 3), "pred_shape": (10,), "pred_cam": (3,), "var_pose": (24,)}
-CROP = 224
-VARIANTS = ("cliff", "pare")
-PRECISIONS = ("fp32", "fp16")
-
-
-def validate_config(config: BackendConfig) -> None:
-    if config.model not in VARIANTS:
-        raise ValueError(f"model must be one of {VARIANTS}, got {config.model!r}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r} "
-                         f"(bf16 is too lossy for POCO: 1.6e-1 on rotations)")
-    if not 1 <= int(config.max_batch) <= 64:
-        raise ValueError(f"max_batch (max_persons) must be in 1..64, got {config.max_batch}")
 
 
 def resolve_device(config: BackendConfig, backend: str, cpu_ok: bool) -> torch.device:
@@ -197,18 +194,6 @@ def as_device_input(x, uploader, name: str = "input") -> torch.Tensor:
     return as_input(x, uploader.device, name=name)
 
 
-def check_inputs(img, bbox_info) -> int:
-    if tuple(img.shape[1:]) != (3, CROP, CROP) or img.ndim != 4:
-        raise ValueError(f"img must be (B,3,{CROP},{CROP}), got {tuple(img.shape)}")
-    if bbox_info.ndim != 2 or bbox_info.shape[1] != 3:
-        raise ValueError(f"bbox_info must be (B,3), got {tuple(bbox_info.shape)}")
-    if img.shape[0] != bbox_info.shape[0]:
-        raise ValueError(f"img has {img.shape[0]} crops but bbox_info {bbox_info.shape[0]} rows")
-    if img.shape[0] < 1:
-        raise ValueError("empty batch: call infer only with at least one person")
-    return int(img.shape[0])
-
-
 def flatten_outputs(out: dict, rows: int | None = None) -> torch.Tensor:
     """(B, 253) fp32: all four outputs side by side, so one copy moves them to the host."""
     missing = [k for k in OUTPUT_NAMES if k not in out]
@@ -217,20 +202,6 @@ def flatten_outputs(out: dict, rows: int | None = None) -> torch.Tensor:
     parts = [out[k].reshape(out[k].shape[0], -1).float() for k in OUTPUT_NAMES]
     flat = torch.cat(parts, dim=1)
     return flat if rows is None else flat[:rows]
-
-
-FLAT_WIDTH = sum(int(np.prod(s)) for s in OUTPUT_SHAPES.values())
-
-
-def split_flat(flat: np.ndarray) -> dict:
-    """Inverse of flatten_outputs on the host; returns owned float32 arrays."""
-    out, col = {}, 0
-    b = flat.shape[0]
-    for k in OUTPUT_NAMES:
-        width = int(np.prod(OUTPUT_SHAPES[k]))
-        out[k] = np.array(flat[:, col:col + width], dtype=np.float32).reshape(b, *OUTPUT_SHAPES[k])
-        col += width
-    return out
 
 
 def run_chunked(fn, img: torch.Tensor, bbox_info: torch.Tensor, sizes, scratch: torch.Tensor | None):

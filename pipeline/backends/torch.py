@@ -66,9 +66,13 @@ class TorchBackend(Backend):
             raise RuntimeError("TorchBackend.load() must be called before warmup()/infer()")
 
     def warmup(self) -> None:
+        """Runs the batch sizes the first frames need (config.warm_batches); eager torch
+        takes any other size as it comes."""
+        from pipeline.backends.batching import warm_sizes
+
         self._require_loaded()
         t0 = time.perf_counter()
-        sizes = sorted({1, self.config.max_batch})
+        sizes = list(warm_sizes(self.config.warm_batches, range(1, self.config.max_batch + 1)))
         for b in sizes:
             img = np.zeros((b, 3, 224, 224), np.float32)
             info = np.zeros((b, 3), np.float32)

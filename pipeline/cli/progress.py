@@ -104,7 +104,7 @@ def every_frame_summary(status: dict) -> list[str]:
 
 def status_table(status: dict) -> str:
     cols = ("worker", "pid", "gen", "state", "fps", "p50 ms", "p99 ms", "in", "out", "skipped", "drops",
-            "cpu %", "rss MB", "restarts", "info")
+            "cpu %", "rss MB", "restarts", "thr", "info")
     rows = []
     # Side rows: a swap's new generation while it starts (with its progress), A/B processes.
     every = status.get("workers", []) + status.get("side_workers", [])
@@ -114,12 +114,19 @@ def status_table(status: dict) -> str:
                                                      if k in ("model", "backend", "source", "native_endpoint"))
         if info.get("untrained"):
             note = (note + "; UNTRAINED").strip("; ")
+        warming = (w.get("extras") or {}).get("warming_batches")
+        if warming:
+            note = f"{note}; preparing batch sizes {warming}"
+        starting = _starting_note(w)
         if w.get("role"):
-            note = f"[{w['role']}{': ' + w['progress'] if w.get('progress') and w['state'] == 'starting' else ''}] {note}"
+            note = f"[{w['role']}{': ' + starting if starting else ''}] {note}"
+        elif starting:
+            note = f"[{starting}] {note}"
         rows.append((w["name"], str(w.get("pid") or "-"), str(w["generation"]), w["state"],
                      f"{w['fps']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", str(w["frames_in"]),
                      str(w["frames_out"]), str(w.get("skipped", 0)), str(w["drops"]), f"{w['cpu_percent']:.0f}",
-                     f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), note))
+                     f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), str(w.get("threads") or "-"),
+                     note))
     gpu = [w.get("extras", {}).get("gpu_mem_bytes") for w in every]
     if any(isinstance(g, (int, float)) for g in gpu):  # workers on a GPU report gpu_mem_bytes in extras
         cols = cols[:13] + ("gpu MB",) + cols[13:]
@@ -128,6 +135,15 @@ def status_table(status: dict) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{n}}}" for n in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
+
+
+def _starting_note(w: dict) -> str:
+    """What a worker that is not ready yet is doing (its last progress message: loading the
+    model, warming up), and for how long; "" once it is running."""
+    if w.get("state") != "starting":
+        return ""
+    since = f"{w['starting_s']:.0f} s" if isinstance(w.get("starting_s"), (int, float)) else ""
+    return ", ".join(x for x in (w.get("progress") or "", since) if x)
 
 
 def output_bar(status: dict, width: int = 20) -> str:

@@ -1,4 +1,5 @@
-"""Person detectors (architecture.md §5): YOLO, MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
+"""Person detectors (architecture.md §5): YOLO, BlazePose (the offline multi-person default),
+MediaPipe, a fixed centre box, fixed boxes, and an IoU tracker.
 
     det = make_detector("auto", max_persons=4)
     det.setup()
@@ -21,7 +22,7 @@ from pipeline.detectors.tracker import IouTracker, iou_matrix
 
 log = logging.getLogger(__name__)
 
-KINDS = ("yolo", "mediapipe", "center", "fixed", "auto")
+KINDS = ("yolo", "blazepose", "mediapipe", "center", "fixed", "auto")
 DEFAULT_DATA_DIR = Path("data")
 
 __all__ = ["make_detector", "find_yolo_weights", "Detections", "Detector", "DetectorError",
@@ -29,12 +30,13 @@ __all__ = ["make_detector", "find_yolo_weights", "Detections", "Detector", "Dete
 
 
 def _classes() -> dict:
+    from pipeline.detectors.blazepose import BlazePoseDetector
     from pipeline.detectors.center import CenterDetector
     from pipeline.detectors.fixed import FixedDetector
     from pipeline.detectors.mediapipe_pose import MediaPipeDetector
     from pipeline.detectors.yolo import YoloDetector
-    return {"yolo": YoloDetector, "mediapipe": MediaPipeDetector, "center": CenterDetector,
-            "fixed": FixedDetector}
+    return {"yolo": YoloDetector, "blazepose": BlazePoseDetector, "mediapipe": MediaPipeDetector,
+            "center": CenterDetector, "fixed": FixedDetector}
 
 
 def find_yolo_weights(data_dir: str | Path = DEFAULT_DATA_DIR) -> Path | None:
@@ -44,9 +46,10 @@ def find_yolo_weights(data_dir: str | Path = DEFAULT_DATA_DIR) -> Path | None:
 
 
 def make_detector(kind: str, data_dir: str | Path = DEFAULT_DATA_DIR, **params) -> Detector:
-    """Build (not yet set up) a detector of `kind`: "yolo", "mediapipe", "center" or "auto".
+    """Build (not yet set up) a detector of `kind` (one of KINDS).
 
-    "auto" is yolo when a data/yolo*.pt exists (unless `model` names one), else mediapipe;
+    "auto" is yolo when a data/yolo*.pt exists (unless `model` names one), else blazepose (the
+    multi-person detector whose weights ship in the mediapipe wheel);
     options the chosen kind does not have are dropped with a log line. For an explicit kind an
     unknown option is an error that lists the allowed ones.
     """
@@ -55,7 +58,7 @@ def make_detector(kind: str, data_dir: str | Path = DEFAULT_DATA_DIR, **params) 
     classes = _classes()
     if kind == "auto":
         weights = params.get("model") or find_yolo_weights(data_dir)
-        kind = "yolo" if weights else "mediapipe"
+        kind = "yolo" if weights else "blazepose"
         if weights:
             params["model"] = weights
         allowed = _options(classes[kind])

@@ -1,5 +1,10 @@
 """ultralytics YOLO as a multi-person detector, from a weights file the user provides.
 
+The network runs through `YoloRunner` (letterbox, fp16 network, decoding and NMS on the GPU,
+in a CUDA graph or a TensorRT engine; docs/architecture.md §5) unless `engine="ultralytics"`
+asks for ultralytics' own predict/track loop. Tracking ids come from ultralytics' ByteTrack or
+BoT-SORT fed with our boxes, or from the IoU tracker.
+
 Nothing is ever downloaded: before ultralytics is first imported we switch it offline
 (YOLO_OFFLINE, no auto-install) and point its settings at a local folder, and a model name
 that is not an existing file is refused.
@@ -17,6 +22,8 @@ import numpy as np
 from pipeline.detectors.base import Detections, Detector, DetectorError
 from pipeline.detectors.postprocess import PostConfig, postprocess
 from pipeline.detectors.tracker import IouTracker
+from pipeline.detectors.yolo_model import check_detector, load_yolo
+from pipeline.detectors.yolo_runner import ENGINES
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ class YoloDetector(Detector):
                  half: bool | None = None, tracker: str = "auto", iou_threshold: float = 0.3,
                  max_age: int = 30, config_dir: str | os.PathLike | None = None,
                  warmup: bool = True, max_persons: int = 8, min_box_size: float = 16.0,
-                 order: str = "area", clip: bool = False):
+                 order: str = "area", clip: bool = False, engine: str = "auto",
+                 cache_dir: str | os.PathLike | None = None):
         super().__init__()
         if model is None:
             raise DetectorError("the yolo detector needs a weights file: model=data/yolo11n.pt "
@@ -63,6 +71,10 @@ class YoloDetector(Detector):
             raise DetectorError(f"yolo imgsz must be a multiple of 32 in 32..4096, got {self.imgsz!r}")
         if tracker not in TRACKERS:
             raise DetectorError(f"yolo tracker must be one of {TRACKERS}, got {tracker!r}")
+        if engine not in ENGINES + ("ultralytics",):
+            raise DetectorError(f"yolo engine must be one of {ENGINES + ('ultralytics',)}, got {engine!r}")
+        self.engine_request = engine
+        self.cache_dir = cache_dir
         self.preset = preset
         self.model_path = Path(model)
         self.device_request = device
@@ -76,6 +88,8 @@ class YoloDetector(Detector):
         self.device = "cpu"
         self.half = False
         self._model = None
+        self._runner = None
+        self._ul_tracker = None
         # ultralytics' trackers restart their ids at reset(); shifting them keeps ours unique
         self._id_offset = 0
         self._max_id = -1
@@ -90,16 +104,18 @@ class YoloDetector(Detector):
         self.device, self.half = self._resolve_device()
         self.tracker = self._resolve_tracker()
         try:
-            from ultralytics import YOLO
+            import ultralytics  # noqa: F401
         except ImportError as e:
             raise DetectorError(f"the yolo detector needs ultralytics ({e}): pip install 'ultralytics>=8.3,<9'") from e
         try:
-            model = YOLO(str(path), task="detect")
-            task = getattr(model, "task", None)
+            model = load_yolo(path)
         except Exception as e:
             raise DetectorError(f"{str(path)!r} is not a usable YOLO model file: {type(e).__name__}: {e}") from e
-        if task != "detect":
-            raise DetectorError(f"{str(path)!r} is a YOLO {task!r} model; the person detector needs a detect model")
+        check_detector(model, path)
+        stride = _stride(model)
+        if self.imgsz % stride:
+            raise DetectorError(f"yolo imgsz {self.imgsz} is not a multiple of {path.name}'s stride {stride}; "
+                                f"set detection.imgsz to a multiple of {stride}")
         from ultralytics.cfg import DEFAULT_CFG_DICT
         # ultralytics 8.4 spells half precision `quantize=16` and deprecates `half`; 8.3 only knows `half`
         self._half_kw = {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
@@ -108,11 +124,44 @@ class YoloDetector(Detector):
             log.warning("%s: class 0 is %r, not 'person'; its boxes are used as persons anyway",
                         path, names.get(PERSON))
         self._model = model
+        if self.engine_request != "ultralytics":
+            self._runner = self._build_runner(model, path)
+            if self.tracker in ("bytetrack", "botsort"):
+                self._ul_tracker = _ultralytics_tracker(self.tracker)
         self._ready = True
         if self.warmup:
-            self._run(np.zeros((self.imgsz, self.imgsz, 3), np.uint8))
+            try:
+                self._detect(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), self.imgsz, self.imgsz)
+            except Exception as exc:
+                self._ready = False
+                if _is_out_of_memory(exc):
+                    raise self._out_of_memory(path) from exc
+                raise DetectorError(f"{str(path)!r} failed its first run on {self.device} (engine {self.engine}): "
+                                    f"{type(exc).__name__}: {exc}; try detection.engine=eager") from exc
             self.reset()
-        log.info("yolo detector ready: %s on %s (half=%s, tracker=%s)", path, self.device, self.half, self.tracker)
+        log.info("yolo detector ready: %s on %s (%s, engine %s, tracker %s)", path, self.device,
+                 "fp16" if self.half else "fp32", self.engine, self.tracker)
+
+    def _build_runner(self, model, path):
+        from pipeline.detectors.yolo_runner import YoloRunner
+        try:
+            return YoloRunner(model, path, self.device, self.half, self.imgsz, engine=self.engine_request,
+                              cache_dir=self.cache_dir)
+        except DetectorError:
+            raise
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                raise self._out_of_memory(path) from exc
+            raise DetectorError(f"{str(path)!r} could not be set up on {self.device}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+
+    def _out_of_memory(self, path) -> DetectorError:
+        return DetectorError(f"the GPU ran out of memory loading {str(path)!r} on {self.device} (imgsz {self.imgsz}); "
+                             f"free GPU memory, lower detection.imgsz, or set detection.device=cpu")
+
+    @property
+    def engine(self) -> str:
+        return self._runner.engine if self._runner is not None else "ultralytics"
 
     def _resolve_device(self) -> tuple[str, bool]:
         import torch
@@ -154,6 +203,8 @@ class YoloDetector(Detector):
         return self._model.predict(bgr, **kw)[0]
 
     def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:
+        if self._runner is not None:
+            return self._detect_fast(rgb, height, width)
         res = self._run(rgb)
         b = res.boxes
         boxes = b.xyxy.cpu().numpy().astype(np.float32) if b is not None else np.zeros((0, 4), np.float32)
@@ -171,8 +222,35 @@ class YoloDetector(Detector):
         tracker = self.iou_tracker if self.tracker == "iou" else None
         return postprocess(boxes, scores, height, width, self.post, track_ids=ids, tracker=tracker)
 
+    def _detect_fast(self, rgb: np.ndarray, height: int, width: int) -> Detections:
+        boxes, scores = self._runner(rgb, self.conf, self.iou)
+        ids = None
+        if self._ul_tracker is not None:
+            boxes, scores, ids = self._track(boxes, scores, height, width)
+        keep = scores > self.min_score
+        boxes, scores = boxes[keep], scores[keep]
+        ids = ids[keep] if ids is not None else None
+        tracker = self.iou_tracker if self.tracker == "iou" else None
+        return postprocess(boxes, scores, height, width, self.post, track_ids=ids, tracker=tracker)
+
+    def _track(self, boxes, scores, height, width):
+        """ultralytics' ByteTrack/BoT-SORT on our boxes; like its own track loop, only confirmed
+        tracks are returned, with the tracker's boxes. No image is passed: BoT-SORT's camera-motion
+        step would look at every pixel."""
+        from ultralytics.engine.results import Boxes
+        data = np.concatenate([boxes, scores[:, None], np.zeros((len(boxes), 1), np.float32)], axis=1)
+        tracks = self._ul_tracker.update(Boxes(data, (height, width)), None)
+        if not len(tracks):
+            empty = np.zeros((0, 4), np.float32)
+            return empty, np.zeros(0, np.float32), np.zeros(0, np.int32)
+        ids = tracks[:, 4].astype(np.int32) + self._id_offset
+        self._max_id = max(self._max_id, int(ids.max()))
+        return tracks[:, :4].astype(np.float32), tracks[:, 5].astype(np.float32), ids
+
     def reset(self) -> None:
         self.iou_tracker.reset()
+        if self._ul_tracker is not None:
+            self._ul_tracker.reset()
         predictor = getattr(self._model, "predictor", None)
         for t in getattr(predictor, "trackers", None) or []:
             t.reset()
@@ -180,6 +258,7 @@ class YoloDetector(Detector):
 
     def info(self) -> dict:
         return {"kind": self.kind, "model": str(self.model_path), "device": self.device, "half": self.half,
+                "precision": "fp16" if self.half else "fp32", "engine": self.engine if self._ready else None,
                 "single_person": False, "preset": self.preset, "imgsz": self.imgsz,
                 "tracker": {"bytetrack": "ultralytics:bytetrack", "botsort": "ultralytics:botsort"}.get(
                     self.tracker, self.tracker),
@@ -188,7 +267,35 @@ class YoloDetector(Detector):
 
     def close(self) -> None:
         self._model = None
+        self._runner = None
+        self._ul_tracker = None
         super().close()
+
+
+def _stride(model) -> int:
+    strides = getattr(getattr(model, "model", None), "stride", None)
+    return int(max(float(v) for v in strides)) if strides is not None and len(strides) else 32
+
+
+def _ultralytics_tracker(name: str):
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML, IterableSimpleNamespace
+    from ultralytics.utils.checks import check_yaml
+    cfg = IterableSimpleNamespace(**YAML.load(check_yaml(f"{name}.yaml")))
+    if name == "botsort":
+        cfg.gmc_method = None    # no image is passed (see YoloDetector._track)
+        cfg.with_reid = False
+    return TRACKER_MAP[name](args=cfg)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return "out of memory" in str(exc).lower()
 
 
 def _fraction(name: str, v) -> float:

@@ -55,8 +55,13 @@ def mediapipe_model_path(name: str) -> Path:
 class TfliteModel:
     """One TFLite interpreter with fixed input shapes, checked at load."""
 
-    def __init__(self, path, threads: int = 1, inputs: dict | None = None, outputs: int | None = None):
+    def __init__(self, path, threads: int | None = None, inputs: dict | None = None, outputs: int | None = None):
+        """threads None: the worker's CPU budget (pipeline/runtime/cpu.py), 1 outside a pipeline."""
         self.path = Path(path)
+        if threads is None:
+            from pipeline.runtime.cpu import worker_threads
+
+            threads = worker_threads() or 1
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:

@@ -13,9 +13,9 @@ import math
 import time
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from pipeline.profiling.sampler import NAN  # "not measured", as in the process samples
 
-NAN = math.nan
+log = logging.getLogger(__name__)
 
 
 @dataclass

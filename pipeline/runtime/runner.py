@@ -155,13 +155,15 @@ class Runner:
             code = self._loop()
         finally:
             self.state = "stopping"
+            # The loop has written its last item: hand the ring to the next generation before
+            # stop() (closing a model can take seconds), so a swap's output gap stays short.
+            if self.worker is not None and self.worker.out is not None:
+                self.worker.out._writer.release()
             if self.worker is not None and code != EXIT_SETUP:
                 try:
                     self.worker.stop()
                 except Exception:
                     log.exception("%s: stop() failed", self.name)
-            if self.worker is not None and self.worker.out is not None:
-                self.worker.out._writer.release()
             self.outbox.put(Bye(self.name, self.generation, self.stop_reason))
             self.main_done.set()
             thread.join(timeout=2.0)

@@ -243,6 +243,9 @@ class Worker:
     Params = NoParams
     # Heartbeat/status label, e.g. "stand-in, replaced by the detection/inference issue".
     description: str = ""
+    # What the worker's threads do, for the CPU budget (pipeline/runtime/cpu.py): "model"
+    # (gets the most), "detector", "decoder" or "light" (one thread).
+    cpu_role: str = "light"
 
     def __init__(self, params, ctx: WorkerContext):
         self.params = params

@@ -76,6 +76,17 @@ def to_rgb(img, is_bgr: bool = True, dst: np.ndarray | None = None) -> tuple[np.
     return cv2.cvtColor(img, code, dst=dst), ""
 
 
+def decoder_params() -> list[int]:
+    """OpenCV open-parameters that size FFmpeg's decoder thread pool from this worker's CPU budget
+    (pipeline/runtime/cpu.py; by default FFmpeg starts one decoding thread per core)."""
+    import cv2
+
+    from pipeline.runtime.cpu import worker_threads
+
+    threads = worker_threads()
+    return [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+
+
 class Pacer:
     """Maps monotonic time to the frame index that should be showing at `fps`."""
 

@@ -69,6 +69,13 @@ class SampleSource(Source):
 
     def render(self, k: int) -> np.ndarray:
         """Frame k of the clip (RGB). A slow zoom in and out plus a sideways sway."""
+        scene, m = self.view(k)
+        return cv2.warpAffine(self._photos[scene], m, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+    def view(self, k: int) -> tuple[int, np.ndarray]:
+        """Which photo frame k shows (index into PHOTOS) and the 2x3 affine map from photo pixels
+        to frame pixels (tools/detect_quality.py moves the photos' person boxes with it)."""
         scene, j = divmod(k % self.clip_frames, self.scene_frames)
         img = self._photos[scene]
         h, w = img.shape[:2]
@@ -80,8 +87,7 @@ class SampleSource(Source):
         cx = w / 2 + sway_x * math.sin(2 * math.pi * u)
         cy = h / 2 + 0.04 * h * math.sin(4 * math.pi * u)
         m = np.array([[s, 0, self.width / 2 - s * cx], [0, s, self.height / 2 - s * cy]], dtype=np.float64)
-        return cv2.warpAffine(img, m, (self.width, self.height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        return scene, m
 
     def read(self) -> Frame | None:
         if self._closed:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import cv2
 
-from pipeline.sources.base import Frame, Source, SourceError
+from pipeline.sources.base import Frame, Source, SourceError, decoder_params
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StreamSource(Source):
     def _ffmpeg_capture(self, url: str):
         # The timeouts make a dead server or a stalled stream fail a call instead of blocking forever.
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000), *decoder_params()]
         return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
     def _connect(self, first: bool = False):

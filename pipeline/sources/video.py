@@ -8,7 +8,7 @@ import time
 
 import cv2
 
-from pipeline.sources.base import Frame, Pacer, Source, SourceError
+from pipeline.sources.base import Frame, Pacer, Source, SourceError, decoder_params
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class VideoFileSource(Source):
         self._pending_grab = True
 
     def _open(self):
-        cap = cv2.VideoCapture(self.path)
+        cap = cv2.VideoCapture(self.path, cv2.CAP_ANY, decoder_params())
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open video file {self.path!r}: not a video OpenCV/FFmpeg can decode, "

@@ -57,3 +57,12 @@ def test_run_chunked_splits_pads_and_keeps_order():
     flat, _ = run_chunked(fake_graph, img, torch.zeros(n, 3), (1, 2, 4), None)
     assert calls == [4, 4, 4]  # 4 + 4 + 3 (padded to 4)
     assert torch.equal(flat[:, 0], torch.arange(n, dtype=torch.float32))
+
+
+def test_warm_sizes_are_the_sizes_the_first_batches_run_as():
+    from pipeline.backends.batching import warm_sizes
+    assert warm_sizes((1,), range(1, 9)) == (1,)
+    assert warm_sizes((1, 3), range(1, 9)) == (1, 3)
+    assert warm_sizes((0, 3), (1, 2, 4, 8)) == (1, 4)          # 0 persons: nothing beyond batch 1
+    assert warm_sizes((11,), (1, 2, 4, 8)) == (1, 4, 8)        # 11 = 8 + 3 (padded to 4)
+    assert warm_sizes((), (2, 4)) == (2,)                      # one person runs padded to 2

@@ -222,8 +222,10 @@ def test_cudagraph_agrees_with_eager_fp32_and_splits(cliff_checkpoint, streams):
     be = CudaGraphBackend(cfg)
     be.load()
     be.warmup()
+    assert be.wait_background(120), "background captures did not finish"   # deterministic replays below
     info = be.info()
     assert info["warmed_up"] and info["batch_sizes"] == [1, 2] and info["streams"] == streams
+    assert info["captured"] == [1, 2] and "background_error" not in info
     assert info["cudnn_fusion"]["conv_relu"] > 100
     img, bbox = crops(5, seed=7)  # 5 > max_batch: split 2+2+1
     got = assert_agrees(be, cliff_checkpoint, img, bbox, f"cudagraph ({streams} streams) fp16",
@@ -269,3 +271,42 @@ def test_streamed_graph_replays_exactly_like_the_serial_graph():
             static.copy_(torch.randn(2, 16, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(seed)))
             graph.replay()
             assert torch.equal(out, gm(static))
+
+
+def test_cudagraph_captures_what_the_first_frames_need_and_the_rest_in_the_background(cliff_checkpoint):
+    """Issue 18: `ready` after batch 1 (and the persons in view), not after every size; a batch
+    of a size not captured yet runs at once as chunks of captured sizes, with the same result."""
+    import time
+
+    from pipeline.backends.cudagraph import CudaGraphBackend
+    cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
+                        max_batch=8, warm_batches=(1, 3))
+    be = CudaGraphBackend(cfg)
+    be.load()
+    t0 = time.perf_counter()
+    be.warmup()
+    warm_s = time.perf_counter() - t0
+    first = be.info()
+    assert set(first["warmup_per_size_s"]) >= {1, 3} and 1 in first["captured"] and 3 in first["captured"]
+    img, bbox = crops(5, seed=11)
+    early = be.infer(img.numpy(), bbox.numpy())     # 5 not captured yet (unless the thread was quick)
+    assert be.wait_background(300), "background captures did not finish"
+    info = be.info()
+    assert info["captured"] == list(range(1, 9)) and info["background_pending"] == []
+    late = be.infer(img.numpy(), bbox.numpy())      # now one graph of 5
+    assert max_diff(late, early, "pred_pose") <= ROT_TOL_BACKEND_FP16
+    assert_agrees(be, cliff_checkpoint, img, bbox, "cudagraph lazy capture",
+                  f", ready after {warm_s:.1f} s (sizes {first['captured']}), all 8 sizes after "
+                  f"{sum(info['warmup_per_size_s'].values()):.1f} s of captures")
+    be.close()
+
+
+def test_cudagraph_without_background_capture_captures_every_size_before_ready(cliff_checkpoint):
+    from pipeline.backends.cudagraph import CudaGraphBackend
+    cfg = BackendConfig(model="cliff", checkpoint=str(cliff_checkpoint), device="cuda", precision="fp16",
+                        max_batch=3, options={"background_capture": False})
+    be = CudaGraphBackend(cfg)
+    be.load()
+    be.warmup()
+    assert be.info()["captured"] == [1, 2, 3] and be.info()["background_pending"] == []
+    be.close()

@@ -6,10 +6,10 @@ import pytest
 from pipeline.detectors import DetectorError, find_yolo_weights, make_detector
 
 
-def test_auto_picks_mediapipe_without_yolo_weights(tmp_path):
+def test_auto_picks_blazepose_without_yolo_weights(tmp_path):
     det = make_detector("auto", data_dir=tmp_path, max_persons=3, conf=0.5)  # conf is yolo-only: dropped
-    assert det.kind == "mediapipe"
-    assert det.info()["single_person"] is True
+    assert det.kind == "blazepose"
+    assert det.info()["single_person"] is False and det.info()["max_persons"] == 3
 
 
 def test_auto_picks_yolo_when_weights_exist(tmp_path):

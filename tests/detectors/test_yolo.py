@@ -12,25 +12,16 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
-    from ultralytics import YOLO
-    path = tmp_path_factory.mktemp("yolo") / "yolo_random.pt"
-    YOLO("yolo11n.yaml").save(str(path))
-    return path
+    from pipeline.detectors.yolo_model import build_untrained
+    return build_untrained("yolo11n.yaml", tmp_path_factory.mktemp("yolo") / "yolo_random.pt")
 
 
 @pytest.fixture(scope="module")
 def confident_weights(tmp_path_factory):
     """Random weights whose class-0 logit is pushed up: every anchor is a 'person' at ~1.0,
     so NMS leaves a fixed set of boxes per image - enough to exercise the cut and the ids."""
-    import torch
-    from ultralytics import YOLO
-    path = tmp_path_factory.mktemp("yolo") / "yolo_confident.pt"
-    model = YOLO("yolo11n.yaml")
-    with torch.no_grad():
-        for branch in model.model.model[-1].cv3:
-            branch[-1].bias[0] = 12.0
-    model.save(str(path))
-    return path
+    from pipeline.detectors.yolo_model import build_untrained
+    return build_untrained("yolo11n.yaml", tmp_path_factory.mktemp("yolo") / "yolo_confident.pt", person_bias=12.0)
 
 
 def check_well_formed(d, max_persons):
@@ -129,6 +120,83 @@ def test_half_precision_on_cuda(random_weights, bus_rgb):
         pytest.skip("no CUDA GPU")
     det = make_detector("yolo", model=random_weights, device="cuda:0")
     det.setup()
-    assert det.info()["half"] is True
+    assert det.info()["half"] is True and det.info()["engine"] in ("cudagraph", "trt")
     check_well_formed(det.detect(bus_rgb), 8)
+    det.close()
+
+
+@pytest.mark.parametrize("crop", [(810, 810), (1080, 810), (405, 810)])
+def test_own_runner_matches_ultralytics_predict(confident_weights, bus_rgb, crop):
+    """The device-side letterbox and decoding give ultralytics' own boxes, on square, tall and
+    wide frames (both pad the short side only to the stride); NMS IoU 1.0 keeps every anchor
+    of the 32 px input, so the comparison covers every box."""
+    square = np.ascontiguousarray(bus_rgb[:crop[0], :crop[1]])
+    kw = dict(model=confident_weights, imgsz=32, iou=1.0, max_persons=64, min_box_size=0, tracker="none",
+              warmup=False, order="score")
+    ours, theirs = make_detector("yolo", **kw), make_detector("yolo", engine="ultralytics", **kw)
+    ours.setup()
+    theirs.setup()
+    a, b = ours.detect(square), theirs.detect(square)
+    assert ours.info()["engine"] == "eager" and theirs.info()["engine"] == "ultralytics"
+    assert len(a) == len(b) == a.n_found == b.n_found > 1
+
+    def rows(d):   # ultralytics clips its boxes to the image; equal scores may come in any order
+        r = np.concatenate([np.clip(d.boxes, 0, crop[::-1] * 2), d.scores[:, None] * 1000], axis=1)
+        return r[np.lexsort(r.T[::-1])]
+    np.testing.assert_allclose(rows(a), rows(b), atol=1.0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lap") is None, reason="ultralytics' trackers need `pip install lap`")
+def test_bytetrack_ids_stable_on_the_own_path(confident_weights, zidane_rgb):
+    det = make_detector("yolo", model=confident_weights, imgsz=160, max_persons=3, min_box_size=0,
+                        tracker="bytetrack", warmup=False)
+    det.setup()
+    frame = zidane_rgb[::2, ::2]
+    ids = [tuple(det.detect(frame).track_ids) for _ in range(4)]
+    assert len(ids[0]) == 3 and min(ids[0]) >= 0 and all(i == ids[0] for i in ids)
+    det.reset()
+    assert min(det.detect(frame).track_ids) > max(ids[0])       # a new scene: new ids
+    assert det.info()["tracker"] == "ultralytics:bytetrack"
+
+
+def _cuda_or_skip():
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+
+@pytest.mark.gpu
+def test_cudagraph_fp16_matches_eager_fp32_on_cuda(confident_weights, bus_rgb):
+    """Device-side letterbox + decode in a CUDA graph, fp16, against the same path in fp32
+    without a graph: every anchor of a 32 px input kept (NMS IoU 1.0), boxes within 2 px."""
+    _cuda_or_skip()
+    square = np.ascontiguousarray(bus_rgb[:810, :810])
+    kw = dict(model=confident_weights, imgsz=32, iou=1.0, max_persons=64, min_box_size=0, tracker="none",
+              order="score", device="cuda")
+    graph, eager = make_detector("yolo", engine="cudagraph", **kw), make_detector("yolo", engine="eager", half=False, **kw)
+    graph.setup()
+    eager.setup()
+    info = graph.info()
+    assert info["engine"] == "cudagraph" and info["precision"] == "fp16" and info["device"].startswith("cuda")
+    for _ in range(3):                        # first call captures, later calls replay
+        a, b = graph.detect(square), eager.detect(square)
+    assert len(a) == len(b) == 21
+
+    def rows(d):
+        r = np.concatenate([d.boxes, d.scores[:, None] * 100], axis=1)
+        return r[np.lexsort(r.T[::-1])]
+    np.testing.assert_allclose(rows(a), rows(b), atol=2.0)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_through_ultralytics_export(random_weights, bus_rgb, tmp_path):
+    _cuda_or_skip()
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("TensorRT is not installed: the trt engine cannot be built here")
+    det = make_detector("yolo", model=random_weights, device="cuda", engine="trt", imgsz=320,
+                        cache_dir=tmp_path / "engines")
+    det.setup()
+    assert det.info()["engine"] == "trt" and det.info()["precision"] == "fp16"
+    check_well_formed(det.detect(bus_rgb), 8)
+    assert list((tmp_path / "engines").glob("*.engine"))
     det.close()

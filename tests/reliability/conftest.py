@@ -20,47 +20,21 @@ from pathlib import Path
 import pytest
 
 from pipeline.runtime import rundir
-RELIABLE_CONFIG = """
-source:
-  spec: {source}
-  options: {options}
-  at_end: loop
-rings:
-  frames: {{slots: 6, max_height: 240, max_width: 320}}
-  max_persons: 4
-workers:
-  capture: {{module: workers.capture, {policy}}}
-  detection: {{module: workers.detection, {policy}, params: {{kind: center}}}}
-  inference: {{module: workers.inference, {policy}, params: {inference}}}
-  publisher: {{module: workers.publisher, {policy}}}
-  metrics: {{module: workers.metrics, {policy}, params: {{prometheus_port: 0}}}}
-sinks:
-  native: {{endpoint: "tcp://127.0.0.1:{port}"}}
-supervisor: {{shutdown_grace: 3.0, drain: 0.3}}
-"""
-from real_workers import INFERENCE_FAST  # noqa: E402  (the real inference worker, kept cheap)
+from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
+from real_workers import INFERENCE_FAST
 
 POLICY = ("restart: always, max_restarts: 1000, restart_window: 60, restart_delay: 0.05, "
           "max_restart_delay: 0.2, health_timeout: {health}")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_config(path: Path, source="sample", options="{width: 320, height: 240, fps: 30}",
-                health_timeout=3.0) -> Path:
+                health_timeout=3.0, inference=INFERENCE_FAST) -> Path:
     """The default config's workers with fast settings: `center` detector, the real inference
     worker kept cheap (tests/real_workers.py: POCO-PARE, random weights, one thread -- about
-    10 s to start and a few fps on this box), restart policy for repeated kills."""
-    policy = POLICY.format(health=health_timeout)
-    path.write_text(RELIABLE_CONFIG.format(source=source, options=options, port=_free_port(),
-                                           policy=policy, inference=INFERENCE_FAST))
-    return path
+    10 s to start and a few fps on this box; `inference` replaces those params), restart
+    policy for repeated kills."""
+    return write_pipeline_config(path, source=source, options=options, at_end="loop", inference=inference,
+                                 settings=POLICY.format(health=health_timeout), metrics="{prometheus_port: 0}")
 
 
 @pytest.fixture
@@ -250,15 +224,8 @@ def leaks(pipeline_env, pids=()) -> list[str]:
     """What a stopped pipeline left behind: rings, socket files, run dirs, live processes."""
     import psutil
 
-    tag = pipeline_env["tag"]
-    found = [f"/dev/shm/{n}" for n in os.listdir("/dev/shm") if n.startswith(f"posepipe-{tag}")]
-    runtime = pipeline_env["runtime"]
-    if runtime.exists():
-        for path in runtime.rglob("*"):
-            if path.is_socket():
-                found.append(f"socket {path}")
-            elif path.is_dir() and path.parent == runtime:
-                found.append(f"run dir {path}")
+    found = [f"/dev/shm/{n}" for n in leftover_rings(pipeline_env["tag"])]
+    found += leftover_run_files(pipeline_env["runtime"])
     for pid in pids:
         try:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:

@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from pipeline_helpers import FakeCapture
+
 from .conftest import make_config, report
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -49,36 +51,6 @@ def write_video(path: Path, frames=45, size=(320, 240)) -> Path:
         writer.write(img)
     writer.release()
     return path
-
-
-class FakeCapture:
-    """A cv2.VideoCapture stand-in: plays `frames` (arrays or None = a failed read) then fails."""
-
-    def __init__(self, frames=(), opened=True):
-        self.frames = list(frames)
-        self.opened = opened
-        self._img = None
-
-    def isOpened(self):  # noqa: N802 (OpenCV's name)
-        return self.opened
-
-    def grab(self):
-        if not self.frames:
-            return False
-        self._img = self.frames.pop(0)
-        return self._img is not None
-
-    def retrieve(self):
-        return self._img is not None, self._img
-
-    def get(self, prop):
-        return 30.0
-
-    def set(self, prop, value):
-        return True
-
-    def release(self):
-        self.opened = False
 
 
 def webcam(frames, **kw):

@@ -1,10 +1,6 @@
 """Seed relay sink against a test relay written from the wire format alone."""
 import io
-import socket
-import struct
-import threading
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -12,80 +8,20 @@ import pytest
 from pipeline.pose.rotations import axis_angle_to_rotmat
 from pipeline.sinks.base import SinkError
 from pipeline.sinks.remi import RemiSink, encode_payload, relay_arrays
-from relay_wire import SEED_KEYS, NumpyOnlyUnpickler, read_exact, seed_message
-
-SHAPES = {"poses_body": (1, 69), "poses_root": (1, 3), "betas": (1, 10), "trans": (1, 3)}
-
-
-
-class FakeRelay:
-    """Listens on an ephemeral port; decodes packets; optionally talks garbage back."""
-
-    def __init__(self, port=0, garbage=False):
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(1)
-        self.srv.settimeout(0.2)
-        self.port = self.srv.getsockname()[1]
-        self.packets, self.errors, self.garbage = [], [], garbage
-        self.messages = []   # every message's raw bytes, header included
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.srv.accept()
-            except socket.timeout:
-                continue
-            conn.settimeout(0.2)
-            with conn:
-                while not self.stop.is_set():
-                    try:
-                        if self.garbage:
-                            conn.sendall(b"\x80\x04garbage-not-for-unpickling" * 50)
-                        header = read_exact(conn, 12)
-                    except socket.timeout:
-                        continue
-                    except (EOFError, OSError):
-                        break
-                    try:
-                        conn.settimeout(2.0)
-                        assert header[:4] == b"SMPL", header[:4]
-                        length, crc = struct.unpack(">II", header[4:])
-                        payload = read_exact(conn, length)
-                        conn.settimeout(0.2)
-                        assert zlib.crc32(payload) & 0xFFFFFFFF == crc
-                        self.packets.append((payload, NumpyOnlyUnpickler(io.BytesIO(payload)).load()))
-                        self.messages.append(header + payload)
-                    except Exception as e:  # recorded and asserted on by the test
-                        self.errors.append(e)
-                        break
-
-    def wait_packets(self, n, timeout=5.0):
-        end = time.monotonic() + timeout
-        while len(self.packets) < n and time.monotonic() < end:
-            time.sleep(0.01)
-        return len(self.packets) >= n
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.srv.close()
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from pipeline_helpers import free_port
+from relay_wire import RELAY_SHAPES as SHAPES, SEED_KEYS, FakeRelay, NumpyOnlyUnpickler, seed_message
 
 
 def _fast_sink(port, **kw):
     return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
+
+
+def _send_until_received(sink, relay, frame, timeout=5.0):
+    """Keep sending `frame` until the relay got a packet (the sink reconnects on its own backoff)."""
+    deadline = time.monotonic() + timeout
+    while not relay.packets and time.monotonic() < deadline:
+        sink.send(frame)
+        time.sleep(0.02)
 
 
 def test_packets_well_formed(make_frame, make_person):
@@ -178,7 +114,7 @@ def test_legacy_and_native_payloads_decode_to_the_same_arrays(make_frame, make_p
 
 
 def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_person):
-    port = _free_port()
+    port = free_port()
     sink = _fast_sink(port, queue_size=4)
     sink.open()
     try:
@@ -192,10 +128,7 @@ def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_
         assert st["sent"] == 0 and st["dropped"] >= 296 and st["queued"] <= 4
         relay = FakeRelay(port=port)
         try:
-            deadline = time.monotonic() + 5
-            while not relay.packets and time.monotonic() < deadline:
-                sink.send(fr)
-                time.sleep(0.02)
+            _send_until_received(sink, relay, fr)
             assert relay.packets and not relay.errors
         finally:
             relay.close()
@@ -204,10 +137,7 @@ def test_no_relay_send_is_fast_then_resumes_when_relay_appears(make_frame, make_
             sink.send(fr)
         relay2 = FakeRelay(port=port)
         try:
-            deadline = time.monotonic() + 5
-            while not relay2.packets and time.monotonic() < deadline:
-                sink.send(fr)
-                time.sleep(0.02)
+            _send_until_received(sink, relay2, fr)
             assert relay2.packets
             assert sink.stats()["reconnects"] >= 1
         finally:
@@ -258,7 +188,7 @@ def test_fast_legacy_path_matches_general_pickler(make_frame, make_person):
 
 
 def test_live_smoothing_switch_and_flat_stats(make_frame, make_person):
-    sink = _fast_sink(_free_port(), smoothing="moderate")
+    sink = _fast_sink(free_port(), smoothing="moderate")
     sink.open()
     try:
         for i in range(5):

@@ -2,19 +2,16 @@
 with no relay listening, packets once the relay appears, a recording that loads after stop."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from pipeline_helpers import request, wait_for, workers
-from test_remi_sink import SHAPES, FakeRelay, _free_port
+from pipeline_helpers import assert_publisher_keeps_inference_rate, detached_pipeline, free_port, request, workers
 
 pytestmark = [pytest.mark.timeout(120)]
 
 
-def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path):
-    relay_port = _free_port()
+def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path, fake_relay):
+    relay_port = free_port()
     rec_path = tmp_path / "rec.npz"
     config = tmp_path / "sinks.yaml"
     text = small_config.read_text()
@@ -22,35 +19,12 @@ def test_relay_absent_then_present_and_recording(run_cli, small_config, tmp_path
     config.write_text(text.replace("\nsinks:\n", "\nsinks:\n"
                       f"  remi: {{host: 127.0.0.1, port: {relay_port}, backoff_initial: 0.05, backoff_max: 0.3}}\n"
                       f"  recording: {{path: {str(rec_path)!r}, chunk_frames: 20}}\n"))
-    run_cli("start", "--detach", "--config", config, check=True)
-    relay = None
-    try:
-        def counts():
-            w = workers(request("status"))
-            return w["inference"]["frames_out"], w["publisher"]["frames_out"]
-
-        wait_for(lambda: counts()[1] > 3, timeout=60, what="publisher output")
-        c0, p0 = counts()
-        time.sleep(4.0)
-        c1, p1 = counts()
-        # "full rate": the publisher keeps up with what inference produces (POCO on CPU is the
-        # slow stage). Counters come from heartbeats (every 0.5 s, not in step across
-        # workers), hence the slack of about one second of inference output.
-        assert c1 - c0 >= 2 and p1 - p0 >= (c1 - c0) - max(3, (c1 - c0) // 4), (c0, c1, p0, p1)
+    with detached_pipeline(run_cli, config):
+        assert_publisher_keeps_inference_rate()  # "full rate" with no relay listening
         extras = workers(request("status"))["publisher"]["extras"]
         assert extras.get("remi_sent", 0) == 0 and extras.get("remi_dropped", 0) > 0
 
-        relay = FakeRelay(port=relay_port)
-        assert relay.wait_packets(10, timeout=40), (relay.packets, relay.errors)
-        assert not relay.errors
-        for _, d in relay.packets:
-            assert list(d) == list(SHAPES)
-            assert all(d[k].dtype == np.float32 and d[k].shape == s for k, s in SHAPES.items())
-    finally:
-        stop = run_cli("stop")
-        if relay is not None:
-            relay.close()
-    assert stop.returncode == 0, stop.stderr
+        fake_relay(port=relay_port).assert_packets(10, timeout=40)
     from pipeline.sinks.recording import load_recording
     rec = load_recording(rec_path)
     assert rec.complete and len(rec) > 5

@@ -189,7 +189,8 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
             "skipped": s.get("skipped", 0),
             "cpu_percent": s.get("cpu_percent", 0.0), "rss_bytes": s.get("rss_bytes", 0),
             "info": ws.info, "extras": {k: v for k, v in s.items() if k not in _STAT_KEYS},
-            "role": ws.role, "progress": ws.progress,
+            "role": ws.role, "progress": ws.progress, "threads": ws.threads,
+            "starting_s": round(time.monotonic() - ws.started_at, 1) if ws.state == "starting" else None,
         }
 
 

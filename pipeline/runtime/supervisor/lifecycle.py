@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from pipeline.runtime import cpu
 from pipeline.runtime.messages import Command
 from pipeline.runtime.supervisor.state import (
     REPO_ROOT,
@@ -50,7 +51,7 @@ class Lifecycle:
         self._generations[ws.name] = ws.generation = self._generations.get(ws.name, 0) + 1
         ws.state = "starting"
         ws.identity = None
-        ws.stats, ws.fatal, ws.finished, ws.exit_code = {}, "", "", None
+        ws.stats, ws.fatal, ws.finished, ws.exit_code, ws.progress = {}, "", "", None, ""
         out_ring = self.rings.get(ws.cfg.output) if ws.cfg.output else None
         if out_ring is not None and take_output:
             out_ring.set_owner(ws.generation)
@@ -66,6 +67,10 @@ class Lifecycle:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("POSEPIPE_LOG_LEVEL", "INFO")
+        # Thread pools are sized (and told not to spin) when their libraries load: before the
+        # worker imports anything, so through its environment (pipeline/runtime/cpu.py).
+        ws.threads = self._cpu_threads(ws)
+        env.update(cpu.worker_env(ws.threads, self.cfg.cpu.spin))
         ws.log_path = self.run_dir.path / f"{ws.name}.log"
         with open(ws.log_path, "ab") as logf:
             # A new session: Ctrl-C in the terminal reaches only the supervisor, which then stops
@@ -75,6 +80,17 @@ class Lifecycle:
                                        start_new_session=True, close_fds=True)
         ws.started_at = ws.last_seen = time.monotonic()
         log.info("spawned %s generation %d pid %d", ws.name, ws.generation, ws.proc.pid)
+
+    def _cpu_threads(self, ws: WorkerState) -> int:
+        """This worker's threads: cpu.threads.<name>, else the budget for its cpu_role."""
+        from pipeline.config import load_worker_class
+
+        c = self.cfg.cpu
+        if ws.name in c.threads:
+            return int(c.threads[ws.name])
+        cores = cpu.machine_cores() if c.cores == "auto" else int(c.cores)
+        role = getattr(load_worker_class(ws.cfg.module, f"workers.{ws.name}"), "cpu_role", "light")
+        return cpu.threads_for(role, cores)
 
     def _shared(self) -> dict:
         c = self.cfg

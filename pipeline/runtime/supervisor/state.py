@@ -42,6 +42,7 @@ class WorkerState:
     log_path: Path | None = None
     last_hb_frames: tuple = (0.0, 0)
     progress: str = ""              # last `progress` event (model loading, warm-up)
+    threads: int = 0                # its CPU budget (pipeline/runtime/cpu.py), set at spawn
     role: str = ""                  # "" | "swap" (candidate) | "ab-b" | "ab-compare"
     shared: dict | None = None      # pipeline-wide settings for this process (capture source swap)
     spec_extra: dict = field(default_factory=dict)  # spec overrides (side workers' rings)

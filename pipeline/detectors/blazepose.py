@@ -1,0 +1,393 @@
+"""The offline multi-person default: BlazePose's trained person detector, all of its detections.
+
+The model ships inside the mediapipe wheel (`pose_detection.tflite`, see `ssd_decode` for its
+facts). The legacy MediaPipe solution keeps only its best detection; this detector keeps all of
+them and adds two things the model needs to find more than the most prominent person
+(measured on the photos that ship with ultralytics, docs/architecture.md §8):
+
+- **views**: besides the whole frame letterboxed to 224x224, a wide or tall frame is also seen
+  as overlapping squares along its long side, so people are not shrunk by the letterbox;
+- **rounds**: after a pass, the people it found are blacked out in the model input and the
+  model runs again on the same view; the detector is trained to answer with its one most
+  prominent person, so masking lets the next one through. Rounds stop as soon as a pass finds
+  nobody new; what they find must score `round_min_score` (0.7: at 0.5 a masked round adds as
+  many false boxes as people on the sample clip). Default: 1 round on a GPU, none on the CPU.
+
+Detections of all views and rounds are merged by IoU of their person boxes. A person box is
+derived from the keypoints (`ssd_decode.person_boxes`, ratios fitted on the ultralytics photos):
+the model's own box is not the body.
+
+Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a time, with
+OpenCV's area resize; `torch` runs the same weights as a torch module
+(`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
+frame is uploaded once and every view is letterboxed on the device (antialiased bilinear) and
+run as one batch, captured in a CUDA graph per frame size. Default (`runtime="auto"`, `device`
+unset): torch on the GPU when torch sees one, else LiteRT on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from pipeline.detectors.base import Detections, Detector, DetectorError
+from pipeline.detectors.postprocess import PostConfig, postprocess
+from pipeline.detectors.ssd_decode import (INPUT_SIZE, NUM_ANCHORS, NUM_COORDS, anchor_centres, decode,
+                                           person_boxes, weighted_nms)
+from pipeline.detectors.tracker import IouTracker, iou_matrix
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "litert", "torch")
+VIEWS = ("full", "tiles", "both")
+TILE_OVERLAP = 0.1      # least overlap of neighbouring squares (of their side): 0.25 found no more people
+MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
+
+
+class BlazePoseDetector(Detector):
+    kind = "blazepose"
+    single_person = False
+
+    def __init__(self, model: str | None = None, runtime: str = "auto", device: str | None = None,
+                 threads: int = 1, min_score: float = 0.5, nms_iou: float = 0.3, merge_iou: float = 0.3,
+                 views: str = "both", rounds: int | None = None, round_min_score: float = 0.7,
+                 width_ratio: float = 0.3, height_ratio: float = 0.9,
+                 iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
+                 min_box_size: float = 16.0, order: str = "area", clip: bool = True):
+        super().__init__()
+        for name, v in (("min_score", min_score), ("nms_iou", nms_iou), ("merge_iou", merge_iou),
+                        ("round_min_score", round_min_score)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise DetectorError(f"blazepose {name} must be in [0, 1], got {v!r}")
+        if runtime not in RUNTIMES:
+            raise DetectorError(f"blazepose runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if views not in VIEWS:
+            raise DetectorError(f"blazepose views must be one of {VIEWS}, got {views!r}")
+        if rounds is not None and (not isinstance(rounds, int) or not 0 <= rounds <= 16):
+            raise DetectorError(f"blazepose rounds (extra masked passes per view) must be in 0..16, got {rounds!r}")
+        if not isinstance(threads, int) or not 1 <= threads <= 64:
+            raise DetectorError(f"blazepose threads must be in 1..64, got {threads!r}")
+        for name, v in (("width_ratio", width_ratio), ("height_ratio", height_ratio)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.05 <= v <= 3.0:
+                raise DetectorError(f"blazepose {name} (a multiple of the body radius) must be in 0.05..3, got {v!r}")
+        self.model_path = model
+        self.runtime_request = runtime
+        self.device_request = device
+        self.threads = threads
+        self.min_score = float(min_score)
+        self.nms_iou = float(nms_iou)
+        self.merge_iou = float(merge_iou)
+        self.views = views
+        self.rounds = rounds
+        self.round_min_score = max(self.min_score, float(round_min_score))
+        self.width_ratio = float(width_ratio)
+        self.height_ratio = float(height_ratio)
+        self.post = PostConfig(max_persons=max_persons, min_box_size=min_box_size, order=order, clip=clip)
+        self.tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age)
+        self.anchors = anchor_centres()
+        self.runtime = None
+        self.device = "cpu"
+        self.half = False
+        self._net = None
+        self.passes = 0          # model passes of the last frame (views x rounds actually run)
+
+    # -- setup ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import cv2
+
+        from pipeline.models.tflite import TfliteError, mediapipe_model_path
+        try:
+            path = self.model_path or mediapipe_model_path("pose_detection")
+        except TfliteError as exc:
+            raise DetectorError(str(exc)) from exc
+        device = self.device_request
+        if device in (None, "auto"):
+            device = "cuda" if self.runtime_request != "litert" and _cuda_available() else "cpu"
+        on_gpu = device != "cpu"
+        runtime = self.runtime_request
+        if runtime == "auto":
+            runtime = "torch" if on_gpu else "litert"
+        if runtime == "litert" and on_gpu:
+            raise DetectorError(f"blazepose runtime 'litert' runs on the CPU, not on device "
+                                f"{device!r}; use runtime='torch' (or runtime='auto') for a GPU")
+        try:
+            if runtime == "litert":
+                self._net = _LiteRtNet(path, self.threads, cv2)
+            else:
+                self._net = _TorchNet(path, device, self.threads)
+                self.device = str(self._net.device)
+        except TfliteError as exc:
+            raise DetectorError(str(exc)) from exc
+        except Exception as exc:
+            from pipeline.detectors.yolo import _is_out_of_memory
+            if _is_out_of_memory(exc):
+                raise DetectorError(f"the GPU ran out of memory loading {path} on {device}; free "
+                                    f"GPU memory or set detection.device=cpu") from exc
+            raise
+        self.runtime = runtime
+        if self.rounds is None:
+            # a masked round doubles the passes: cheap in one GPU batch, too dear on a small CPU
+            self.rounds = 1 if self.device.startswith("cuda") else 0
+        self.model_path = str(path)
+        self._ready = True
+        t0 = time.perf_counter()
+        self.detect(np.zeros((360, 640, 3), np.uint8))  # warm-up: first passes allocate
+        self.reset()
+        log.info("blazepose detector ready: %s on %s/%s (warm-up %.0f ms)", path, self.runtime, self.device,
+                 (time.perf_counter() - t0) * 1e3)
+
+    # -- detection --------------------------------------------------------------------------
+    def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:
+        boxes, scores = self.find(rgb, height, width)
+        return postprocess(boxes, scores, height, width, self.post, tracker=self.tracker)
+
+    def find(self, rgb: np.ndarray, height: int, width: int):
+        """Person boxes (K,4) in frame pixels and their scores, all views and rounds merged."""
+        views = view_squares(height, width, self.views)
+        maps = []
+        for x0, y0, side_w, side_h in views:
+            scale, px, py, _, _ = letterbox_geometry(side_h, side_w)
+            maps.append((x0 - px / scale, y0 - py / scale, scale))  # frame px = offset + input px / scale
+        inputs, outs = self._net.first_pass(rgb, views)
+        all_boxes, all_scores = [], []
+        active = list(range(len(views)))
+        self.passes = 0
+        for round_ in range(self.rounds + 1):
+            if not active:
+                break
+            if round_:
+                outs = self._net.run(inputs, active)
+            self.passes += len(active)
+            still = []
+            for i, (raw, logits) in zip(active, outs):
+                kps, scores = self._decode(raw, logits)
+                if round_ and len(scores):
+                    keep = scores >= self.round_min_score
+                    kps, scores = kps[keep], scores[keep]
+                if not len(scores):
+                    continue
+                ox, oy, scale = maps[i]
+                kps_px = kps * INPUT_SIZE / scale + np.array([ox, oy], np.float32)
+                boxes = person_boxes(kps_px, self.width_ratio, self.height_ratio)
+                all_boxes.append(boxes)
+                all_scores.append(scores)
+                if round_ < self.rounds:
+                    # black out what was found (in input pixels) so the next round sees the others
+                    local = (boxes - np.array([ox, oy, ox, oy], np.float32)) * scale
+                    self._net.mask(inputs, i, local)
+                still.append(i)
+            active = still
+        if not all_boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return merge(np.concatenate(all_boxes), np.concatenate(all_scores), self.merge_iou, height, width)
+
+    def _decode(self, raw: np.ndarray, logits: np.ndarray):
+        boxes, kps, scores = decode(raw, logits, self.anchors, self.min_score)
+        if not len(scores):
+            return kps, scores
+        _, kps, scores = weighted_nms(boxes, kps, scores, self.nms_iou)
+        return kps, scores
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "model": self.model_path, "runtime": self.runtime, "device": self.device,
+                "half": self.half, "precision": "fp16" if self.half else "fp32", "single_person": False,
+                "tracker": "iou", "views": self.views, "rounds": self.rounds,
+                "thresholds": {"min_score": self.min_score, "nms_iou": self.nms_iou, "merge_iou": self.merge_iou},
+                **self.post.as_dict()}
+
+    def close(self) -> None:
+        self._net = None
+        super().close()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def letterbox_geometry(height: int, width: int) -> tuple[float, int, int, int, int]:
+    """(scale, pad_x, pad_y, new_w, new_h): input px = image px * scale + pad, the image
+    resized to new_w x new_h and centred in 224x224."""
+    scale = INPUT_SIZE / max(height, width)
+    nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+    return scale, (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2, nw, nh
+
+
+class _LiteRtNet:
+    """The .tflite file on LiteRT (XNNPACK on the CPU), one view at a time."""
+
+    def __init__(self, path, threads: int, cv2):
+        from pipeline.models.tflite import TfliteModel
+        self.cv2 = cv2
+        self.model = TfliteModel(path, threads=threads, inputs=MODEL_INPUTS, outputs=2)
+        shapes = sorted(self.model.output_shapes)
+        want = sorted([(1, NUM_ANCHORS, NUM_COORDS), (1, NUM_ANCHORS, 1)])
+        if shapes != want:
+            from pipeline.models.tflite import TfliteError
+            raise TfliteError(f"{path} has output tensors {self.model.output_shapes}, expected {want}: "
+                              f"not BlazePose's person detector")
+        self.regressor_first = self.model.output_shapes[0][-1] == NUM_COORDS
+
+    def first_pass(self, rgb, views):
+        inputs = [self._letterbox(rgb[y0:y0 + h, x0:x0 + w]) for x0, y0, w, h in views]
+        return inputs, self.run(inputs, range(len(inputs)))
+
+    def _letterbox(self, img: np.ndarray) -> np.ndarray:
+        """img -> (224,224,3) float32 in [-1, 1], centred, black (-1) borders."""
+        h, w = img.shape[:2]
+        _, px, py, nw, nh = letterbox_geometry(h, w)
+        # INTER_AREA: a plain bilinear shrink of a 1080p frame to 224 aliases and loses people
+        small = self.cv2.resize(img, (nw, nh), interpolation=self.cv2.INTER_AREA)
+        x = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+        np.multiply(small, 1.0 / 127.5, out=x[py:py + nh, px:px + nw], casting="unsafe")
+        x[py:py + nh, px:px + nw] -= 1.0
+        return x
+
+    def run(self, inputs, which) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for i in which:
+            a, b = self.model(inputs[i][None])
+            raw, logits = (a, b) if self.regressor_first else (b, a)
+            out.append((raw[0], logits[0]))
+        return out
+
+    @staticmethod
+    def mask(inputs, i, boxes_input_px) -> None:
+        for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+            inputs[i][y1:y2, x1:x2] = -1.0
+
+
+class _TorchNet:
+    """The same weights as a torch module on `device`; all views of a frame in one batch, the
+    upload + letterbox + network of the first pass in one CUDA graph per frame size."""
+
+    def __init__(self, path, device: str, threads: int):
+        import torch
+
+        from pipeline.models.tflite_torch import build_module
+        self.torch = torch
+        self.device = torch.device("cuda:0" if device == "cuda" else device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DetectorError(f"blazepose device {device!r} asked for, but torch sees no CUDA GPU; "
+                                f"use detection.device=cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        _check_model_file(path)
+        self.net = build_module(path, nchw_input=True).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        self._graphs: dict = {}
+
+    def first_pass(self, rgb, views):
+        torch = self.torch
+        h, w = rgb.shape[:2]
+        key = (h, w, tuple(views))
+        with torch.inference_mode():
+            if not self.cuda:
+                frame = torch.from_numpy(np.ascontiguousarray(rgb))
+                batch = self._letterbox(frame, views)
+                raw, logits = self.net(batch)
+                return batch, self._to_host(raw, logits, range(len(views)))
+            cap = self._graphs.get(key) or self._capture(key, h, w, views)
+            np.copyto(cap.host_np, rgb)
+            cap.frame.copy_(cap.host, non_blocking=True)
+            cap.graph.replay()
+            # later rounds mask a copy: the graph's own input must stay untouched
+            return cap.batch.clone(), self._to_host(cap.raw, cap.logits, range(len(views)))
+
+    def _capture(self, key, h, w, views):
+        torch = self.torch
+        if len(self._graphs) >= 4:
+            self._graphs.pop(next(iter(self._graphs)))
+        cap = _Graph()
+        cap.host = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=True)
+        cap.host_np = cap.host.numpy()
+        cap.frame = torch.zeros((h, w, 3), dtype=torch.uint8, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.net(self._letterbox(cap.frame, views))
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        cap.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cap.graph):
+            cap.batch = self._letterbox(cap.frame, views)
+            cap.raw, cap.logits = self.net(cap.batch)
+        self._graphs[key] = cap
+        log.info("blazepose: captured a CUDA graph for %dx%d frames, %d views", w, h, len(views))
+        return cap
+
+    def _letterbox(self, frame, views):
+        """uint8 HxWx3 (device) -> (V, 3, 224, 224) float in [-1, 1], black borders."""
+        import torch.nn.functional as F
+        torch = self.torch
+        batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=frame.device)
+        for v, (x0, y0, w, h) in enumerate(views):
+            _, px, py, nw, nh = letterbox_geometry(h, w)
+            crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).unsqueeze(0).float()
+            # antialiased like OpenCV's area resize: a plain bilinear 1080p -> 224 shrink aliases
+            small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
+        return batch
+
+    def run(self, inputs, which):
+        torch = self.torch
+        idx = list(which)
+        with torch.inference_mode():
+            raw, logits = self.net(inputs[idx])
+        return self._to_host(raw, logits, range(len(idx)))
+
+    @staticmethod
+    def _to_host(raw, logits, which):
+        raw, logits = raw.float().cpu().numpy(), logits.float().cpu().numpy()
+        return [(raw[i], logits[i]) for i in which]
+
+    def mask(self, inputs, i, boxes_input_px) -> None:
+        for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+            inputs[i, :, y1:y2, x1:x2] = -1.0
+
+
+class _Graph:
+    """Buffers and the CUDA graph of one frame size."""
+
+
+def _check_model_file(path) -> None:
+    """Refuse a .tflite file that is not BlazePose's detector before converting it."""
+    _LiteRtNet(path, 1, None)
+
+
+def view_squares(height: int, width: int, views: str) -> list[tuple[int, int, int, int]]:
+    """The regions (x0, y0, w, h) the model looks at: the whole frame and/or squares of the short
+    side along the long side, overlapping by at least TILE_OVERLAP, for frames not already square."""
+    out = []
+    if views in ("full", "both"):
+        out.append((0, 0, width, height))
+    short, long_ = min(height, width), max(height, width)
+    if views in ("tiles", "both") and long_ > 1.2 * short or views == "tiles":
+        n = max(1, int(np.ceil((long_ - short) / ((1 - TILE_OVERLAP) * short))) + 1)
+        starts = np.linspace(0, long_ - short, n).round().astype(int) if n > 1 else [0]
+        for s in starts:
+            out.append((int(s), 0, short, short) if width >= height else (0, int(s), short, short))
+    return out
+
+
+def merge(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, height: int, width: int):
+    """One box per person across views and rounds: greedy by score on the boxes clipped to the
+    frame (the same body seen whole and in a tile extrapolates differently outside it)."""
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0, height, out=clipped[:, 1::2])
+    order = np.argsort(-scores, kind="stable")
+    iou = iou_matrix(clipped[order], clipped[order])
+    keep = []
+    for i in range(len(order)):
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(i)
+    idx = order[keep]
+    return boxes[idx], scores[idx]

@@ -1,0 +1,259 @@
+"""A YOLO detect network at model speed: letterbox, network, decode and NMS on the device.
+
+Per frame the host does a fixed amount of work whatever the image size: one copy of the
+frame into a page-locked buffer and one asynchronous upload (on a GPU), a graph replay, and
+NMS over at most `candidates` boxes. On the device, in one CUDA graph per frame size:
+uint8 HWC -> float CHW, bilinear resize into the letterbox (grey 114 border, as ultralytics
+pads): the long side `imgsz`, the short side padded to the model's stride, as ultralytics'
+own rectangular inference does (a 16:9 frame runs at 640x384, not 640x640); a TensorRT engine
+has one static input, so there the letterbox is the full `imgsz` square. Then /255, the network in fp16, box decoding, the person score of every
+anchor (the anchor's best class must be class 0, as ultralytics' class filter does), and the
+top `candidates` anchors by score mapped back to frame pixels. The confidence and NMS IoU
+thresholds apply after the graph, so they stay live-settable.
+
+Engines (`engine`):
+  trt        a TensorRT engine exported once by ultralytics' own `export(format="engine")`
+             (fp16, fixed imgsz, batch 1), cached beside a copy of the weights under
+             `cache_dir`; run through ultralytics' AutoBackend. Needs the `tensorrt` package.
+  cudagraph  the fused PyTorch network captured in a CUDA graph with the pre- and
+             post-processing (no TensorRT needed).
+  eager      the same steps without a graph (the CPU path: fp32, letterbox with OpenCV).
+
+YOLO26-style end-to-end heads (NMS-free, (1, 300, 6) outputs) skip the NMS step.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.detectors.base import DetectorError
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "trt", "cudagraph", "eager")
+PAD = 114.0
+MAX_GRAPHS = 4     # frame sizes kept captured at once; a new size beyond that drops the oldest
+
+
+def letterbox_geometry(height: int, width: int, imgsz: int, stride: int | None = None):
+    """(scale, new_h, new_w, top, left, canvas_h, canvas_w) of ultralytics' letterbox of an HxW
+    image: into an imgsz square, or (stride given) into the smallest stride-multiple rectangle."""
+    r = min(imgsz / height, imgsz / width)
+    nw, nh = int(round(width * r)), int(round(height * r))
+    cw, ch = (imgsz, imgsz) if stride is None else (nw + (imgsz - nw) % stride, nh + (imgsz - nh) % stride)
+    left = int(round((cw - nw) / 2 - 0.1))
+    top = int(round((ch - nh) / 2 - 0.1))
+    return r, nh, nw, top, left, ch, cw
+
+
+class YoloRunner:
+    def __init__(self, model, path: str | Path, device: str, half: bool, imgsz: int, engine: str = "auto",
+                 candidates: int = 300, cache_dir: str | Path | None = None):
+        import torch
+        if engine not in ENGINES:
+            raise DetectorError(f"yolo engine must be one of {ENGINES}, got {engine!r}")
+        self.torch = torch
+        self.device = torch.device(device if device != "cuda" else "cuda:0")
+        self.cuda = self.device.type == "cuda"
+        if engine in ("trt", "cudagraph") and not self.cuda:
+            raise DetectorError(f"yolo engine {engine!r} needs a CUDA device, not {device!r}; use engine='eager'")
+        self.half = bool(half)
+        self.imgsz = int(imgsz)
+        self.candidates = int(candidates)
+        self.dtype = torch.float16 if self.half else torch.float32
+        net = model.model
+        self.head = net.model[-1]
+        self.end2end = bool(getattr(self.head, "end2end", False))
+        self.nc = int(getattr(self.head, "nc", 80))
+        strides = getattr(net, "stride", None)
+        self.stride = int(max(float(v) for v in strides)) if strides is not None and len(strides) else 32
+        self.path = Path(path)
+        if engine == "auto":
+            engine = "eager" if not self.cuda else ("trt" if _has_tensorrt() else "cudagraph")
+        self.engine = engine
+        self.rect_stride = None if engine == "trt" else self.stride
+        if engine == "trt":
+            self._forward = self._trt_forward(model, cache_dir)
+        else:
+            net = net.fuse(verbose=False) if hasattr(net, "fuse") else net
+            net = net.to(self.device).eval()
+            if self.half:
+                net = net.half()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            self._net = net
+            self._forward = self._torch_forward
+        self._graphs: dict = {}      # (h, w) -> _Captured
+
+    # -- the network --------------------------------------------------------------------------
+    def _torch_forward(self, x):
+        out = self._net(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def _trt_forward(self, model, cache_dir):
+        from ultralytics.nn.autobackend import AutoBackend
+        engine_path = export_engine(model, self.path, self.imgsz, self.device, cache_dir)
+        backend = AutoBackend(str(engine_path), device=self.device, fp16=True, verbose=False)
+        self.half, self.dtype = True, self.torch.float16
+
+        def forward(x):
+            out = backend(x)
+            return out[0] if isinstance(out, (tuple, list)) else out
+        return forward
+
+    # -- per frame ----------------------------------------------------------------------------
+    def __call__(self, rgb: np.ndarray, conf: float, iou: float, max_det: int = 300):
+        """Person boxes (N,4) x1,y1,x2,y2 in frame pixels and scores (N,), best first."""
+        torch = self.torch
+        h, w = rgb.shape[:2]
+        with torch.inference_mode():
+            if self.cuda:
+                boxes, scores = self._on_gpu(rgb, h, w)
+            else:
+                boxes, scores = self._candidates(self._forward(self._letterbox_cpu(rgb)), h, w)
+            return self._select(boxes, scores, conf, iou, max_det)
+
+    def _on_gpu(self, rgb, h, w):
+        cap = self._graphs.get((h, w))
+        if cap is None:
+            cap = self._capture(h, w)
+        # the previous frame's results were read back (a sync), so its upload from here is done
+        np.copyto(cap.host_np, rgb)                           # the one host copy (a memcpy)
+        cap.frame.copy_(cap.host, non_blocking=True)          # DMA from page-locked memory
+        if cap.graph is not None:
+            cap.graph.replay()
+        else:
+            cap.boxes, cap.scores = self._device_steps(cap.frame, h, w, cap.canvas)
+        return cap.boxes, cap.scores
+
+    def _capture(self, h, w):
+        torch = self.torch
+        if len(self._graphs) >= MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs)))
+        cap = _Captured()
+        cap.host = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=True)
+        cap.host_np = cap.host.numpy()
+        cap.frame = torch.zeros((h, w, 3), dtype=torch.uint8, device=self.device)
+        *_, ch, cw = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        cap.canvas = torch.full((1, 3, ch, cw), PAD / 255.0, dtype=self.dtype, device=self.device)
+        cap.graph = None
+        if self.engine == "cudagraph":
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):   # warm-up outside the graph: cuDNN picks its kernels, anchors are built
+                    self._device_steps(cap.frame, h, w, cap.canvas)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            cap.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cap.graph):
+                cap.boxes, cap.scores = self._device_steps(cap.frame, h, w, cap.canvas)
+            log.info("yolo: captured a CUDA graph for %dx%d frames at imgsz %d (%s)", w, h, self.imgsz,
+                     "fp16" if self.half else "fp32")
+        self._graphs[(h, w)] = cap
+        return cap
+
+    def _device_steps(self, frame, h, w, canvas):
+        """uint8 HxWx3 on the device -> top candidates (K,4) frame px, (K,) scores."""
+        import torch.nn.functional as F
+        r, nh, nw, top, left, _, _ = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        x = frame.permute(2, 0, 1).unsqueeze(0).to(self.dtype)
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        canvas[:, :, top:top + nh, left:left + nw] = x.clamp_(0, 255) * (1.0 / 255.0)
+        y = self._forward(canvas)
+        return self._decode(y, r, top, left)
+
+    def _letterbox_cpu(self, rgb):
+        import cv2
+        h, w = rgb.shape[:2]
+        r, nh, nw, top, left, ch, cw = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        canvas = np.full((ch, cw, 3), PAD, np.float32)
+        canvas[top:top + nh, left:left + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        canvas *= 1.0 / 255.0
+        return self.torch.from_numpy(canvas.transpose(2, 0, 1)[None].copy()).to(self.dtype)
+
+    def _candidates(self, y, h, w):
+        r, _, _, top, left, _, _ = letterbox_geometry(h, w, self.imgsz, self.rect_stride)
+        return self._decode(y, r, top, left)
+
+    def _decode(self, y, r, top, left):
+        torch = self.torch
+        if self.end2end:                            # (1, max_det, 6): x1, y1, x2, y2, score, class
+            det = y[0].float()
+            scores = torch.where(det[:, 5] == 0, det[:, 4], torch.zeros_like(det[:, 4]))
+            boxes = det[:, :4]
+        else:                                       # (1, 4 + nc, anchors): cx, cy, w, h, class scores
+            y = y[0].float()
+            best, label = y[4:4 + self.nc].max(0)
+            scores = torch.where(label == 0, best, torch.zeros_like(best))
+            xywh = y[:4].T
+            boxes = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], dim=1)
+        k = min(self.candidates, scores.shape[0])
+        scores, idx = scores.topk(k)
+        boxes = boxes[idx]
+        # Python scalars, not a new device tensor: a host->device copy may not run inside graph capture
+        boxes[:, 0::2] -= left
+        boxes[:, 1::2] -= top
+        return boxes / r, scores
+
+    def _select(self, boxes, scores, conf, iou, max_det):
+        keep = scores > conf
+        boxes, scores = boxes[keep], scores[keep]
+        if not self.end2end and len(scores) > 1:
+            keep = nms(boxes, scores, iou)
+            boxes, scores = boxes[keep], scores[keep]
+        boxes, scores = boxes[:max_det], scores[:max_det]
+        return boxes.cpu().numpy().astype(np.float32), scores.cpu().numpy().astype(np.float32)
+
+    def info(self) -> dict:
+        return {"engine": self.engine, "device": str(self.device), "half": self.half,
+                "precision": "fp16" if self.half else "fp32", "imgsz": self.imgsz,
+                "end2end": self.end2end, "graphs": len(self._graphs)}
+
+
+class _Captured:
+    """Buffers (and the graph) for one frame size."""
+
+
+def nms(boxes, scores, iou: float):
+    """Indices kept by greedy NMS, best first, on the boxes' device (torchvision's kernel)."""
+    import torchvision
+    return torchvision.ops.nms(boxes.float(), scores.float(), float(iou))
+
+
+def _has_tensorrt() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def export_engine(model, path: Path, imgsz: int, device, cache_dir) -> Path:
+    """The TensorRT engine of `path` at `imgsz` (fp16, batch 1), exported once by ultralytics and
+    cached under cache_dir keyed by the weights' hash, the size and the GPU."""
+    import torch
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    gpu = torch.cuda.get_device_name(device).replace(" ", "_")
+    folder = Path(cache_dir or Path(path).parent / "engines")
+    stem = f"yolo-{digest}-{imgsz}-fp16-{gpu}"
+    engine = folder / f"{stem}.engine"
+    if engine.is_file():
+        log.info("yolo: TensorRT engine from cache %s", engine)
+        return engine
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{stem}.pt"          # ultralytics writes the engine beside the weights
+    shutil.copyfile(path, weights)
+    log.info("yolo: exporting %s to TensorRT (fp16, imgsz %d) with ultralytics; this takes minutes once",
+             path, imgsz)
+    try:
+        from pipeline.detectors.yolo_model import load_yolo
+        out = load_yolo(weights).export(format="engine", half=True, imgsz=imgsz, batch=1, dynamic=False,
+                                        device=device.index or 0, verbose=False)
+    except Exception as exc:
+        raise DetectorError(f"TensorRT export of {path} failed ({type(exc).__name__}: {exc}); "
+                            f"use detection engine=cudagraph") from exc
+    out = Path(out)
+    if out != engine:
+        shutil.move(str(out), engine)
+    return engine

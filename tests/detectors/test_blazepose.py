@@ -1,0 +1,199 @@
+"""BlazePose's person detector, decoded by us: anchors, decoding, NMS, person boxes, views,
+and the detector on the real photos that ship inside ultralytics."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from pipeline.detectors import DetectorError, make_detector
+from pipeline.detectors.blazepose import merge, view_squares
+from pipeline.detectors.ssd_decode import anchor_centres, decode, person_boxes, weighted_nms
+from pipeline.detectors.tracker import iou_matrix
+
+# Hand-drawn boxes of the people in the photos (tools/detect_quality.py has the full list).
+BUS_LEFT_MAN = (48, 398, 245, 902)
+
+needs_model = pytest.mark.skipif(
+    importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("ai_edge_litert") is None,
+    reason="needs the mediapipe wheel (its model) and ai-edge-litert")
+
+
+def test_anchor_layout_is_the_models():
+    a = anchor_centres()
+    assert a.shape == (2254, 2)
+    # stride 8: 28x28 locations x 2 anchors, row-major, both anchors of a location together
+    np.testing.assert_allclose(a[0], a[1])
+    np.testing.assert_allclose(a[0], [0.5 / 28, 0.5 / 28])
+    np.testing.assert_allclose(a[2], [1.5 / 28, 0.5 / 28])
+    # stride 16 starts after 1568, the three stride-32 layers share one 7x7 map, 6 per location
+    np.testing.assert_allclose(a[1568], [0.5 / 14, 0.5 / 14])
+    np.testing.assert_allclose(a[1568 + 392: 1568 + 392 + 6], [[0.5 / 7, 0.5 / 7]] * 6)
+    np.testing.assert_allclose(a[-1], [6.5 / 7, 6.5 / 7])
+
+
+def test_decode_offsets_scale_and_scores():
+    anchors = np.array([[0.25, 0.5], [0.75, 0.5]], np.float32)
+    raw = np.zeros((2, 12), np.float32)
+    raw[0, :4] = [22.4, -22.4, 44.8, 22.4]         # centre +0.1/-0.1, size 0.2 x 0.1 (of 224)
+    raw[0, 4:6] = [0.0, 44.8]                      # hip 0.2 below the anchor
+    logits = np.array([1e4, -3.0], np.float32)     # clipped to 100: no overflow, score 1
+    with np.errstate(over="raise"):
+        boxes, kps, scores = decode(raw, logits, anchors, 0.5)
+    assert len(scores) == 1 and scores[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(boxes[0], [0.25, 0.35, 0.45, 0.45], atol=1e-6)
+    np.testing.assert_allclose(kps[0, 0], [0.25, 0.7], atol=1e-6)
+    with pytest.raises(ValueError, match="expected 2 candidates"):
+        decode(raw[:1], logits, anchors, 0.5)
+
+
+def test_weighted_nms_merges_overlaps_by_score():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32)
+    kps = np.zeros((3, 4, 2), np.float32)
+    kps[:, 0] = [[0, 0], [3, 0], [55, 55]]
+    scores = np.array([0.6, 0.9, 0.7], np.float32)
+    b, k, s = weighted_nms(boxes, kps, scores, 0.3)
+    assert len(s) == 2 and s.tolist() == pytest.approx([0.9, 0.7])
+    np.testing.assert_allclose(b[0], (boxes[0] * 0.6 + boxes[1] * 0.9) / 1.5, rtol=1e-6)
+    np.testing.assert_allclose(k[0, 0], [(3 * 0.9) / 1.5, 0], rtol=1e-6)
+    np.testing.assert_allclose(b[1], boxes[2])
+
+
+def test_person_box_follows_the_body_axis():
+    upright = np.array([[[100, 200], [100, 100], [0, 0], [0, 0]]], np.float32)   # kp1 100 px above the hip
+    np.testing.assert_allclose(person_boxes(upright, 0.3, 0.9)[0], [70, 110, 130, 290])
+    lying = np.array([[[100, 200], [200, 200], [0, 0], [0, 0]]], np.float32)     # axis to the right
+    np.testing.assert_allclose(person_boxes(lying, 0.3, 0.9)[0], [10, 170, 190, 230])
+
+
+def test_views_cover_wide_and_tall_frames():
+    wide = view_squares(720, 1280, "both")
+    assert wide[0] == (0, 0, 1280, 720) and len(wide) == 3
+    assert [v[0] for v in wide[1:]] == [0, 560] and all(v[2] == v[3] == 720 for v in wide[1:])
+    tall = view_squares(1080, 810, "tiles")
+    assert tall[0] == (0, 0, 810, 810) and tall[-1] == (0, 270, 810, 810)
+    assert view_squares(500, 500, "both") == [(0, 0, 500, 500)]
+
+
+def test_merge_keeps_one_box_per_person_across_views():
+    boxes = np.array([[10, 10, 110, 310], [12, 8, 112, 330], [400, 10, 500, 300]], np.float32)
+    b, s = merge(boxes, np.array([0.6, 0.8, 0.7], np.float32), 0.3, 300, 600)
+    assert s.tolist() == pytest.approx([0.8, 0.7]) and len(b) == 2
+
+
+def test_options_are_checked():
+    for kw in (dict(min_score=2), dict(views="all"), dict(rounds=-1), dict(width_ratio=0), dict(runtime="tf")):
+        with pytest.raises(DetectorError, match="blazepose"):
+            make_detector("blazepose", **kw)
+
+
+@needs_model
+def test_unexpected_tflite_file_is_named(tmp_path):
+    from pipeline.models.tflite import mediapipe_model_path
+    other = mediapipe_model_path("pose_landmark_full")           # a TFLite file, the wrong model
+    with pytest.raises(DetectorError, match=r"pose_landmark_full\.tflite has input tensors"):
+        make_detector("blazepose", model=str(other)).setup()
+    junk = tmp_path / "pose_detection.tflite"
+    junk.write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(DetectorError, match=r"pose_detection\.tflite is not a TFLite model"):
+        make_detector("blazepose", model=str(junk)).setup()
+
+
+@needs_model
+def test_litert_on_a_gpu_is_refused_clearly():
+    with pytest.raises(DetectorError, match="runtime 'litert' runs on the CPU.*runtime='torch'"):
+        make_detector("blazepose", runtime="litert", device="cuda").setup()
+
+
+@needs_model
+def test_torch_runtime_matches_litert_on_the_cpu(zidane_rgb, bus_rgb):
+    """Same weights, same decoding; only the resize differs (OpenCV area vs torch antialiased
+    bilinear), so the boxes agree closely (IoU 0.89..0.98 measured), not bit for bit."""
+    tor = make_detector("blazepose", runtime="torch", device="cpu")
+    _same_people_as_litert(tor, (bus_rgb, zidane_rgb), device="cpu")
+
+
+def _same_people_as_litert(other, frames, device: str) -> None:
+    lite = make_detector("blazepose")
+    lite.setup()
+    other.setup()
+    try:
+        assert other.info()["runtime"] == "torch" and other.info()["device"].startswith(device)
+        for rgb in frames:
+            a, b = lite.detect(rgb), other.detect(rgb)
+            assert len(a) == len(b) >= 1
+            assert iou_matrix(a.boxes, b.boxes).max(axis=1).min() >= 0.8
+    finally:
+        lite.close()
+        other.close()
+
+
+@pytest.mark.gpu
+@needs_model
+def test_torch_runtime_on_cuda_matches_litert(zidane_rgb, bus_rgb):
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    # the third call replays the captured graph
+    _same_people_as_litert(make_detector("blazepose", device="cuda"), (bus_rgb, zidane_rgb, zidane_rgb), "cuda")
+
+
+@pytest.fixture(scope="module")
+def blaze():
+    if importlib.util.find_spec("mediapipe") is None or importlib.util.find_spec("ai_edge_litert") is None:
+        pytest.skip("needs the mediapipe wheel (its model) and ai-edge-litert")
+    det = make_detector("blazepose")
+    det.setup()
+    yield det
+    det.close()
+
+
+def test_finds_the_man_on_the_left_of_bus(blaze, bus_rgb):
+    d = blaze.detect(bus_rgb)
+    assert 1 <= len(d) <= 4 and d.n_found == len(d)
+    best = iou_matrix(d.boxes, np.array([BUS_LEFT_MAN], np.float32)).max()
+    assert best >= 0.5, (d.boxes, best)
+    assert (d.scores >= 0.5).all() and (d.track_ids >= 0).all()
+    info = blaze.info()
+    assert info["kind"] == "blazepose" and info["single_person"] is False
+    assert info["device"] == "cpu" and info["precision"] == "fp32" and info["runtime"] == "litert"
+
+
+def test_finds_more_than_one_person_on_zidane(blaze, zidane_rgb):
+    d = blaze.detect(zidane_rgb)
+    assert len(d) >= 2, d.boxes
+    assert blaze.passes == 3       # the whole frame and two squares along the 16:9 frame
+
+
+def test_blank_frame_has_nobody(blaze):
+    assert len(blaze.detect(np.full((360, 640, 3), 127, np.uint8))) == 0
+
+
+def test_agrees_with_mediapipe_where_both_see_one_person(blaze, bus_rgb):
+    """bus.jpg: MediaPipe's own solution keeps its best person; ours must have a box on the same one."""
+    if importlib.util.find_spec("mediapipe") is None:
+        pytest.skip("mediapipe is not installed")
+    mp = make_detector("mediapipe", static_image_mode=True)
+    mp.setup()
+    try:
+        ref = mp.detect(bus_rgb)
+    finally:
+        mp.close()
+    ours = blaze.detect(bus_rgb)
+    assert len(ref) == 1
+    assert iou_matrix(ours.boxes, ref.boxes).max() >= 0.5
+
+
+@needs_model
+def test_a_masked_round_finds_the_next_person(bus_rgb):
+    """The model answers with its most prominent person; with that one blacked out, a second
+    pass over each view finds another man on bus.jpg."""
+    bus_people = np.array([BUS_LEFT_MAN, (221, 405, 344, 857), (669, 392, 809, 877)], np.float32)
+    det = make_detector("blazepose", rounds=1)
+    det.setup()
+    try:
+        d = det.detect(bus_rgb)
+        assert det.passes == 6       # three views (the whole 3:4 frame and two squares), each twice
+        matched = iou_matrix(np.clip(d.boxes, 0, None), bus_people) >= 0.5
+        assert len(d) >= 2 and matched.any(axis=0).sum() >= 2, d.boxes
+    finally:
+        det.close()
