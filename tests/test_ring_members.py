@@ -169,15 +169,18 @@ def test_an_idle_consumer_faster_than_the_producer_gets_records_back_to_back(run
     try:
         out = Output(dets, 1)
         consumer = dets.reader("latest", member=_member(dets))
-        consumer.expect_ns = int(2e6)                        # 2 ms per record
         assert _put(out._writer, 0) is not None
         consumer.done(consumer.read(timeout=0), 0)           # taken and done: idle again
         assert _put(out._writer, 1) is not None              # made, not taken yet
+        assert out.demand_in(make_ns=int(22e6)) is None      # its time per record is not known: waited for
+        consumer.expect_ns = int(2e6)                        # 2 ms per record
+        consumer.done(consumer.read(timeout=0), 1)
+        assert _put(out._writer, 2) is not None
         assert out.demand_in(make_ns=int(22e6)) == 0.0      # a 22 ms producer starts the next at once
         assert out.demand_in(make_ns=int(1e6)) is None       # one faster than the consumer waits for the take
         consumer.expect_ns = int(50e6)
-        consumer.done(consumer.read(timeout=0), 1)
-        assert _put(out._writer, 2) is not None
+        consumer.done(consumer.read(timeout=0), 2)
+        assert _put(out._writer, 3) is not None
         assert out.demand_in(make_ns=int(22e6)) is None      # a slower consumer is waited for
     finally:
         dets.close()

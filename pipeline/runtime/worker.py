@@ -200,7 +200,9 @@ class Output:
             return 0.0
         ready = taken >= self.ring.newest_seq() if after_take else np.ones(len(taken), bool)
         if not ready.any():
-            return 0.0 if make_ns and bool(((done >= taken) & (busy < make_ns)).any()) else None
+            # busy 0: the consumer's time per item is not known yet (first items): not fast
+            fast_idle = (done >= taken) & (busy > 0) & (busy < make_ns)
+            return 0.0 if make_ns and bool(fast_idle.any()) else None
         return max(0.0, (int(want[ready].min()) - lead_ns - time.monotonic_ns()) / 1e9)
 
     def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S,
