@@ -42,6 +42,7 @@ FLAG_KEYS = {
     "detector": "workers.detection.params.kind",
     "weights": "workers.detection.params.model",
     "seconds": "supervisor.seconds",
+    "every_frame": "source.every_frame",
 }
 
 
@@ -54,7 +55,11 @@ class ConfigError(ValueError):
 class SourceConfig:
     spec: Union[int, str] = "sample"   # webcam index, video path, folder/glob, URL or "sample"
     options: dict = field(default_factory=dict)   # passed to pipeline.sources.open_source
-    at_end: Literal["stop", "loop"] = "loop"       # end of a file/folder
+    # end of a file/folder; auto: stop in lossless mode, else loop
+    at_end: Literal["stop", "loop", "auto"] = "auto"
+    # lossless mode (architecture.md §2): every frame once, in order, at the slowest stage's pace.
+    # auto: on for a video file or image folder played with options.realtime=false.
+    every_frame: Union[bool, Literal["auto"]] = "auto"
 
 
 @dataclass
@@ -143,7 +148,7 @@ class PipelineConfig:
 
 
 DEFAULTS: dict = {
-    "source": {"spec": "sample", "options": {}, "at_end": "loop"},
+    "source": {"spec": "sample", "options": {}, "at_end": "auto", "every_frame": "auto"},
     "rings": {"frames": {"slots": 8, "max_height": 1080, "max_width": 1920},
               "detections": {"slots": 16}, "poses": {"slots": 16}, "published": {"slots": 64},
               "max_persons": 8},
@@ -273,6 +278,7 @@ def validate(raw: dict) -> PipelineConfig:
     cfg.workers = order_workers(workers)
     cfg.sinks = _validate_sinks(raw.get("sinks", {}))
     _check_ranges(cfg)
+    _resolve_every_frame(cfg.source)
     cfg.raw = raw
     return cfg
 
@@ -391,6 +397,33 @@ def _check_cpu(cfg: PipelineConfig) -> None:
             raise ConfigError(f"cpu.threads.{name} = {n!r} — must be an integer in 1..1024")
 
 
+def _resolve_every_frame(src: SourceConfig) -> None:
+    """Turn `every_frame`/`at_end` auto into what runs (architecture.md §2): lossless for a
+    recorded file or folder played as fast as possible, and then the run ends with the file."""
+    from pipeline.sources import SourceError, source_kind
+
+    try:
+        kind = source_kind(src.spec)
+    except SourceError:
+        kind = None  # a bad spec is reported when the source is opened
+    realtime = src.options.get("realtime") if isinstance(src.options, dict) else None
+    if src.every_frame == "auto":
+        src.every_frame = kind in ("video", "images") and realtime is False
+    elif src.every_frame and kind in ("webcam", "stream"):
+        raise ConfigError(f"source.every_frame = true needs a recorded source (video file, image folder, "
+                          f"sample); {src.spec!r} is a live {kind}, which cannot wait for the pipeline — "
+                          f"drop --every-frame")
+    if src.every_frame:
+        if realtime is True:
+            raise ConfigError("source.every_frame = true plays the source as fast as the slowest stage allows, "
+                              "but source.options.realtime = true paces it and drops late frames — remove "
+                              "realtime=true (or --every-frame)")
+        if kind in ("video", "images", "sample"):
+            src.options = {**src.options, "realtime": False}
+    if src.at_end == "auto":
+        src.at_end = "stop" if src.every_frame else "loop"
+
+
 def build_dataclass(cls, data, path: str):
     """Validate a plain mapping into dataclass `cls`; unknown keys and wrong types are errors."""
     where = path or "config"
@@ -498,10 +531,9 @@ def sink_flag_overrides(config_path=None, publish=(), viewer: bool = True, viewe
 
     They go before the user's own overrides, so `sinks.viewer.port=9000` typed on the command
     line still wins. The viewer is on unless `--no-viewer` or the config file says
-    `sinks.viewer: false`. `--output` with a video-file source is the offline mode: the file
-    plays once (`source.at_end=stop`) and detection/inference read every frame (`policy=next`);
-    the source stays paced at its native fps, because the rings have no back-pressure and an
-    unpaced file would overrun slower stages (frames are then skipped and counted, never queued).
+    `sinks.viewer: false`. `--output` with a file source is the offline mode: the file plays once
+    (`source.at_end=stop`) in lossless mode (`source.every_frame=true`: every frame read, in order,
+    at the slowest stage's pace), so the video holds one overlaid frame per source frame.
     """
     import json
     import os
@@ -542,8 +574,5 @@ def sink_flag_overrides(config_path=None, publish=(), viewer: bool = True, viewe
         out.append(f"sinks.video.path={json.dumps(os.path.abspath(os.path.expanduser(str(output))))}")
         spec = merged.get("source", {}).get("spec") if source is None else source
         if isinstance(spec, str) and os.path.isfile(spec):
-            out.append("source.at_end=stop")
-            for name in ("detection", "inference"):
-                if isinstance(merged.get("workers", {}).get(name), dict):
-                    out.append(f"workers.{name}.policy=next")
+            out += ["source.at_end=stop", "source.every_frame=true"]
     return out

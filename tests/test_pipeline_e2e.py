@@ -64,7 +64,8 @@ def test_foreground_seconds_prints_summary(run_cli, small_config):
 
 
 def test_video_at_end_stop_finishes_cleanly(run_cli, small_config, small_video):
-    proc = run_cli("start", "--config", small_config, "--source", small_video,
+    # live mode (newest frame wins) on purpose: lossless runs are tests/test_progress.py's
+    proc = run_cli("start", "--config", small_config, "--source", small_video, "source.every_frame=false",
                    "source.at_end=stop", "source.options={realtime: false}", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "capture finished: end of source" in proc.stdout

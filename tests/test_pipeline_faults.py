@@ -98,10 +98,12 @@ def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config
         assert max(lat[-3:]) < bound
         gaps = [b.frame_id - a.frame_id for a, b in zip(frames, frames[1:])]
         assert max(gaps) > 1, "a slow stage must skip frames, not queue them"
-        status = wait_for(lambda: (s := request("status")) and workers(s)["inference"]["drops"] > 0 and s,
-                          what="drops counted")
+        # Detection runs on demand (architecture.md §2): the frames nobody needs are passed over
+        # there, counted as skipped by design, not as lost.
+        status = wait_for(lambda: (s := request("status")) and workers(s)["detection"]["skipped"] > 0 and s,
+                          what="skipped frames counted")
         w = workers(status)
-        assert w["inference"]["drops"] > 0
+        assert w["detection"]["skipped"] > 0 and w["inference"]["drops"] == 0
         assert w["publisher"]["extras"]["latency_p99_ms"] < 2 * w["inference"]["p99_ms"] + 250
 
 

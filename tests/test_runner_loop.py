@@ -11,9 +11,16 @@ from pipeline.runtime.worker import WROTE, Worker, WorkerContext
 
 
 class _Reader:
+    policy = "latest"
+    member = None  # not registered in a ring's member table
+
     def __init__(self, items):
         self.items = list(items)
         self.timeouts = []
+        self.done_items = []
+
+    def done(self, item, frame_id=None):
+        self.done_items.append(item.record)
 
     def read(self, timeout=0.1, copy=True):
         self.timeouts.append(timeout)
@@ -28,12 +35,19 @@ class _Item:
         self.record, self.overwritten_before = value, 0
 
 
+class _Out:
+    forced_releases = suppressed = 0
+
+    def release_holds(self, everything=False):
+        pass
+
+
 class _HoldOne(Worker):
     def __init__(self):
         super().__init__(None, WorkerContext("held", 1, {}, {}))
         self.held = None
         self.written = []
-        self.out = object()  # writes in place (WROTE); not a terminal stage
+        self.out = _Out()  # writes in place (WROTE); not a terminal stage
 
     def process(self, item):
         done = self.flush()
@@ -78,6 +92,8 @@ def test_held_item_is_flushed_when_no_new_item_waits():
     runner = _runner(worker, reader)
     _loop_until(runner, lambda: worker.written == [1, 2, 3])
     assert worker.written == [1, 2, 3] and runner.frames_in == 3 and runner.frames_out == 3
+    # every item is marked done once its process() returned (its claim and, lossless, its frame go)
+    assert reader.done_items == [1, 2, 3]
     # a held item makes the runner poll (timeout 0) instead of blocking on the ring
     assert 0 in reader.timeouts
     # a flush's time goes onto the last timing, not a new one: 3 items, 3 timings, all the work

@@ -128,7 +128,8 @@ def write_config(path: Path, video: Path, backend: str, persons: int, device: st
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"
     cfg = {
-        "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop"},
+        # live mode (newest frame wins) also unpaced: tools/bench_progress.py measures lossless runs
+        "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop", "every_frame": False},
         "rings": {"frames": {"slots": frame_slots, "max_height": 1080, "max_width": 1920}, "max_persons": persons},
         "workers": {
             "detection": {"module": "workers.detection", "start_timeout": 900,

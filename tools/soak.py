@@ -101,7 +101,8 @@ def soak(minutes: float, source: str | None, warmup_s: float, interval_s: float,
     tmp = tempfile.TemporaryDirectory(prefix="posepipe-soak-")
     if source is None:
         source = str(make_clip(Path(tmp.name) / "soak.avi"))
-    args = ["start", "--detach", "--source", source, "source.at_end=loop", "source.options={realtime: false}"]
+    args = ["start", "--detach", "--source", source, "source.at_end=loop", "source.options={realtime: false}",
+            "source.every_frame=false"]  # newest frame wins: the source outruns every stage
     if config:
         args += ["--config", config]
     if max_fps:

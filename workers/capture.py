@@ -16,6 +16,14 @@ from the ring's last id at the moment it first holds the writer token.
 
 End of a file or folder: ``source.at_end: loop`` reopens it (``source_epoch`` + 1),
 ``stop`` asks the supervisor to stop the pipeline.
+
+Live (newest frame wins): capture never waits. The ring passes over slots that a later stage
+still holds (architecture.md §2); when every slot is held the frame is read and dropped
+(`no_free_slot`), so a camera never queues stale frames. A paced recorded source (the sample,
+a file or folder played in real time) renders or decodes a frame only shortly before detection
+will look (on demand, `demand_after_take` False): its pacer skips to the frame due then, so the
+picture is the same and no CPU goes into frames nobody reads. Lossless (`source.every_frame`): capture
+reads the next frame only once a slot is free, so every frame of the file is processed once.
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ class Params:
 class Capture(Worker):
     input = None
     output = "frames"
+    demand_after_take = False  # on demand (paced sources): a fresh frame for when detection looks
     Params = Params
     cpu_role = "decoder"
 
@@ -45,7 +54,10 @@ class Capture(Worker):
         src = self.ctx.shared.get("source") or {}
         self.spec = src.get("spec", "sample")
         self.options = dict(src.get("options") or {})
+        self.lossless = bool(self.ctx.shared.get("every_frame"))
         self.at_end = src.get("at_end", "loop")
+        if self.at_end == "auto":  # resolved by the config; a hand-made spec may leave it
+            self.at_end = "stop" if self.lossless else "loop"
         self._open_source, self._source_error = open_source, SourceError
         if self.at_end == "loop" and "loop" not in self.options and _takes_loop(self.spec):
             # The source loops itself, keeping its pacing clock (reopening it would restart
@@ -63,12 +75,22 @@ class Capture(Worker):
         self._first_write = True
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
         self._last_ns = 0
+        self.no_free_slot = 0
+        # Cameras and streams must be drained; a paced file or the sample can skip ahead instead.
+        self.on_demand = (not self.source.is_live and bool(getattr(self.source, "realtime", False))
+                          and not self.lossless)
         self.log.info("capturing from %s", self.source.describe())
 
     def process(self, _item):
         # The slot is opened before the read so the source converts BGR->RGB straight into it
         # (one pass over the pixels); a frame that is not published leaves the slot unpublished.
-        rec = self.out.begin()
+        rec = self.out.begin(timeout=0.1 if self.lossless else 0.0)
+        if rec is None and self.out.full:
+            if self.lossless:
+                return None  # the slowest stage is behind: wait, read nothing, lose nothing
+            self.no_free_slot += 1  # every slot held by a later stage: this frame is dropped
+            self.drops += 1
+            self.extras["no_free_slot"] = self.no_free_slot
         self.source.into = rec["pixels"] if rec is not None else None
         try:
             frame = self.source.read()

@@ -1,10 +1,20 @@
 """Detection worker (architecture.md §5): person boxes for the newest frame, into the detections ring.
 
-Reads the frames ring with policy ``latest`` as a zero-copy view of the slot, runs the
-detector on the pixels in place and re-checks the slot afterwards: a frame the capture
-worker overwrote while we looked at it is dropped and counted, never turned into boxes.
-The detections record carries the frame reference (slot + seq, so inference can find the
-same pixels and notice when they are gone) and every header field of the frame.
+On demand (architecture.md §2): a frame is read only when a consumer of the detections ring
+(inference) has taken the previous record and is about to want the next one, so detection runs
+on the frames inference will take and burns no CPU on frames that would be skipped. It reads
+the frames ring with policy ``latest`` as a zero-copy view of the slot, which the runner's
+reader claims, so capture cannot overwrite it meanwhile; after writing the record the slot is
+held (`hold_input`) until every inference generation has passed that record, so inference crops
+the very pixels the boxes were found in. A frame that changed under the detector anyway (no
+member entry) is dropped and counted, never turned into boxes. The detections record carries
+the frame reference (slot + seq) and every header field of the frame.
+
+Tracking ids: trackers (the IoU tracker, ultralytics' ByteTrack/BoT-SORT) see only the frames
+detection runs on, i.e. about inference's rate when inference is the slower stage. Between two
+of them a person moves further, so at low rates fast motion matches less often and a person
+may get a new id; track ages counted in frames last longer in seconds. Lossless mode feeds
+every frame to the tracker.
 
 Detector choice (`kind`): ``auto`` = YOLO when a ``data/yolo*.pt`` exists, else ``blazepose``
 (the multi-person detector whose weights ship in the mediapipe wheel); ``mediapipe`` = the legacy
@@ -20,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from pipeline.runtime.records import stamp
-from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError
+from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError, stretch_to
 
 # Live settings (`pipeline set detection key=value`) and the detector attribute each one changes.
 LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": "post.min_box_size",
@@ -46,13 +56,15 @@ class Params:
     size: float = 1.0                      # center: side as a fraction of min(height, width)
     boxes: Union[list, None] = None        # fixed: [[x1, y1, x2, y2], ...] as fractions of the frame
     data_dir: str = "data"
+    min_process_ms: float = 0.0            # test/bench knob: each frame takes at least this long
 
 
 class Detection(Worker):
     input = "frames"
     policy = "latest"
     output = "detections"
-    copy_input = False  # the detector reads the pixels in the slot; we re-check it afterwards
+    copy_input = False  # the detector reads the pixels in the slot (claimed while we work)
+    on_demand = True    # a frame only when inference is about to want the next record
     Params = Params
     cpu_role = "detector"
 
@@ -128,6 +140,7 @@ class Detection(Worker):
             if not self.input_valid(item):
                 return self._drop_torn()  # the pixels changed under the detector: not its fault
             raise
+        stretch_to(t0, self.params.min_process_ms)
         if not self.input_valid(item):
             return self._drop_torn()
         return self._write(item, frame, found, height, width, t0)
@@ -163,8 +176,10 @@ class Detection(Worker):
         self.found_frames += n > 0
         stamp(rec, "detect_start", t0)
         stamp(rec, "detect_end", time.monotonic_ns())
-        if self.out.commit() is None:
+        seq = self.out.commit()
+        if seq is None:
             return None
+        self.hold_input(item, seq)  # inference crops these pixels: keep them until it has
         self.extras.update({"persons": n, "n_found": int(rec["n_found"]),
                             "frames_with_person": self.found_frames})
         return WROTE

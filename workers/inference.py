@@ -1,9 +1,12 @@
 """Inference worker (architecture.md §5, §6): every detected person of the newest frame through POCO in one batch.
 
 Reads the detections ring (policy ``latest``), finds the frame the boxes belong to in the
-frames ring by slot and checks that slot's seq before cropping AND after: if capture has
-overwritten it meanwhile the item is skipped and counted (`stale_frames`), so boxes of one
-frame are never applied to the pixels of another. Crops are cut straight from the ring slot
+frames ring by slot and pins it there (architecture.md §2): detection holds that slot until we
+have taken the record, our pin keeps it through the crop and, handed to our output, until the
+publisher has passed the pose record (its image sinks draw the same frame). The slot's seq is
+still checked before cropping AND after: a frame that is gone anyway (no member entry, pin
+table full) is skipped and counted (`stale_frames`), so boxes of one frame are never applied
+to the pixels of another. Crops are cut straight from the ring slot
 (cv2 affine warp on CPU; on CUDA the frame goes to the GPU once and is cropped there), all
 persons run as one batch through the backend, and the outputs become SMPL parameters per
 person (smplx names, full-image translation, joint uncertainty, track id, box, score; SMPL
@@ -33,7 +36,7 @@ from typing import Literal, Union
 import numpy as np
 
 from pipeline.runtime.records import stamp
-from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError, Wrote
+from pipeline.runtime.worker import WROTE, Output, SettingError, Worker, WorkerError, Wrote, stretch_to
 
 TIMING_WINDOW = 256
 LANDMARKS_IK = "landmarks-ik"
@@ -59,6 +62,7 @@ class Params:
     # written when frame N has been launched, or at once when no frame is waiting). false: one
     # frame at a time, each written before the next is read.
     overlap_frames: bool = True
+    min_process_ms: float = 0.0           # test/bench knob: each frame takes at least this long
     min_presence: float = 0.1             # landmarks-ik: below this pose presence a crop holds nobody
 
 
@@ -247,9 +251,9 @@ class Inference(Worker):
         if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
             raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
                              f"0..{self.max_persons}")
+        frame_seq = self._pin_frame(det)  # also for nobody: the publisher's image sinks draw it
         if self._tee is not None:
-            self._tee[1].write(det)
-            self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
+            self._write_tee(det, frame_seq)
         boxes, keep = _usable_boxes(det["boxes"][:count])
         if len(keep) < count:
             self.bad_boxes += count - len(keep)
@@ -258,17 +262,43 @@ class Inference(Worker):
         if len(keep):
             crops = self._crop(det, boxes)
             if crops is None:
+                self._unpin(frame_seq)
                 self.stale += 1
                 self.drops += 1
                 self.extras["stale_frames"] = self.stale
                 return self.flush()
             job = self._submit(crops, (width, height))
-        frame = _InFlight(det, keep, height, width, t0, job)
+        frame = _InFlight(det, keep, height, width, t0, job, frame_seq)
         written = self._finish_in_flight()
         self._in_flight = frame
         if job is None or not self.overlap:
             written += self._finish_in_flight()
+        stretch_to(t0, self.params.min_process_ms)
         return _wrote(written)
+
+    def _pin_frame(self, det) -> int:
+        """Pin the frame slot the record refers to; its seq, or 0 (not pinned: gone, or no entry)."""
+        member = self.ctx.members.get("frames")
+        slot, seq = int(det["frame_slot"]), int(det["frame_seq"])
+        if member is None or not 0 <= slot < self.frames.slots or not seq:
+            return 0
+        return seq if member.pin(slot, seq) else 0
+
+    def _write_tee(self, det, frame_seq: int) -> None:
+        """A/B: B gets this record, and the frame stays until B has passed it (architecture.md §2).
+        Never waits for B: a B that falls behind loses records rather than slowing A down."""
+        ring, out = self._tee
+        seq = out.write(det, keep_generation=True, timeout=0)
+        if seq is None:
+            return
+        self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
+        member = self.ctx.members.get("frames")
+        if frame_seq and member.pin_claimed(frame_seq):
+            out.hold(member, frame_seq, seq)
+
+    def _unpin(self, frame_seq: int) -> None:
+        if frame_seq:
+            self.ctx.members["frames"].unpin(frame_seq)
 
     def pending(self) -> bool:
         return self._in_flight is not None
@@ -289,12 +319,17 @@ class Inference(Worker):
             keep, out = keep[found], {k: v[found] for k, v in out.items()}
         rec = self.out.begin()
         if rec is None:
+            self._unpin(frame.frame_seq)
             return 0
         self._fill(rec, frame.det, keep, out, frame.height, frame.width)
         stamp(rec, "infer_start", frame.t0)
         stamp(rec, "infer_end", time.monotonic_ns())
-        if self.out.commit() is None:
+        seq = self.out.commit()
+        if seq is None:
+            self._unpin(frame.frame_seq)
             return 0
+        if frame.frame_seq:  # the publisher copies this frame for image sinks: hold it until then
+            self.out.hold(self.ctx.members["frames"], frame.frame_seq, seq)
         if not len(keep):
             self.empty += 1
         if self.recorder is not None:
@@ -449,7 +484,7 @@ class Inference(Worker):
         if reader is not None and ring.dtype != reader.ring.dtype:
             ring.close()
             raise SettingError(f"ab_tee: ring {ring_name!r} does not hold {self.input} records")
-        self._tee = (ring, ring.writer(self.generation))
+        self._tee = (ring, Output(ring, self.generation))
         self.extras.update(ab_tee=ring_name, ab_tee_written=0)
         return ring_name
 
@@ -457,9 +492,10 @@ class Inference(Worker):
         tee, self._tee = getattr(self, "_tee", None), None
         self.extras.pop("ab_tee", None)
         if tee is not None:
-            ring, writer = tee
-            writer.release()
-            del tee, writer
+            ring, out = tee
+            out.release_holds(everything=True)
+            out._writer.release()
+            del tee, out
             ring.close()
 
     def info(self) -> dict:
@@ -516,6 +552,7 @@ class _InFlight:
     width: int
     t0: int
     job: _Job | None
+    frame_seq: int = 0         # the frame slot's seq while we pin it (0: not pinned)
 
 
 def _resolve_device(device: str) -> str:

@@ -87,6 +87,8 @@ class Publisher(Worker):
         self.published = 0
         self.no_image = 0
         self._want_image = any(s.wants_image for s in self.sinks)
+        # Pin (and, lossless, hold back capture for) the frames only when a sink draws them.
+        self.hold_reads = ("frames",) if self._want_image else ()
         self._last_extras = 0.0
         self._variant_sinks = [s for s in self.sinks if callable(getattr(s, "send_variant", None))]
         run_id = self.ctx.shared.get("run_id")
@@ -187,18 +189,26 @@ class Publisher(Worker):
                     sink.rest_offsets = viewer_scene.offsets_from_rest_joints(sink.smpl.rest_joints)
 
     def _image(self, rec):
-        """The frame's pixels if its slot still holds it (a copy), else None."""
+        """The frame's pixels if its slot still holds it (a copy), else None. Inference holds
+        the slot until we have passed this record (architecture.md §2); we pin it while copying."""
         frames = self.frames
         if frames is None:
             return None
         fid = int(rec["frame_id"])
+        member = self.ctx.members.get("frames")
         for slot in range(frames.slots):
             seq = frames.slot_seq(slot)
             view = frames.slot_record(slot)
             if seq % 2 or int(view["frame_id"]) != fid:
                 continue
-            h, w = int(view["height"]), int(view["width"])
-            image = np.array(view["pixels"][:h, :w])
+            if member is not None and not member.pin(slot, seq):
+                continue
+            try:
+                h, w = int(view["height"]), int(view["width"])
+                image = np.array(view["pixels"][:h, :w])
+            finally:
+                if member is not None:
+                    member.unpin(seq)
             if frames.slot_seq(slot) == seq:
                 return image
         self.no_image += 1

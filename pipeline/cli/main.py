@@ -126,18 +126,24 @@ def cli(verbose):
 @click.option("--detector", help="Person detector: auto, yolo, blazepose, mediapipe, center, fixed "
                                 "(workers.detection.params.kind).")
 @click.option("--weights", help="YOLO detector weights file, e.g. data/yolo11n.pt (workers.detection.params.model).")
+@click.option("--every-frame", is_flag=True, default=None,
+              help="Lossless: every frame of a video file or image folder once, in order, at the slowest "
+                   "stage's pace; the run ends with the file and prints a summary (default for files "
+                   "played with source.options.realtime=false).")
 @click.option("--no-check", is_flag=True, help="Skip opening the source before the workers start.")
 @click.option("--listen", metavar="HOST",
               help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
                    "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
 @click.argument("overrides", nargs=-1)
-def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights, no_check,
+def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights,
+          every_frame, no_check,
           listen, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
     from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
-             "device": device, "detector": detector, "weights": weights, "seconds": seconds}
+             "device": device, "detector": detector, "weights": weights, "seconds": seconds,
+             "every_frame": every_frame or None}
     try:
         cfg = load_config(config_path, overrides, flags=flags)
         if listen is None:

@@ -72,13 +72,39 @@ def summary(status: dict) -> str:
              f"published {pub.get('frames_out', 0)} frames, {pub.get('fps', 0.0):.1f} fps at the end, "
              f"capture→publish latency p50 {extras.get('latency_p50_ms', 0.0):.1f} ms "
              f"p99 {extras.get('latency_p99_ms', 0.0):.1f} ms"]
+    if status.get("every_frame"):
+        lines += every_frame_summary(status)
     lines.append(status_table(status))
     return "\n".join(lines)
 
 
+STAGES = ("capture", "detection", "inference", "publisher")
+
+
+def every_frame_summary(status: dict) -> list[str]:
+    """Lossless runs: frames read vs published, throughput, and each stage's mean time per frame."""
+    rows = {w["name"]: w for w in status.get("workers", [])}
+    pub = _publisher(status)
+    read = rows.get("capture", {}).get("frames_out", 0)
+    published = pub.get("frames_out", 0)
+    span = float(pub.get("extras", {}).get("out_span_s") or 0.0)
+    fps = (published - 1) / span if published > 1 and span > 0 else 0.0
+    missing = f" — {read - published} NOT published" if read != published else ", none lost"
+    per_stage = []
+    for name in STAGES:
+        w = rows.get(name)
+        if not w:
+            continue
+        frames = w.get("frames_out" if name == "capture" else "frames_in", 0)
+        busy = float(w.get("extras", {}).get("busy_s") or 0.0)
+        per_stage.append(f"{name} {1000.0 * busy / frames:.1f} ms" if frames else f"{name} -")
+    return [f"every frame: {read} read, {published} published{missing}; {fps:.2f} fps over {span:.1f} s",
+            f"time per frame (mean): {', '.join(per_stage)}"]
+
+
 def status_table(status: dict) -> str:
-    cols = ("worker", "pid", "gen", "state", "fps", "p50 ms", "p99 ms", "in", "out", "drops", "cpu %",
-            "rss MB", "restarts", "thr", "info")
+    cols = ("worker", "pid", "gen", "state", "fps", "p50 ms", "p99 ms", "in", "out", "skipped", "drops",
+            "cpu %", "rss MB", "restarts", "thr", "info")
     rows = []
     # Side rows: a swap's new generation while it starts (with its progress), A/B processes.
     every = status.get("workers", []) + status.get("side_workers", [])
@@ -98,13 +124,13 @@ def status_table(status: dict) -> str:
             note = f"[{starting}] {note}"
         rows.append((w["name"], str(w.get("pid") or "-"), str(w["generation"]), w["state"],
                      f"{w['fps']:.1f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", str(w["frames_in"]),
-                     str(w["frames_out"]), str(w["drops"]), f"{w['cpu_percent']:.0f}",
+                     str(w["frames_out"]), str(w.get("skipped", 0)), str(w["drops"]), f"{w['cpu_percent']:.0f}",
                      f"{w['rss_bytes'] / 2**20:.0f}", str(w.get("restarts", 0)), str(w.get("threads") or "-"),
                      note))
     gpu = [w.get("extras", {}).get("gpu_mem_bytes") for w in every]
     if any(isinstance(g, (int, float)) for g in gpu):  # workers on a GPU report gpu_mem_bytes in extras
-        cols = cols[:12] + ("gpu MB",) + cols[12:]
-        rows = [r[:12] + (f"{g / 2**20:.0f}" if isinstance(g, (int, float)) else "-",) + r[12:]
+        cols = cols[:13] + ("gpu MB",) + cols[13:]
+        rows = [r[:13] + (f"{g / 2**20:.0f}" if isinstance(g, (int, float)) else "-",) + r[13:]
                 for r, g in zip(rows, gpu)]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{n}}}" for n in widths)

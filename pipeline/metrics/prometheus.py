@@ -44,6 +44,8 @@ class PrometheusExporter:
         self.worker_frames = Counter("posepipe_worker_frames", "Frames a worker produced", ["worker"], registry=r)
         self.worker_drops = Counter("posepipe_worker_drops", "Frames a worker dropped or lost to overruns",
                                     ["worker"], registry=r)
+        self.worker_skipped = Counter("posepipe_worker_skipped", "Frames a worker passed over by design "
+                                      "(newest frame wins; not lost)", ["worker"], registry=r)
         self.worker_fps = Gauge("posepipe_worker_fps", "Worker throughput from its heartbeat", ["worker"], registry=r)
         self.worker_cpu = Gauge("posepipe_worker_cpu_percent", "Worker CPU %", ["worker"], registry=r)
         self.worker_rss = Gauge("posepipe_worker_rss_bytes", "Worker resident memory", ["worker"], registry=r)
@@ -51,7 +53,7 @@ class PrometheusExporter:
         self.gpu_mem = Gauge("posepipe_gpu_memory_bytes", "GPU memory reported by a worker", ["worker"], registry=r)
         for stage in STAGE_SPANS:
             self.latency.labels(stage=stage)  # every stage shows up, even before its first frame
-        self._last_counts: dict[str, tuple[int, int]] = {}
+        self._last_counts: dict[str, tuple[int, int, int]] = {}
         self._server = None
         self._thread = None
 
@@ -70,11 +72,11 @@ class PrometheusExporter:
         self.fps.set(fps if math.isfinite(fps) else 0.0)
 
     def observe_worker(self, name: str, st: WorkerStats) -> None:
-        frames, drops = st.frames_out, st.drops + st.overruns
-        last_frames, last_drops = self._last_counts.get(name, (0, 0))
-        self.worker_frames.labels(worker=name).inc(frames - last_frames if frames >= last_frames else frames)
-        self.worker_drops.labels(worker=name).inc(drops - last_drops if drops >= last_drops else drops)
-        self._last_counts[name] = (frames, drops)
+        counts = (st.frames_out, st.drops + st.overruns, st.skipped)
+        last = self._last_counts.get(name, (0, 0, 0))
+        for counter, now, before in zip((self.worker_frames, self.worker_drops, self.worker_skipped), counts, last):
+            counter.labels(worker=name).inc(now - before if now >= before else now)  # restarted: from 0
+        self._last_counts[name] = counts
         for gauge, value in ((self.worker_fps, st.fps), (self.worker_cpu, st.cpu_percent),
                              (self.worker_rss, st.rss_bytes), (self.gpu_util, st.gpu_util_percent),
                              (self.gpu_mem, st.gpu_mem_bytes)):

@@ -65,6 +65,7 @@ EXTRA_COLUMNS = (
     *[f"CPU % {w}" for w in WORKERS],
     *[f"RSS (MB) {w}" for w in WORKERS],
     "GPU Util (%)", "GPU Memory (MB)",
+    *[f"Skipped Frames {w}" for w in WORKERS],   # last: files of earlier versions stay appendable
 )
 HEADER = SEED_COLUMNS + EXTRA_COLUMNS
 
@@ -163,6 +164,7 @@ def build_row(summary: WindowSummary, condition: str,
     for w in WORKERS:
         st = summary.workers.get(w)
         v[f"Dropped Frames {w}"] = summary.worker_drops.get(w, math.nan)
+        v[f"Skipped Frames {w}"] = summary.worker_skipped.get(w, math.nan)
         v[f"CPU % {w}"] = st.cpu_percent if st else math.nan
         v[f"RSS (MB) {w}"] = st.rss_bytes / 2**20 if st else math.nan
     missing = set(HEADER) - set(v)
@@ -224,6 +226,9 @@ def _columns_for(path: Path, existing: str) -> tuple[str, ...]:
     if found == SEED_COLUMNS:
         log.info("%s has the seed's nine columns only; appending those and leaving out posepipe's extras", path)
         return SEED_COLUMNS
+    if len(found) > len(SEED_COLUMNS) and found == HEADER[:len(found)]:
+        log.info("%s was started by an earlier posepipe; appending its %d columns", path, len(found))
+        return found
     for i, (want, got) in enumerate(zip(HEADER, found)):
         if want != got:
             reason = f"column {i + 1} is {got!r} where {want!r} is expected"

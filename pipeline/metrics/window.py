@@ -13,7 +13,9 @@ Rules (the seed's, kept so old and new CSV rows compare):
 - Latency (corrected; the seed timed its loop including the camera wait): mean capture→publish
   per frame. Per-stage spans are reported as p50/p95/p99.
 - Dropped frames per worker: growth of that worker's drops + overruns counters during the
-  window (its heartbeats are cumulative); CPU %, RSS and GPU numbers: the newest heartbeat.
+  window (its heartbeats are cumulative): frames lost. Skipped frames per worker: growth of its
+  `skipped` counter: frames a `latest` reader passed over by design (newest frame wins), not
+  lost. CPU %, RSS and GPU numbers: the newest heartbeat.
 - GPU (only workers on a GPU report it, profiling/device_stats.py): memory is the sum over the
   workers, utilisation the highest reported; NaN (not measured) when no worker reported it.
 """
@@ -47,6 +49,7 @@ class WorkerStats:
     frames_out: int = 0
     drops: int = 0
     overruns: int = 0
+    skipped: int = 0
     cpu_percent: float = math.nan
     rss_bytes: float = math.nan
     gpu_util_percent: float = math.nan
@@ -69,6 +72,7 @@ class WorkerStats:
             "frames_out": ("frames_out",),
             "drops": ("drops", "dropped"),
             "overruns": ("overruns",),
+            "skipped": ("skipped",),
             "cpu_percent": ("cpu_percent", "cpu"),
             "rss_bytes": ("rss_bytes", "rss"),
             "gpu_util_percent": ("gpu_util_percent", "gpu_util"),
@@ -112,6 +116,7 @@ class WindowSummary:
     stage_ms: dict[str, dict[float, float]] = field(default_factory=dict)
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     worker_drops: dict[str, int] = field(default_factory=dict)
+    worker_skipped: dict[str, int] = field(default_factory=dict)
     gpu_util_percent: float = math.nan
     gpu_mem_bytes: float = math.nan
 
@@ -187,6 +192,8 @@ class TrailingWindow:
             grown = (newest.drops + newest.overruns) - (base.drops + base.overruns)
             # A restarted worker starts its counters at 0 again: count what the new one saw.
             s.worker_drops[name] = grown if grown >= 0 else newest.drops + newest.overruns
+            skipped = newest.skipped - base.skipped
+            s.worker_skipped[name] = skipped if skipped >= 0 else newest.skipped
             # Workers on GPUs (inference, detection) each report their own memory and the
             # device's utilisation: the pipeline uses the sum of the memory and the busiest device.
             if math.isfinite(newest.gpu_util_percent):

@@ -37,8 +37,9 @@ class Ready:
 class Stats:
     frames_in: int = 0
     frames_out: int = 0
-    drops: int = 0
-    overruns: int = 0
+    drops: int = 0          # items lost: overwritten before a `next` reader got them, or dropped
+    overruns: int = 0       # reads that found their item overwritten (never returned torn)
+    skipped: int = 0        # items a `latest` reader passed over by design (newest wins), not lost
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     cpu_percent: float = 0.0

@@ -45,6 +45,14 @@ start the new generation (it writes nothing yet), `set_owner(new)`, the old writ
 holds the ring when the owner is set; with the owner unset the caller guarantees there is
 a single writer.
 
+Members and progress (architecture.md §2; `ring_members.py`). Processes that read a ring register
+an entry in its member table: what they claim or pin, what they have taken and done, and in
+lossless mode which frames they still need. A writer in live mode passes over slots whose item a
+live member holds (its write number is skipped, so no item has that seq); in lossless mode it
+waits until the oldest slot is free. Each slot's seq line also holds the item's commit number
+(1, 2, 3, ... over the ring's life), so readers count items they never saw exactly, whatever
+write numbers were skipped.
+
 Frame ids. When the dtype has a `frame_id` field, the header keeps `last_frame_id` of
 the newest committed record and a commit whose frame_id is not greater is dropped
 (`commit()`/`write()` return None; the half-written slot is left odd and is reused by
@@ -76,10 +84,12 @@ from typing import Any
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
 
+from pipeline.runtime.ring_members import MAX_MEMBERS, MEMBER_DTYPE, TABLE_BYTES, MemberTable, RingMember, full_fence
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"PPRING01"
-VERSION = 1
+VERSION = 2  # 2: member table and commit numbers
 SHM_PREFIX = "posepipe-"
 SHM_DIR = "/dev/shm"
 PAGE = 4096
@@ -114,7 +124,11 @@ _FIELDS = {
     "writer_pid": ("<i8", 96),
     "last_frame_id": ("<i8", 104),
     "newest_seq": ("<u8", 128),  # own cache line: written on every commit
+    "commits": ("<u8", 136),     # items committed so far (a slot's commit number is its rank)
     "descr_len": ("<u8", 192),
+    "members_offset": ("<u8", 200),
+    "max_members": ("<u8", 208),
+    "space": ("<u4", 256),       # futex word bumped by members: writers waiting for space or demand
 }
 
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower())
@@ -269,16 +283,23 @@ class Ring:
         stride = int(self._f["slot_stride"][0])
         seq_off = int(self._f["seq_offset"][0])
         data_off = int(self._f["data_offset"][0])
+        members_off = int(self._f["members_offset"][0])
+        n_members = int(self._f["max_members"][0])
         if (self.dtype.itemsize != int(self._f["itemsize"][0]) or self.slots < 2 or stride < self.dtype.itemsize
-                or data_off + stride * self.slots > len(buf) or seq_off + SEQ_STRIDE * self.slots > data_off):
+                or data_off + stride * self.slots > len(buf) or seq_off + SEQ_STRIDE * self.slots > members_off
+                or not 0 < n_members <= MAX_MEMBERS or members_off + MEMBER_DTYPE.itemsize * n_members > data_off):
             raise RingError(f"ring {shm.name!r} has an inconsistent header (geometry does not fit the block)")
         self._seqs = np.ndarray((self.slots,), dtype="<u8", buffer=buf, offset=seq_off, strides=(SEQ_STRIDE,))
+        self._commits = np.ndarray((self.slots,), dtype="<u8", buffer=buf, offset=seq_off + 8, strides=(SEQ_STRIDE,))
         self._records = np.ndarray((self.slots,), dtype=self.dtype, buffer=buf, offset=data_off, strides=(stride,))
         self._views = [self._records[i, ...] for i in range(self.slots)]
         self._wake_addr = self._f["wake"].ctypes.data
         self._has_frame_id = self.dtype.names is not None and "frame_id" in self.dtype.names
         self.shm_name = shm.name.lstrip("/")
         self.name = self.shm_name
+        self._space_addr = self._f["space"].ctypes.data
+        table = np.ndarray((n_members,), dtype=MEMBER_DTYPE, buffer=buf, offset=members_off)
+        self.members = MemberTable(self.shm_name, table, shm._fd, self._seqs, self._bump_space, _pid_alive)
 
     # ---- lifetime -------------------------------------------------------------------------------
     @classmethod
@@ -295,7 +316,8 @@ class Ring:
         descr = json.dumps(dtype_to_descr(dtype)).encode()
         header_bytes = _align(_DESCR_OFFSET + len(descr), PAGE)
         seq_off = header_bytes
-        data_off = _align(seq_off + SEQ_STRIDE * slots, PAGE)
+        members_off = _align(seq_off + SEQ_STRIDE * slots, PAGE)
+        data_off = _align(members_off + TABLE_BYTES, PAGE)
         stride = _align(dtype.itemsize, PAGE if dtype.itemsize > PAGE else SLOT_ALIGN)
         size = data_off + stride * slots
         shm_name = ring_shm_name(run_id, name)
@@ -315,7 +337,8 @@ class Ring:
                            ("data_offset", data_off), ("creator_pid", os.getpid()),
                            ("creator_start", _proc_start_time(os.getpid())), ("owner_generation", -1),
                            ("writer_generation", -1), ("writer_pid", 0), ("last_frame_id", -1),
-                           ("newest_seq", 0), ("descr_len", len(descr))):
+                           ("newest_seq", 0), ("commits", 0), ("descr_len", len(descr)),
+                           ("members_offset", members_off), ("max_members", MAX_MEMBERS)):
             f[key][0] = value
         f["magic"][0] = MAGIC  # last: a block is a valid ring only once the header is complete
         del f, buf
@@ -343,7 +366,8 @@ class Ring:
         if self._closed:
             return
         self._closed = True
-        self._f = self._seqs = self._records = None
+        self.members.close()
+        self._f = self._seqs = self._commits = self._records = None
         self._views = []
         try:
             self._shm.close()
@@ -432,9 +456,22 @@ class Ring:
         self._check_open()
         return RingWriter(self, int(generation))
 
-    def reader(self, policy: str = "latest") -> RingReader:
+    def reader(self, policy: str = "latest", member: RingMember | None = None) -> RingReader:
+        """A cursor; with `member` (from `members.register`) its reads claim what they read."""
         self._check_open()
-        return RingReader(self, policy)
+        return RingReader(self, policy, member)
+
+    def _bump_space(self) -> None:
+        self._f["space"][0] = (int(self._f["space"][0]) + 1) & 0xFFFFFFFF
+        _futex_wake(self._space_addr)
+
+    def space_word(self) -> int:
+        return int(self._f["space"][0])
+
+    def wait_space(self, word: int, timeout_s: float) -> None:
+        """Sleep until a member changes something (claim, pin, taken, done, need) or `timeout_s`."""
+        if timeout_s > 0:
+            _futex_wait(self._space_addr, word, min(timeout_s, WAIT_SLICE_S))
 
     def __repr__(self) -> str:
         return f"Ring({self.shm_name!r}, slots={self.slots}, itemsize={self.dtype.itemsize})"
@@ -471,8 +508,11 @@ class RingWriter:
         self._writer_pid = f["writer_pid"]
         self._last_fid = f["last_frame_id"]
         self._newest = f["newest_seq"]
+        self._commits_total = f["commits"]
         self._wake = f["wake"]
         self._seqs = ring._seqs
+        self.full = False           # the last begin()/write() found no free slot in time
+        self.skipped_slots = 0      # slots passed over because a member held their item
 
     def may_write(self) -> bool:
         owner = int(self._owner[0])
@@ -492,17 +532,58 @@ class RingWriter:
             return True
         return False
 
-    def begin(self) -> np.ndarray | None:
-        """Open the next slot for writing; returns its 0-d view, or None if this writer may not write."""
+    def begin(self, timeout: float = 0.0) -> np.ndarray | None:
+        """Open the next slot for writing; returns its 0-d view, or None if this writer may not
+        write (`full` False) or no slot became free within `timeout` seconds (`full` True).
+
+        Live mode passes over slots whose item a live member claims or pins; lossless mode (a
+        member registered with backpressure) writes the oldest slot only once every such member
+        is done with its frame and nobody holds it (see `ring_members`)."""
         if self._pending is not None:
             raise RingError(f"ring {self.ring.shm_name}: begin() called twice without commit()")
+        self.full = False
         if not self.may_write():
             return None
-        n = int(self._newest[0]) // 2
+        ring, members = self.ring, self.ring.members
+        deadline = None
+        while True:
+            word = ring.space_word()
+            n0 = int(self._newest[0]) // 2
+            floor = members.need_floor()
+            if floor is not None:
+                if self._free_for_lossless(n0 % ring.slots, floor) and self._open(n0):
+                    return ring._views[n0 % ring.slots]
+            else:
+                for n in range(n0, n0 + ring.slots):
+                    if not members.held(int(self._seqs[n % ring.slots])) and self._open(n):
+                        self.skipped_slots += n - n0
+                        return ring._views[n % ring.slots]
+            now = time.monotonic()
+            deadline = now + max(timeout, 0.0) if deadline is None else deadline
+            if now >= deadline:
+                self.full = True
+                return None
+            ring.wait_space(word, deadline - now)
+
+    def _free_for_lossless(self, slot: int, floor: int) -> bool:
+        old = int(self._seqs[slot])
+        if old == 0 or old & 1:
+            return True  # never written, or left unpublished
+        if self.ring._has_frame_id and int(self.ring._views[slot]["frame_id"]) >= floor:
+            return False  # a member still needs that frame
+        return not self.ring.members.held(old)
+
+    def _open(self, n: int) -> bool:
+        """Mark slot n % slots as being written (odd), unless a member claimed its item meanwhile."""
         slot = n % self.ring.slots
+        old = int(self._seqs[slot])
         self._seqs[slot] = 2 * n + 1
+        full_fence()  # the odd seq is visible before we look for claims (ring_members: claim protocol)
+        if self.ring.members.held(old):
+            self._seqs[slot] = old
+            return False
         self._pending = (slot, 2 * n + 2)
-        return self.ring._views[slot]
+        return True
 
     def commit(self) -> int | None:
         """Publish the slot opened by begin(); returns its seq, or None if its frame_id was stale."""
@@ -515,6 +596,9 @@ class RingWriter:
             if fid <= int(self._last_fid[0]):
                 return None  # slot stays odd (its old item is gone either way) and is reused next
             self._last_fid[0] = fid
+        commit_no = int(self._commits_total[0]) + 1
+        self.ring._commits[slot] = commit_no  # before the even seq: a reader that sees the seq sees this
+        self._commits_total[0] = commit_no
         self._seqs[slot] = seq
         self._newest[0] = seq
         self._wake[0] = (int(self._wake[0]) + 1) & 0xFFFFFFFF
@@ -525,13 +609,14 @@ class RingWriter:
         """Give up the slot opened by begin() without publishing it."""
         self._pending = None
 
-    def write(self, record) -> int | None:
+    def write(self, record, timeout: float = 0.0) -> int | None:
         """Copy a whole record (0-d array or np.void of the ring dtype) into the next slot."""
         if record.dtype != self.ring.dtype:
             raise RingError(f"ring {self.ring.shm_name}: record dtype does not match the ring's")
+        self.full = False
         if self.ring._has_frame_id and int(record["frame_id"]) <= int(self._last_fid[0]):
             return None
-        view = self.begin()
+        view = self.begin(timeout)
         if view is None:
             return None
         view[...] = record
@@ -544,26 +629,39 @@ class RingWriter:
 
 
 class RingReader:
-    """A cursor over a ring. Policies: 'latest' (newest item) or 'next' (every item in order)."""
+    """A cursor over a ring. Policies: 'latest' (newest item) or 'next' (every item in order).
 
-    def __init__(self, ring: Ring, policy: str = "latest"):
+    With a `member` (registered in the ring's member table) every read claims its item first, so
+    the writer cannot overwrite it while it is read; a zero-copy item (copy=False) stays claimed
+    until `done(item)`, a copied one only while it is copied. The member's taken/done/need fields
+    follow the reads (demand, hand-over, lossless back-pressure: `ring_members`)."""
+
+    def __init__(self, ring: Ring, policy: str = "latest", member: RingMember | None = None):
         if policy not in ("latest", "next"):
             raise RingError(f"reader policy must be 'latest' or 'next', got {policy!r}")
         _syscall()  # fail now, not on the first wait, where futexes are missing
         self.ring = ring
         self.policy = policy
+        self.member = member
         self.cursor = ring.newest_seq()
         self.overruns = 0
         self.skipped = 0
         self.reads = 0
+        self.expect_ns = 0  # member: how long an item takes to process, so producers deliver just in time
         self._returned = self.cursor  # seq of the last item returned (gaps are counted from it)
+        # commit number of that item: gaps are counted in commits, which skipped write numbers lack
+        self._returned_commit = int(ring._commits[ring.slot_of(self.cursor)]) if self.cursor else 0
         self._newest = ring._f["newest_seq"]
         self._wake = ring._f["wake"]
         self._seqs = ring._seqs
+        self._commits = ring._commits
+        if member is not None:
+            member.took(self.cursor)
 
     def _try_read(self, copy: bool) -> ReadItem | None:
         ring = self.ring
         slots = ring.slots
+        member = self.member
         while True:
             newest = int(self._newest[0])
             if newest <= self.cursor:
@@ -575,19 +673,43 @@ class RingReader:
                 # seqlock check below drops it.
                 target = max(self.cursor + 2, newest - 2 * (slots - 1))
             slot = (target // 2 - 1) % slots
-            if int(self._seqs[slot]) == target:
+            seq = int(self._seqs[slot])
+            if seq == target and (member is None or member.claim(slot, target)):
                 view = ring._views[slot]
                 record = view.copy() if copy else view
+                commit = int(self._commits[slot])
                 if int(self._seqs[slot]) == target:
-                    gap = (target - self._returned) // 2 - 1
+                    gap = max(commit - self._returned_commit - 1, 0)
                     self.skipped += gap
                     self.cursor = self._returned = target
+                    self._returned_commit = commit
                     self.reads += 1
+                    if member is not None:
+                        if copy:
+                            member.clear_claim()
+                        member.took(target, self.expect_ns)
                     return ReadItem(seq=target, slot=slot, record=record, overwritten_before=gap)
+                if member is not None:
+                    member.clear_claim()
+            elif self.policy == "next" and seq < target:
+                # The writer passed this slot over (a member held its older item): write number
+                # `target` was skipped and no item ever had that seq. Nothing was lost.
+                self.cursor = target
+                continue
             # Overwritten before or while we read it: drop it, never return torn data.
             self.overruns += 1
             if self.policy == "next":
                 self.cursor = target  # lost; shows up in the next item's overwritten_before
+
+    def done(self, item: ReadItem, frame_id: int | None = None) -> None:
+        """The item is fully processed: its claim goes, and (lossless) frames up to `frame_id` too."""
+        if self.member is not None:
+            self.member.finished(item.seq, frame_id)
+
+    def close(self) -> None:
+        """Give the member entry back (what it claimed or pinned is released)."""
+        if self.member is not None:
+            self.member.close()
 
     def read(self, timeout: float | None = 0.5, copy: bool = True) -> ReadItem | None:
         """The next item by policy; blocks (without spinning) up to `timeout` s, None on timeout."""

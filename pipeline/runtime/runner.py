@@ -109,6 +109,11 @@ class Runner:
         self.frames_in = 0
         self.frames_out = 0
         self.drops = 0
+        self.skipped = 0       # items a `latest` reader passed over by design (not lost)
+        self.busy_s = 0.0      # time spent in process()/flush()
+        self.out_span = (0.0, 0.0)  # monotonic time of the first and the newest output
+        self.expected_ms = 0.0      # p50 of process(), refreshed with every heartbeat
+        self.read_members: dict = {}
         self.timings = _Timings()
         self.last_loop = time.monotonic()
         self.rings: dict = {}
@@ -163,6 +168,11 @@ class Runner:
             self.main_done.set()
             thread.join(timeout=2.0)
             self.link.close()
+            if self.worker is not None and self.worker.out is not None:
+                self.worker.out.release_holds(everything=True)
+            for member in [self.reader, *self.read_members.values()]:
+                if member is not None:
+                    member.close()  # what this process claimed or pinned is free at once
             self.worker = self.reader = None
             for ring in self.rings.values():
                 ring.close()
@@ -184,12 +194,40 @@ class Runner:
         self.worker = cls(params, ctx)
         if spec["output"]:
             self.worker.out = Output(self.rings[spec["output"]], self.generation)
-        if spec["input"]:
-            self.reader = self.rings[spec["input"]].reader(policy=spec["policy"])
+            self.worker.out.waiting = self._waiting_for_space
         self.worker.setup()
+        self._join_rings()
+
+    def _waiting_for_space(self) -> bool:
+        self.last_loop = time.monotonic()  # held back by a slower stage (lossless), not stuck
+        return self.stop_event.is_set()
+
+    def _join_rings(self) -> None:
+        """Register in the rings this worker reads, once it is ready to read (architecture.md §2):
+        the input reader claims what it reads and says what it has taken and done (producers on
+        demand wait for that); the `reads` rings get an entry for the slots the worker pins. In
+        lossless mode (`every_frame`) every reader reads `next` and holds back its producers."""
+        spec, worker = self.spec, self.worker
+        if not spec["input"]:
+            return
+        lossless = bool((spec["shared"] or {}).get("every_frame"))
+        ring = self.rings[spec["input"]]
+        first = ring.last_frame_id + 1
+        member = ring.members.register(consumer=True, backpressure=lossless, generation=self.generation,
+                                       taken=ring.newest_seq(), need_fid=first)
+        self.reader = ring.reader(policy="next" if lossless else spec["policy"], member=member)
+        names = worker.hold_reads if worker.hold_reads is not None else spec["reads"]
+        for name in names:
+            if name in self.rings:
+                r = self.rings[name]
+                self.read_members[name] = r.members.register(consumer=False, backpressure=lossless,
+                                                             generation=self.generation, taken=r.newest_seq(),
+                                                             need_fid=first)
+        worker.ctx.members = self.read_members
 
     def _loop(self) -> int:
         worker, reader = self.worker, self.reader
+        on_demand = worker.on_demand and worker.out is not None
         while not self.stop_event.is_set():
             self.last_loop = time.monotonic()
             self._apply_commands()
@@ -200,6 +238,10 @@ class Runner:
                     return 1
                 self.stop_event.wait(0.05)
                 continue
+            if on_demand and not worker.out.wait_for_demand(
+                    self._lead_ns(), int(self.expected_ms * 1e6), after_take=worker.demand_after_take,
+                    upstream=reader.member if reader is not None else None):
+                continue  # no consumer wants a record yet: do not make one it would skip
             item = None
             if reader is not None:
                 pending = worker.pending()
@@ -208,17 +250,40 @@ class Runner:
                     # Nothing new right now: write what a pipelined worker held back.
                     if pending and self._step(worker.flush, extend=True) is _CRASHED:
                         return 1
+                    if worker.out is not None:
+                        worker.out.release_holds()
                     continue
                 self.frames_in += 1
-                self.drops += item.overwritten_before
+                if reader.policy == "latest":
+                    self.skipped += item.overwritten_before
+                else:
+                    self.drops += item.overwritten_before
             result = self._step(worker.process, item)
             if result is _CRASHED:
                 return 1
+            if item is not None:
+                self._done(item)
             if reader is None and result is not None:
                 self.frames_in += 1
         if worker.pending():
             self._step(worker.flush, extend=True)  # a clean stop still writes the last item
         return 0
+
+    def _done(self, item) -> None:
+        """Tell the rings the item is processed: its claim goes; lossless, its frame is released."""
+        try:
+            fid = int(item.record["frame_id"])
+        except (ValueError, IndexError, KeyError, TypeError):  # a record without frame_id
+            fid = None
+        self.reader.done(item, fid)
+        if fid is not None:
+            for member in self.read_members.values():
+                if member.backpressure:
+                    member.need(fid + 1)
+
+    def _lead_ns(self) -> int:
+        """How long before a consumer wants a record this worker starts making it."""
+        return int((1.5 * self.expected_ms + 5.0) * 1e6)
 
     def _step(self, fn, *args, extend: bool = False):
         """One process()/flush() call and its bookkeeping; returns its result, or _CRASHED. A
@@ -232,10 +297,14 @@ class Runner:
             self.stop_reason = "crashed"
             return _CRASHED
         ms = (time.perf_counter() - t0) * 1000.0
+        if reader is None and result is None and not extend:
+            return result  # a source that wrote nothing (lossless: waited for space): not a frame's time
+        self.busy_s += ms / 1000.0
         if extend:
             self.timings.extend_last(ms)
         else:
             self.timings.add(ms)
+        before = self.frames_out
         if isinstance(result, Wrote):
             self.frames_out += result.count
         elif result is not None:
@@ -245,6 +314,9 @@ class Runner:
                 self.frames_out += 1
         elif out is None and reader is not None and not extend:
             self.frames_out += 1  # a terminal stage (metrics): what it consumed is its output
+        if self.frames_out != before:
+            now = time.monotonic()
+            self.out_span = (self.out_span[0] or now, now)
         return result
 
     def _apply_commands(self) -> None:
@@ -307,6 +379,8 @@ class Runner:
                 except queue.Empty:
                     break
             if self.main_done.is_set():
+                # Final counts (a lossless run's summary compares frames read and published).
+                self.link.send(Heartbeat(self.name, self.generation, self._stats(proc)))
                 while True:  # the main loop queued `bye` (and maybe `finished`) just before
                     try:
                         self.link.send(self.outbox.get_nowait())
@@ -326,6 +400,10 @@ class Runner:
 
     def _stats(self, proc) -> Stats:
         p50, p99 = self.timings.percentiles()
+        self.expected_ms = p50
+        if self.reader is not None:
+            # when we will want the next item, a little early: a producer on demand makes it just in time
+            self.reader.expect_ns = int(p50 * 0.9e6)
         now = time.monotonic()
         self._fps_window.append((now, self.frames_out))
         while len(self._fps_window) > 2 and now - self._fps_window[0][0] > 3.0:
@@ -334,7 +412,8 @@ class Runner:
         fps = (self.frames_out - n0) / (now - t0) if now > t0 else 0.0
         worker = self.worker
         reader = self.reader
-        extras = {"fps": round(fps, 2), "state": self.state, "loop_age_s": round(now - self.last_loop, 3)}
+        extras = {"fps": round(fps, 2), "state": self.state, "loop_age_s": round(now - self.last_loop, 3),
+                  "busy_s": round(self.busy_s, 3), "out_span_s": round(self.out_span[1] - self.out_span[0], 3)}
         drops = self.drops
         overruns = 0
         if worker is not None:
@@ -345,6 +424,8 @@ class Runner:
             drops += worker.drops
             if worker.out is not None:
                 extras["suppressed"] = worker.out.suppressed
+                if worker.out.forced_releases:
+                    extras["holds_let_go"] = worker.out.forced_releases
         if reader is not None:
             overruns = reader.overruns
         cpu, rss = 0.0, 0
@@ -355,7 +436,7 @@ class Runner:
             except Exception:
                 pass
         return Stats(frames_in=self.frames_in, frames_out=self.frames_out, drops=int(drops),
-                     overruns=int(overruns), p50_ms=round(p50, 3), p99_ms=round(p99, 3),
+                     overruns=int(overruns), skipped=int(self.skipped), p50_ms=round(p50, 3), p99_ms=round(p99, 3),
                      cpu_percent=float(cpu), rss_bytes=int(rss), extras=_plain(extras))
 
 

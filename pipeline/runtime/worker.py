@@ -40,9 +40,16 @@ Every record written through `self.out` is stamped with this worker's generation
 """
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+WAIT_SLICE_S = 0.1  # a waiting Output calls `waiting` this often
+HOLD_CAP = 3        # inputs held for consumers of one output, at most (older ones are let go)
 
 @dataclass(frozen=True)
 class Wrote:
@@ -73,10 +80,13 @@ class WorkerContext:
     rings: dict = field(default_factory=dict)        # ring name -> attached Ring
     shared: dict = field(default_factory=dict)       # pipeline-wide settings: source, sinks, max_persons
     runner: Any = None                                # the runner, for progress/finish/events
+    members: dict = field(default_factory=dict)       # ring name -> RingMember for the `reads` rings
 
 
 class Output:
-    """The worker's view of its output ring: stamps the generation into every record."""
+    """The worker's view of its output ring: stamps the generation into every record, waits for
+    space in lossless mode, holds inputs until consumers have passed the records made from them,
+    and tells an on-demand worker when a consumer wants its next record (architecture.md §2)."""
 
     def __init__(self, ring, generation: int):
         self.ring = ring
@@ -85,14 +95,22 @@ class Output:
         self._rec = None
         self.written = 0
         self.suppressed = 0
+        self.full = False                 # the last begin()/write() found no space (lossless, or all held)
+        # Called while waiting for space, every WAIT_SLICE_S; True = give up (the runner: the worker
+        # stops). Back-pressure is not a hang: the runner counts the wait as a turn of its loop.
+        self.waiting = lambda: False
+        self._holds: collections.deque = collections.deque()   # (output seq, member, input seq)
+        self.forced_releases = 0          # holds let go before every consumer had passed them
 
     def may_write(self) -> bool:
         return self._writer.may_write()
 
-    def begin(self):
-        """The next output slot to fill in place, or None while another generation owns the ring."""
-        self._rec = self._writer.begin()
-        if self._rec is None:
+    def begin(self, timeout: float | None = None):
+        """The next output slot to fill in place, or None while another generation owns the ring
+        (`full` False) or when no slot became free in `timeout` s (`full` True; None: wait until
+        one is free or the worker stops)."""
+        self._rec = self._wait_for_space(self._writer.begin, timeout)
+        if self._rec is None and not self.full:
             self.suppressed += 1
         return self._rec
 
@@ -110,21 +128,100 @@ class Output:
         self._rec = None
         self._writer.abort()
 
-    def write(self, record, keep_generation: bool = False):
+    def write(self, record, keep_generation: bool = False, timeout: float | None = None):
         """Copy a whole record; returns its seq, or None when another generation owns the ring
-        (or its frame_id is not newer). `keep_generation`: a relay (the publisher) keeps the
-        generation of the worker that produced the record instead of stamping its own."""
+        (or its frame_id is not newer, or no space came free: `full`). `keep_generation`: a relay
+        (the publisher) keeps the generation of the worker that produced the record instead of
+        stamping its own."""
         if not self._writer.may_write():
             self.suppressed += 1
             return None
         if not keep_generation:
             record["generation"] = self.generation
-        seq = self._writer.write(record)
+        seq = self._wait_for_space(lambda t: self._writer.write(record, t), timeout)
         if seq is not None:
             self.written += 1
-        else:
+        elif not self.full:
             self.suppressed += 1
         return seq
+
+    def _wait_for_space(self, attempt, timeout: float | None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.release_holds()
+            now = time.monotonic()
+            slice_s = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - now))
+            result = attempt(slice_s)
+            self.full = result is None and self._writer.full
+            if not self.full or self.waiting() or (deadline is not None and time.monotonic() >= deadline):
+                return result
+
+    # ---- holding inputs for the consumers of this output ----------------------------------------
+    def hold(self, member, input_seq: int, output_seq: int) -> None:
+        """Keep item `input_seq` of another ring (pinned by `member`, this process's entry there)
+        until every consumer of this ring has passed record `output_seq`; the pin is ours now.
+        Lossless mode needs no holds: every downstream member declares the frames it still needs."""
+        if member.backpressure:
+            member.unpin(input_seq)
+            return
+        self._holds.append((output_seq, member, input_seq))
+        self.release_holds()
+
+    def release_holds(self, everything: bool = False) -> None:
+        if not self._holds:
+            return
+        taken, done, _ = self.ring.members.consumers()
+        while self._holds:
+            out_seq, member, in_seq = self._holds[0]
+            passed = everything or not len(taken) or bool(np.all((done >= out_seq) | (taken > out_seq)))
+            if not passed:
+                break
+            self._holds.popleft()
+            member.unpin(in_seq)
+        while len(self._holds) > HOLD_CAP:
+            # A consumer much slower than the others (an A/B variant, a swap's new generation):
+            # it takes the newest record when it is free, so the old ones are not waited for.
+            _, member, in_seq = self._holds.popleft()
+            member.unpin(in_seq)
+            self.forced_releases += 1
+
+    # ---- demand ----------------------------------------------------------------------------------
+    def demand_in(self, lead_ns: int = 0, make_ns: int = 0, after_take: bool = True) -> float | None:
+        """Seconds until a consumer wants the next record (0.0: now), None while none has taken
+        the newest one yet. No live consumer: 0.0 (nothing to wait for). `lead_ns`: how long the
+        next record takes to make, so it is ready when the consumer is (architecture.md §2).
+        `make_ns`: our time per record; an idle consumer that is faster than that takes the newest
+        record at once, so the next one is started without waiting for its take. `after_take`
+        False (a paced source: a consumer reading `latest` wants the freshest item, whatever it
+        took last): only the time counts."""
+        self.release_holds()
+        taken, done, want, busy = self.ring.members.consumer_state()
+        if not len(taken):
+            return 0.0
+        ready = taken >= self.ring.newest_seq() if after_take else np.ones(len(taken), bool)
+        if not ready.any():
+            # busy 0: the consumer's time per item is not known yet (first items): not fast
+            fast_idle = (done >= taken) & (busy > 0) & (busy < make_ns)
+            return 0.0 if make_ns and bool(fast_idle.any()) else None
+        return max(0.0, (int(want[ready].min()) - lead_ns - time.monotonic_ns()) / 1e9)
+
+    def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S,
+                        after_take: bool = True, upstream=None) -> bool:
+        """Sleep until a consumer wants the next record (True) or `timeout` passes (False).
+        `upstream`: our member in our input ring, told when we will want our next input, so an
+        on-demand producer upstream (capture of a paced source) makes it just in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            word = self.ring.space_word()
+            wait = self.demand_in(lead_ns, make_ns, after_take)
+            if upstream is not None:
+                upstream.plan(None if wait is None else time.monotonic_ns() + int(wait * 1e9))
+            if wait == 0.0:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.ring.wait_space(word, left if wait is None else min(wait, left))
 
 
 class Worker:
@@ -132,9 +229,19 @@ class Worker:
     policy: str = "latest"
     output: str | None = None
     reads: tuple[str, ...] = ()
-    # False: process() gets a zero-copy view into the input slot (big frames) and must check
-    # `self.input_valid(item)` after using it, because the writer may overwrite the slot.
+    # False: process() gets a zero-copy view into the input slot (big frames). The runner's
+    # reader claims the slot while process() runs (architecture.md §2); `self.input_valid(item)`
+    # still says whether it holds the item (always, unless the pin table could not protect it).
     copy_input: bool = True
+    # True: read the next input only when a consumer of our output wants a record (detection runs
+    # on the frames inference will take, not on every captured frame).
+    on_demand: bool = False
+    # With on_demand: wait until a consumer has taken our newest record (False: only until it will
+    # look again; a paced source makes a fresh frame for that moment).
+    demand_after_take: bool = True
+    # The `reads` rings whose items this worker pins by slot (None: all of them); the runner
+    # registers a member entry in each, found in `self.ctx.members`.
+    hold_reads: tuple[str, ...] | None = None
     Params = NoParams
     # Heartbeat/status label, e.g. "stand-in, replaced by the detection/inference issue".
     description: str = ""
@@ -182,6 +289,13 @@ class Worker:
     def info(self) -> dict:
         return {"description": self.description} if self.description else {}
 
+    def hold_input(self, item, output_seq) -> None:
+        """Keep the input slot of `item` (read in place) until the consumers of our output have
+        passed record `output_seq` made from it: the next stage reads the same pixels."""
+        member = getattr(getattr(self.ctx.runner, "reader", None), "member", None)
+        if member is not None and output_seq is not None and self.out is not None and member.pin_claimed(item.seq):
+            self.out.hold(member, item.seq, output_seq)
+
     def input_valid(self, item) -> bool:
         """For copy_input = False: True while the input slot still holds item (seqlock re-check)."""
         reader = getattr(self.ctx.runner, "reader", None)
@@ -197,6 +311,15 @@ class Worker:
         """The input is exhausted (end of a file): ask the supervisor to stop the pipeline."""
         if self.ctx.runner is not None:
             self.ctx.runner.finish(reason)
+
+
+def stretch_to(t0_ns: int, min_ms: float) -> None:
+    """Test and benchmark knob (`min_process_ms`): make a process() call that began at `t0_ns`
+    last at least `min_ms`, by sleeping the rest, to play a slower detector or model."""
+    if min_ms > 0:
+        left = t0_ns / 1e9 + min_ms / 1000.0 - time.monotonic_ns() / 1e9
+        if left > 0:
+            time.sleep(left)
 
 
 def find_worker_class(module) -> type[Worker]:

@@ -39,12 +39,14 @@ def test_text_parses_and_counters_increase(make_frame, make_person):
     assert a[("posepipe_stage_latency_seconds_count", (("stage", "end_to_end"),))] == 3
     for i in range(3, 5):
         eng.observe(make_frame(i, []))
-    eng.update_worker("inference", {"frames_out": 5, "drops": 4})
-    eng.update_worker("inference", {"frames_out": 2, "drops": 0})  # restarted worker
+    eng.update_worker("inference", {"frames_out": 5, "drops": 4, "skipped": 30})
+    eng.update_worker("inference", {"frames_out": 2, "drops": 0, "skipped": 2})  # restarted worker
     b = samples(exp.text())
     assert b[("posepipe_frames_published_total", ())] == 5
     assert b[("posepipe_worker_frames_total", (("worker", "inference"),))] == 7
     assert b[("posepipe_worker_drops_total", (("worker", "inference"),))] == 4
+    # frames passed over by design are their own counter, never added to the losses
+    assert b[("posepipe_worker_skipped_total", (("worker", "inference"),))] == 32
     assert b[("posepipe_stage_latency_seconds_count", (("stage", "inference"),))] == 5
 
 

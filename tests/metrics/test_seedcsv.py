@@ -62,6 +62,19 @@ def test_seed_only_file_gets_seed_columns(tmp_path):
     assert len(last) == 9 and last[1] == "Fast Motion"
 
 
+def test_skipped_frames_are_their_own_columns_and_older_files_stay_appendable(tmp_path):
+    s = summary()
+    s.worker_drops, s.worker_skipped = {"inference": 2}, {"detection": 40}
+    row = build_row(s, "Optimal")
+    assert row["Dropped Frames inference"] == "2" and row["Skipped Frames detection"] == "40"
+    assert row["Dropped Frames detection"] == "NaN"  # skipped-by-design is not counted as lost
+    old = tmp_path / "old.csv"  # written before the Skipped Frames columns existed
+    older = [c for c in HEADER if not c.startswith("Skipped Frames")]
+    old.write_text(",".join(older) + "\n")
+    assert append_row(old, row) == tuple(older)
+    assert len(old.read_text().splitlines()[-1].split(",")) == len(older)
+
+
 def test_refuses_mismatched_header(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("Timestamp,Condition,FPS\n1,2,3\n")

@@ -98,11 +98,12 @@ def test_bad_window_lengths_rejected():
 def test_worker_drops_are_growth_within_window_and_survive_restart():
     clock = Clock(0)
     w = TrailingWindow(clock_ns=clock)
-    w.add_worker("detection", WorkerStats(drops=10), t_ns=1 * S)
-    w.add_worker("detection", WorkerStats(drops=14, overruns=1), t_ns=6 * S)
-    w.add_worker("detection", WorkerStats(drops=20, overruns=1, cpu_percent=55.0), t_ns=9 * S)
+    w.add_worker("detection", WorkerStats(drops=10, skipped=100), t_ns=1 * S)
+    w.add_worker("detection", WorkerStats(drops=14, overruns=1, skipped=160), t_ns=6 * S)
+    w.add_worker("detection", WorkerStats(drops=20, overruns=1, skipped=250, cpu_percent=55.0), t_ns=9 * S)
     s = w.summarize(5.0, now_ns=10 * S)   # baseline = newest sample at/before t=5 s -> drops 10
     assert s.worker_drops["detection"] == 11
+    assert s.worker_skipped["detection"] == 150  # by design, counted apart from the losses
     assert s.workers["detection"].cpu_percent == 55.0
     w.add_worker("detection", WorkerStats(drops=3), t_ns=10 * S)   # restarted: counters reset
     assert w.summarize(5.0, now_ns=10 * S).worker_drops["detection"] == 3

@@ -73,7 +73,7 @@ class Commands:
         elif isinstance(msg, Heartbeat):
             stats = msg.stats
             ws.stats = {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "drops": stats.drops,
-                        "overruns": stats.overruns, "p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms,
+                        "overruns": stats.overruns, "skipped": stats.skipped, "p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms,
                         "cpu_percent": stats.cpu_percent, "rss_bytes": stats.rss_bytes, **stats.extras}
         elif isinstance(msg, Bye):
             log.debug("%s bye: %s", name, msg.reason)

@@ -173,7 +173,8 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
                    "progress": "", "seconds": round(now - h.t0, 2)} for n, h in self._handoffs.items()]
         return {"run_id": self.run_dir.run_id if self.run_dir else None, "pid": os.getpid(),
                 "state": self.state, "uptime_s": round(now - self.started, 2),
-                "source": str(self.cfg.source.spec), "workers": workers, "side_workers": side,
+                "source": str(self.cfg.source.spec), "every_frame": bool(self.cfg.source.every_frame),
+                "workers": workers, "side_workers": side,
                 "swaps": swaps, "ab": {"worker": self._ab["worker"], "changes": self._ab["changes"]}
                 if self._ab else None}
 
@@ -185,6 +186,7 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
             "fps": s.get("fps", 0.0), "p50_ms": s.get("p50_ms", 0.0), "p99_ms": s.get("p99_ms", 0.0),
             "frames_in": s.get("frames_in", 0), "frames_out": s.get("frames_out", 0),
             "drops": s.get("drops", 0), "overruns": s.get("overruns", 0),
+            "skipped": s.get("skipped", 0),
             "cpu_percent": s.get("cpu_percent", 0.0), "rss_bytes": s.get("rss_bytes", 0),
             "info": ws.info, "extras": {k: v for k, v in s.items() if k not in _STAT_KEYS},
             "role": ws.role, "progress": ws.progress, "threads": ws.threads,

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from pipeline.runtime import cpu
 from pipeline.runtime.messages import Command
 from pipeline.runtime.supervisor.state import (
@@ -93,7 +95,8 @@ class Lifecycle:
     def _shared(self) -> dict:
         c = self.cfg
         return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
-                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id}
+                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id,
+                "every_frame": bool(c.source.every_frame)}
 
     def _kill(self, ws: WorkerState) -> None:
         if ws.alive():
@@ -141,7 +144,10 @@ class Lifecycle:
             sources = [w for w in self.workers.values() if w.cfg.input is None]
             rest = [w for w in self.workers.values() if w.cfg.input is not None] + list(self._side.values())
             self._stop_group(sources, grace)            # capture first: nothing new enters
-            self._drain(self.cfg.supervisor.drain)      # let in-flight frames reach the publisher
+            if self.cfg.source.every_frame:
+                self._drain_every_frame()               # lossless: every captured frame to the end
+            else:
+                self._drain(self.cfg.supervisor.drain)  # let in-flight frames reach the publisher
             try:
                 self.final_status = self.status()
             except Exception:
@@ -173,6 +179,33 @@ class Lifecycle:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self._step(0.02)
+
+    def _drain_every_frame(self, stall_s: float = 30.0) -> None:
+        """Lossless mode: wait until every consumer has done the newest item of its ring, for as
+        long as the rings move (a stage stuck for `stall_s` ends the wait), then for the workers'
+        final heartbeats, so the summary counts every frame (architecture.md §2)."""
+        from pipeline.runtime.runner import HEARTBEAT_S
+
+        last, last_change, quiet_since = None, time.monotonic(), None
+        while True:
+            now = time.monotonic()
+            state, drained = [], True
+            for ring in self.rings.values():
+                _, done, _ = ring.members.consumers()
+                newest = ring.newest_seq()
+                state.append((newest, int(done.sum())))
+                drained = drained and bool(np.all(done >= newest))
+            if state != last:
+                last, last_change, quiet_since = state, now, None
+            if drained:
+                quiet_since = quiet_since or now
+                if now - quiet_since >= 0.3:  # a pipelined worker flushes its last item at once
+                    break
+            if now - last_change > stall_s:
+                log.warning("every-frame drain: nothing moved for %.0f s; stopping with frames in flight", stall_s)
+                break
+            self._step(0.02)
+        self._drain(HEARTBEAT_S + 0.2)
 
     def _stop_group(self, group: list, grace: float) -> None:
         live = [w for w in group if w.alive()]

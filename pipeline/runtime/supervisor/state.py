@@ -55,7 +55,7 @@ class WorkerState:
         return self.proc is not None and self.proc.poll() is None
 
 
-_STAT_KEYS = {"frames_in", "frames_out", "drops", "overruns", "p50_ms", "p99_ms", "cpu_percent", "rss_bytes", "fps"}
+_STAT_KEYS = {"frames_in", "frames_out", "drops", "overruns", "skipped", "p50_ms", "p99_ms", "cpu_percent", "rss_bytes", "fps"}
 
 
 def _log_tail(path: Path | None, lines: int = 3) -> str:
