@@ -60,9 +60,9 @@ def pipeline_env(tmp_path, monkeypatch):
     problems = []
     # A detached supervisor is not our child (its parent CLI exited): find it by its pid file.
     if runtime.exists():
-        for run in runtime.iterdir():
-            pid_file = run / "supervisor.pid"
-            if run.is_symlink() or not pid_file.is_file():
+        for pid_file in runtime.rglob("supervisor.pid"):
+            run = pid_file.parent
+            if run.is_symlink():
                 continue
             try:
                 proc = psutil.Process(int(pid_file.read_text()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -71,11 +72,12 @@ def test_encode_rejects_non_messages():
 
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEPIPE_RUNTIME_DIR", f"/tmp/ppc-{os.getpid()}-{time.monotonic_ns() % 10**6}")
+    runtime = f"/tmp/ppc-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    monkeypatch.setenv("POSEPIPE_RUNTIME_DIR", runtime)
     rd = rundir.RunDir.create()
     yield rd
     rd.remove()
-    os.rmdir(rd.path.parent)
+    shutil.rmtree(runtime)
 
 
 def test_server_link_client_roundtrip_and_garbage_is_dropped(run_dir):

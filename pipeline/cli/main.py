@@ -508,10 +508,14 @@ def main(argv=None):
     # our error line already says what went wrong.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's own "[tcp @ 0x...]" lines
+    from pipeline.runtime.rundir import RuntimeDirError
+
     try:
         cli.main(args=argv, prog_name="pipeline", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeDirError as exc:  # an unsafe runtime folder: one line naming it and the fix
+        fail(str(exc))
 
 
 if __name__ == "__main__":

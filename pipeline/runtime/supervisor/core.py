@@ -90,8 +90,11 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
         from pipeline.runtime.records import detections_dtype, frames_dtype, poses_dtype
         from pipeline.runtime.ring import Ring, RingError
 
-        rundir.cleanup_stale()
-        self.run_dir = rundir.RunDir.create()
+        try:
+            rundir.cleanup_stale()
+            self.run_dir = rundir.RunDir.create()
+        except rundir.RuntimeDirError as exc:
+            raise StartError(str(exc)) from exc
         self.run_dir.write_pid()
         r = self.cfg.rings
         dtypes = {
