@@ -18,7 +18,7 @@ from real_workers import INFERENCE_FAST
 
 def request(cmd, args=None, timeout_s=5.0):
     _, endpoints = rundir.current_run()
-    with ControlClient(endpoints["router"]) as client:
+    with ControlClient.of(endpoints) as client:
         return client.request(cmd, args, timeout_s=timeout_s)
 
 

@@ -145,7 +145,7 @@ def test_swap_gap_broken_swap_bad_inputs_and_capture_source(run_cli, tmp_path):
         result = {}
 
         def first():
-            with ControlClient(endpoints["router"]) as c:
+            with ControlClient.of(endpoints) as c:
                 result["first"] = c.request("swap", {"worker": "inference", "params": {"threads": 1}},
                                             timeout_s=200)
 

@@ -231,6 +231,10 @@ def current_run() -> tuple[RunDir, dict]:
         endpoints = json.loads((path / CONTROL_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise NotRunning(f"pipeline run {run_id} is still starting or broken ({exc})") from exc
+    if not isinstance(endpoints, dict) or not all(isinstance(endpoints.get(k), str) and endpoints[k]
+                                                  for k in ("router", "events", "token")):
+        raise NotRunning(f"pipeline run {run_id} has an incomplete {path / CONTROL_FILE} (router, events and "
+                         f"token are needed); stop it with `kill {pid}` and start again")
     return RunDir(run_id, path), endpoints
 
 

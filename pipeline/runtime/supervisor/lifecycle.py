@@ -18,6 +18,7 @@ import sys
 import time
 
 from pipeline.runtime import cpu
+from pipeline.runtime.control import TOKEN_ENV
 from pipeline.runtime.messages import Command
 from pipeline.runtime.supervisor.state import (
     REPO_ROOT,
@@ -69,6 +70,7 @@ class Lifecycle:
         # worker imports anything, so through its environment (pipeline/runtime/cpu.py).
         ws.threads = self._cpu_threads(ws)
         env.update(cpu.worker_env(ws.threads, self.cfg.cpu.spin))
+        env[TOKEN_ENV] = self.server.token  # the environment, not argv: /proc/<pid>/environ is private
         ws.log_path = self.run_dir.path / f"{ws.name}.log"
         with open(ws.log_path, "ab") as logf:
             # A new session: Ctrl-C in the terminal reaches only the supervisor, which then stops
@@ -93,7 +95,8 @@ class Lifecycle:
     def _shared(self) -> dict:
         c = self.cfg
         return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
-                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id}
+                "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id,
+                "data_dir": c.data_dir, "output_dir": c.output_dir}
 
     def _kill(self, ws: WorkerState) -> None:
         if ws.alive():
