@@ -51,39 +51,9 @@ def test_every_compiled_backend_builds_through_build_network():
 
 def test_the_inference_worker_passes_its_flag_to_the_backend(lightning_style_checkpoint, tmp_path):
     """workers.inference.params.allow_unsafe_checkpoint wins over anything in backend_options."""
-    from pipeline.runtime.worker import WorkerContext
-    from workers.inference import Inference, Params
-
-    seen = {}
-
-    class Probe(Inference):
-        def setup(self):
-            import pipeline.backends as backends
-
-            real = backends.get_backend
-
-            def spy(name):
-                cls = real(name)
-
-                def make(config):
-                    seen.update(config.options)
-                    raise backends.BackendUnavailable("probe: stop here")
-                return make
-            backends.get_backend = spy
-            try:
-                super().setup()
-            finally:
-                backends.get_backend = real
-
-    class Out:
-        class ring:
-            dtype = {"boxes": type("B", (), {"shape": (2, 4)})}
+    from worker_probe import inference_backend_config
 
     for flag, options in ((False, {"allow_unsafe_checkpoint": True}), (True, {})):
-        w = Probe(Params(model="poco-pare", checkpoint=str(lightning_style_checkpoint), smpl="off",
-                         allow_unsafe_checkpoint=flag, backend_options=options),
-                  WorkerContext("inference", 1, {}, {"data_dir": str(tmp_path)}))
-        w.out = Out()
-        with pytest.raises(Exception, match="probe: stop here"):
-            w.setup()
-        assert seen["allow_unsafe_checkpoint"] is flag
+        config = inference_backend_config(tmp_path, model="poco-pare", checkpoint=str(lightning_style_checkpoint),
+                                          allow_unsafe_checkpoint=flag, backend_options=options)
+        assert config.options["allow_unsafe_checkpoint"] is flag

@@ -1,0 +1,28 @@
+"""Engines are exported where the inference worker looks (issue 21 item 5): `pipeline export`
+and the worker agree on <data_dir>/engines (it used to be data/engines vs data/engines/engines,
+so the first `start --backend trt` rebuilt for minutes). The end-to-end check, export then start
+with no rebuild, is tests/test_data_dir_e2e.py."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.backends.base import BackendConfig
+
+
+@pytest.mark.parametrize("backend", ["onnx", "trt"])
+def test_export_and_the_worker_use_the_same_engine_folder(backend, tmp_path, monkeypatch):
+    from worker_probe import inference_backend_config
+
+    from pipeline.backends import get_backend
+
+    monkeypatch.setenv("POSEPIPE_DATA_DIR", str(tmp_path))   # the default `pipeline export` writes to
+    worker = inference_backend_config(tmp_path, model="poco-pare", backend=backend)
+    export = BackendConfig(model="pare", device="cpu", cache_dir=None)   # `pipeline export` without --cache-dir
+    roots = {get_backend(backend)(c).cache().root for c in (worker, export)}
+    assert roots == {tmp_path / "engines"}
+
+
+def test_compile_caches_and_mean_params_live_in_the_data_folder(tmp_path):
+    config = BackendConfig(cache_dir=str(tmp_path))
+    assert config.data_path("cache") == tmp_path / "cache"
+    assert config.data_path("smpl_mean_params.npz") == tmp_path / "smpl_mean_params.npz"
