@@ -146,8 +146,10 @@ class Runner:
                 self.stop_reason = f"setup failed: {message}"
                 return EXIT_SETUP
             freeze_setup_objects()
-            self.outbox.put(Ready(self.name, self.generation, self._info()))
+            # The loop's age counts from now: setup() had its own allowance (start_timeout).
+            self.last_loop = time.monotonic()
             self.state = "running"
+            self.outbox.put(Ready(self.name, self.generation, self._info()))
             code = self._loop()
         finally:
             self.state = "stopping"

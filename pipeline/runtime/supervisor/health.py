@@ -1,8 +1,14 @@
 """Health and restart policy.
 
-Life of a worker: ``starting`` (spawned; `start_timeout` runs until `ready`) -> ``running``
-(`health_timeout` of silence gets it SIGKILLed) -> on exit: ``restarting`` (policy allows,
-delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped``/``finished``.
+Life of a worker: ``starting`` (spawned; `start_timeout` runs until `ready`, however long
+`setup()` takes) -> ``running`` (SIGKILLed when `unhealthy`) -> on exit: ``restarting`` (policy
+allows, delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped``/``finished``.
+
+Heartbeats come from the worker's control thread, so they prove the process is alive, not that
+it works: a main loop stuck in a call that releases the GIL (a CUDA sync, a blocking decode)
+keeps beating. Each heartbeat therefore carries `loop_age_s`, the time since the main loop last
+came round (it comes round at least every 0.1 s while it waits for input), and a loop older than
+`health_timeout` counts as hung, like silence (docs/architecture.md §4).
 """
 from __future__ import annotations
 
@@ -11,6 +17,19 @@ import logging
 from pipeline.runtime.supervisor.state import WorkerState, _log_tail
 
 log = logging.getLogger(__name__)
+
+
+def unhealthy(ws: WorkerState, now: float) -> str:
+    """Why a running worker must be killed now ('' when it is fine): no message for longer than
+    its health_timeout, or a main loop that has not come round for that long."""
+    limit = ws.cfg.health_timeout
+    if now - ws.last_seen > limit:
+        return f"silent for {now - ws.last_seen:.1f} s (health_timeout={limit:g} s)"
+    age = ws.stats.get("loop_age_s")
+    if ws.stats.get("state") in ("running", "paused") and isinstance(age, (int, float)) and age > limit:
+        return (f"main loop stuck for {age:.1f} s (health_timeout={limit:g} s) while its heartbeats "
+                f"went on")
+    return ""
 
 
 class Health:
@@ -25,12 +44,13 @@ class Health:
             ws.fatal = ws.fatal or f"no `ready` within start_timeout={ws.cfg.start_timeout:g} s"
             log.warning("%s: %s; killing it", ws.name, ws.fatal)
             self._kill(ws)
-        elif ws.state in ("running", "paused") and now - ws.last_seen > ws.cfg.health_timeout:
-            log.warning("%s (pid %s) silent for %.1f s (health_timeout); killing it", ws.name, ws.pid,
-                        now - ws.last_seen)
-            self._publish("unhealthy", worker=ws.name, generation=ws.generation)
+        elif ws.state in ("running", "paused") and unhealthy(ws, now):
+            reason = unhealthy(ws, now)
+            log.warning("%s (pid %s) %s; killing it", ws.name, ws.pid, reason)
+            self._publish("unhealthy", worker=ws.name, generation=ws.generation, reason=reason)
             self._kill(ws)
             ws.last_seen = now
+            ws.stats.pop("loop_age_s", None)  # judged once; the exit is handled next
         elif ws.state == "restarting" and now >= ws.next_restart_at and not self._stop_requested:
             ws.restarts.append(now)
             ws.total_restarts += 1
