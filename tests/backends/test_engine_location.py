@@ -26,3 +26,28 @@ def test_compile_caches_and_mean_params_live_in_the_data_folder(tmp_path):
     config = BackendConfig(cache_dir=str(tmp_path))
     assert config.data_path("cache") == tmp_path / "cache"
     assert config.data_path("smpl_mean_params.npz") == tmp_path / "smpl_mean_params.npz"
+
+
+@pytest.mark.gpu
+def test_trt_export_then_the_workers_backend_loads_it_without_a_rebuild(tmp_path, monkeypatch):
+    """On the GPU machine: `pipeline export --backend trt` (default folder), then the backend the
+    inference worker builds finds that engine (engine_built False). Stand-in network: this checks
+    where engines go, not the model."""
+    from standin import standin_factory
+    from worker_probe import inference_backend_config
+
+    from pipeline.backends import export as export_tool
+    from pipeline.backends.trt import TrtBackend
+
+    monkeypatch.setenv("POSEPIPE_DATA_DIR", str(tmp_path))
+    first = export_tool.export_engine("trt", model="cliff", precision="fp16", max_persons=2, device="cuda",
+                                      options={"network_factory": standin_factory})
+    assert first["engine_built"] and first["engine"].startswith(str(tmp_path / "engines")), first
+    config = inference_backend_config(tmp_path, model="poco-cliff", backend="trt", device="cuda",
+                                      precision="fp16")
+    config.options["network_factory"] = standin_factory
+    backend = TrtBackend(config)
+    backend.load()
+    info = backend.info()
+    backend.close()
+    assert info["engine"] == first["engine"] and info["engine_built"] is False, info

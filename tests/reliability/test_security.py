@@ -6,7 +6,8 @@
   call that can run pickle (pickle/marshal/shelve/dill/joblib loads, torch.load, np.load with
   allow_pickle=True, yaml.load, smplx's model loader, torch-tensorrt's engine loader,
   ultralytics' `YOLO(file)`) and allows only the listed places, each with its reason.
-* The runtime base dir and the run dir are 0700, ipc socket files 0600.
+* The runtime base dir and the run dir are 0700, ipc socket files and control.json 0600; the
+  control token is never on a command line.
 * The viewer's only inputs are the condition picker and the record button; nothing reads or
   writes a path.
 """
@@ -188,6 +189,11 @@ def test_running_pipeline_listens_on_loopback_only_and_files_are_private(live, t
     assert stat.S_IMODE(base.stat().st_mode) == 0o700
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert stat.S_IMODE((run / "control.json").stat().st_mode) == 0o600
+    # The control token is in that private file and nowhere other users can read it (argv).
+    token = p.endpoints["token"]
+    assert len(token) >= 32
+    for pid in pids:
+        assert token not in " ".join(psutil.Process(pid).cmdline())
     assert p.stop().returncode == 0
     report("listening_sockets", sockets=[f"{ip}:{port}" for _, ip, port in listening])
 
