@@ -60,7 +60,7 @@ def test_publish_flags_smoothing_live_record_request(run_cli, tmp_path, monkeypa
         from pipeline.runtime import rundir
         from pipeline.sinks.display import ControlActions
 
-        monkeypatch.chdir(tmp_path)  # the CSV lands in the requester's directory
+        monkeypatch.chdir(tmp_path)  # the CSV lands in the run's output folder (pipeline_env: tmp_path)
         endpoints = rundir.current_run()[1]
         endpoint, token = endpoints["router"], endpoints["token"]
         reply = ControlActions(endpoint, token).record("Low Light", 1.0)
