@@ -94,6 +94,8 @@ class WorkerConfig:
     restart_delay: float = 0.5         # doubles per restart in the window, capped below
     max_restart_delay: float = 10.0
     health_timeout: float = 5.0        # silence after `ready` before the worker is killed
+    loop_timeout: float = 30.0         # main loop not coming round after `ready`: hung, killed (one
+                                       # process() call may take seconds: a big batch on a CPU, a compile)
     start_timeout: float = 300.0       # hello -> ready, tolerant of slow model loads
     # Filled by validation from the worker class:
     reads: tuple = ()
@@ -423,7 +425,8 @@ def _check_ranges(cfg: PipelineConfig) -> None:
     if not 1 <= r.max_persons <= 64:
         raise ConfigError(f"rings.max_persons = {r.max_persons!r} — must be in 1..64")
     for name, w in cfg.workers.items():
-        for key in ("restart_window", "restart_delay", "max_restart_delay", "health_timeout", "start_timeout"):
+        for key in ("restart_window", "restart_delay", "max_restart_delay", "health_timeout", "loop_timeout",
+                    "start_timeout"):
             if getattr(w, key) <= 0:
                 raise ConfigError(f"workers.{name}.{key} = {getattr(w, key)!r} — must be > 0")
         positive(f"workers.{name}.max_restarts", w.max_restarts, 0)

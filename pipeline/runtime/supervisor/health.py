@@ -8,7 +8,10 @@ Heartbeats come from the worker's control thread, so they prove the process is a
 it works: a main loop stuck in a call that releases the GIL (a CUDA sync, a blocking decode)
 keeps beating. Each heartbeat therefore carries `loop_age_s`, the time since the main loop last
 came round (it comes round at least every 0.1 s while it waits for input), and a loop older than
-`health_timeout` counts as hung, like silence (docs/architecture.md §4).
+`loop_timeout` counts as hung, like silence (docs/architecture.md §4). That bound is separate from
+`health_timeout` and generous (30 s) because one process() call may legitimately take seconds: a
+batch of 8 on a CPU, a first call that compiles, any call on a machine under load (the inference
+worker of the test suite took over 3 s per frame at a load of 10 on 2 cores).
 """
 from __future__ import annotations
 
@@ -21,14 +24,14 @@ log = logging.getLogger(__name__)
 
 def unhealthy(ws: WorkerState, now: float) -> str:
     """Why a running worker must be killed now ('' when it is fine): no message for longer than
-    its health_timeout, or a main loop that has not come round for that long."""
-    limit = ws.cfg.health_timeout
-    if now - ws.last_seen > limit:
-        return f"silent for {now - ws.last_seen:.1f} s (health_timeout={limit:g} s)"
+    its health_timeout, or a main loop that has not come round for longer than its loop_timeout."""
+    if now - ws.last_seen > ws.cfg.health_timeout:
+        return f"silent for {now - ws.last_seen:.1f} s (health_timeout={ws.cfg.health_timeout:g} s)"
     age = ws.stats.get("loop_age_s")
-    if ws.stats.get("state") in ("running", "paused") and isinstance(age, (int, float)) and age > limit:
-        return (f"main loop stuck for {age:.1f} s (health_timeout={limit:g} s) while its heartbeats "
-                f"went on")
+    if ws.stats.get("state") in ("running", "paused") and isinstance(age, (int, float)) \
+            and age > ws.cfg.loop_timeout:
+        return (f"main loop stuck for {age:.1f} s (loop_timeout={ws.cfg.loop_timeout:g} s) while its "
+                f"heartbeats went on")
     return ""
 
 
