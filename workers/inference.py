@@ -477,7 +477,7 @@ class Inference(Worker):
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
                "smpl_joints": self.smpl is not None, "max_batch": self.max_persons,
-               "overlap_frames": self.overlap, **self.engine}
+               "overlap_frames": self.overlap, **getattr(self, "engine", {})}
         if self.untrained:
             out["description"] = f"{self.model_name} {self.backend_name}/{self.device} — UNTRAINED random weights"
         return out
