@@ -33,6 +33,7 @@ def test_trt_export_then_the_workers_backend_loads_it_without_a_rebuild(tmp_path
     """On the GPU machine: `pipeline export --backend trt` (default folder), then the backend the
     inference worker builds finds that engine (engine_built False). Stand-in network: this checks
     where engines go, not the model."""
+    pytest.importorskip("torch_tensorrt", reason="the trt backend needs torch-tensorrt (posepipe[trt])")
     from standin import standin_factory
     from worker_probe import inference_backend_config
 
