@@ -8,27 +8,25 @@ class _Stop(Exception):
 
 def inference_backend_config(data_dir, **params):
     """The BackendConfig `workers.inference` passes to its backend for `params` (a CPU device and
-    a 2-person ring); setup() is stopped right there."""
+    a 2-person ring); setup() is stopped as soon as the backend is constructed."""
     import pipeline.backends as backends
     from pipeline.runtime.worker import WorkerContext
     from workers.inference import Inference, Params
 
     seen = []
+    real = backends.get_backend
+
+    def spy(name):
+        class Probe(real(name)):      # the real class (its auto_device/auto_precision), stopped at __init__
+            def __init__(self, config):
+                seen.append(config)
+                raise _Stop()
+        return Probe
 
     class Out:
         class ring:
             dtype = {"boxes": type("Boxes", (), {"shape": (2, 4)})}
 
-    def spy(name):
-        backends.get_backend.__wrapped__(name)  # the name must still be a real backend
-
-        def make(config):
-            seen.append(config)
-            raise _Stop()
-        return make
-
-    real = backends.get_backend
-    spy.__wrapped__ = real
     backends.get_backend = spy
     try:
         worker = Inference(Params(**{"smpl": "off", "device": "cpu", **params}),
