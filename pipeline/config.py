@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ RESTART_POLICIES = ("never", "on-failure", "always")
 READ_POLICIES = ("latest", "next")
 RING_NAMES = ("frames", "detections", "poses", "published")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+REPO_DATA_DIR = DEFAULT_CONFIG_PATH.parent.parent / "data"
 
 # Short CLI flags -> config keys.
 FLAG_KEYS = {
@@ -97,6 +99,8 @@ class WorkerConfig:
     restart_delay: float = 0.5         # doubles per restart in the window, capped below
     max_restart_delay: float = 10.0
     health_timeout: float = 5.0        # silence after `ready` before the worker is killed
+    loop_timeout: float = 30.0         # main loop not coming round after `ready`: hung, killed (one
+                                       # process() call may take seconds: a big batch on a CPU, a compile)
     start_timeout: float = 300.0       # hello -> ready, tolerant of slow model loads
     # Filled by validation from the worker class:
     reads: tuple = ()
@@ -141,6 +145,9 @@ class PipelineConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     cpu: CpuConfig = field(default_factory=CpuConfig)
+    # Both resolved once, by `validate`, to absolute paths (see resolve_dirs):
+    data_dir: Union[str, None] = None     # weights, SMPL files, engines, caches
+    output_dir: Union[str, None] = None   # the only place control commands may write files
     raw: dict = field(default_factory=dict, init=False)  # the merged plain dict, for spawning
 
     def enabled_workers(self) -> dict:
@@ -163,7 +170,32 @@ DEFAULTS: dict = {
     "control": {"transport": "ipc", "host": "127.0.0.1"},
     "supervisor": {"seconds": None, "drain": 0.5, "shutdown_grace": 3.0, "status_interval": 0.5},
     "cpu": {"cores": "auto", "threads": {}, "spin": False},
+    "data_dir": None,
+    "output_dir": None,
 }
+
+
+def default_data_dir() -> Path:
+    """$POSEPIPE_DATA_DIR, else the repository's data/ folder (absolute)."""
+    env = os.environ.get("POSEPIPE_DATA_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_DATA_DIR
+
+
+def default_output_dir() -> Path:
+    """$POSEPIPE_OUTPUT_DIR, else the directory the command runs in (absolute)."""
+    return Path(os.environ.get("POSEPIPE_OUTPUT_DIR") or ".").expanduser().resolve()
+
+
+def resolve_dirs(cfg: "PipelineConfig", raw: dict) -> None:
+    """data_dir and output_dir become absolute here, once: a relative value is taken against the
+    directory `pipeline start` runs in, and the absolute path is written back into `raw`, so the
+    detached supervisor and every worker (whatever their working directory) use the same folders
+    as `pipeline doctor` (docs/architecture.md §11)."""
+    for key, default in (("data_dir", default_data_dir), ("output_dir", default_output_dir)):
+        value = getattr(cfg, key)
+        path = Path(value).expanduser().resolve() if value else default()
+        setattr(cfg, key, str(path))
+        raw[key] = str(path)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (),
@@ -174,11 +206,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, expand_key(key, raw), value)
-    for flag, value in (flags or {}).items():
+    flags = dict(flags or {})
+    if flags.pop("allow_unsafe_checkpoint", False):
+        allow_unsafe_checkpoints(raw)
+    for flag, value in flags.items():
         if value is not None:
             _check_flag_target(raw, flag, value)
             set_dotted(raw, FLAG_KEYS[flag], value)
     return validate(raw)
+
+
+UNSAFE_PARAM = "allow_unsafe_checkpoint"
+
+
+def allow_unsafe_checkpoints(raw: dict) -> list[str]:
+    """`--allow-unsafe-checkpoint`: the one opt-in to full unpickling, for every worker that loads
+    weights (its Params has `allow_unsafe_checkpoint`: inference for POCO, detection for YOLO).
+    Returns the keys set."""
+    keys = []
+    for name, wraw in (raw.get("workers") or {}).items():
+        if not isinstance(wraw, dict) or "module" not in wraw:
+            continue
+        cls = load_worker_class(wraw["module"], f"workers.{name}")
+        if dataclasses.is_dataclass(cls.Params) and UNSAFE_PARAM in {f.name for f in dataclasses.fields(cls.Params)}:
+            keys.append(f"workers.{name}.params.{UNSAFE_PARAM}")
+            set_dotted(raw, keys[-1], True)
+    return keys
 
 
 def _check_flag_target(raw: dict, flag: str, value) -> None:
@@ -279,6 +332,7 @@ def validate(raw: dict) -> PipelineConfig:
     cfg.sinks = _validate_sinks(raw.get("sinks", {}))
     _check_ranges(cfg)
     _resolve_every_frame(cfg.source)
+    resolve_dirs(cfg, raw)
     cfg.raw = raw
     return cfg
 
@@ -292,6 +346,9 @@ def _validate_worker(name: str, wraw) -> WorkerConfig:
     banned = {"reads", "params_obj"} & set(wraw)
     if banned:
         raise ConfigError(f"{path}.{sorted(banned)[0]} is not a config key")
+    if isinstance(wraw.get("params"), dict) and "data_dir" in wraw["params"]:
+        raise ConfigError(f"{path}.params.data_dir: the data folder is one setting for the whole pipeline now; "
+                          f"set the top-level data_dir instead (e.g. data_dir=/path/to/data)")
     wc = build_dataclass(WorkerConfig, wraw, path)
     cls = load_worker_class(wc.module, path)
     wc.input = wc.input if "input" in wraw else cls.input
@@ -374,10 +431,16 @@ def _check_ranges(cfg: PipelineConfig) -> None:
     if not 1 <= r.max_persons <= 64:
         raise ConfigError(f"rings.max_persons = {r.max_persons!r} — must be in 1..64")
     for name, w in cfg.workers.items():
-        for key in ("restart_window", "restart_delay", "max_restart_delay", "health_timeout", "start_timeout"):
+        for key in ("restart_window", "restart_delay", "max_restart_delay", "health_timeout", "loop_timeout",
+                    "start_timeout"):
             if getattr(w, key) <= 0:
                 raise ConfigError(f"workers.{name}.{key} = {getattr(w, key)!r} — must be > 0")
         positive(f"workers.{name}.max_restarts", w.max_restarts, 0)
+    if not is_loopback(cfg.control.host):
+        # Commands (stop, swap, set) arrive here: never from another machine, --listen or not.
+        raise ConfigError(f"control.host = {cfg.control.host!r} — the control socket always stays on loopback "
+                          f"(127.0.0.1 or ::1), also with --listen (which moves only the native stream, "
+                          f"viewer and Prometheus)")
     s = cfg.supervisor
     if s.seconds is not None and s.seconds <= 0:
         raise ConfigError(f"supervisor.seconds = {s.seconds!r} — must be > 0 (or null to run until stopped)")
@@ -422,6 +485,22 @@ def _resolve_every_frame(src: SourceConfig) -> None:
             src.options = {**src.options, "realtime": False}
     if src.at_end == "auto":
         src.at_end = "stop" if src.every_frame else "loop"
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+
+    text = str(host).strip().strip("[]")
+    if text in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
 
 
 def build_dataclass(cls, data, path: str):

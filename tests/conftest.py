@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,11 @@ from relay_wire import FakeRelay
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# The pipeline's data folder in tests: never the user's data/ (their weights would change what runs).
+os.environ.setdefault("POSEPIPE_DATA_DIR", "/nonexistent-posepipe-data")
+# ultralytics reads its safe-load switch once, at its first import; tests import it themselves (to
+# build weights) before a detector loads, so turn it on here as the detector does in a worker.
+os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 
 def _children():
@@ -48,6 +52,9 @@ def pipeline_env(tmp_path, monkeypatch):
     runtime = Path(f"/tmp/ppt-{tag}")
     monkeypatch.setenv("POSEPIPE_RUNTIME_DIR", str(runtime))
     monkeypatch.setenv("POSEPIPE_RUN_TAG", tag)
+    # The test's own data folder (empty until a test writes weights or engines) and output folder.
+    monkeypatch.setenv("POSEPIPE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("POSEPIPE_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
     # `pipeline start` opens the browser viewer on 127.0.0.1:8080 by default; tests that run in
@@ -60,9 +67,9 @@ def pipeline_env(tmp_path, monkeypatch):
     problems = []
     # A detached supervisor is not our child (its parent CLI exited): find it by its pid file.
     if runtime.exists():
-        for run in runtime.iterdir():
-            pid_file = run / "supervisor.pid"
-            if run.is_symlink() or not pid_file.is_file():
+        for pid_file in runtime.rglob("supervisor.pid"):
+            run = pid_file.parent
+            if run.is_symlink():
                 continue
             try:
                 proc = psutil.Process(int(pid_file.read_text()))

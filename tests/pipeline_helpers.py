@@ -18,7 +18,7 @@ from real_workers import INFERENCE_FAST
 
 def request(cmd, args=None, timeout_s=5.0):
     _, endpoints = rundir.current_run()
-    with ControlClient(endpoints["router"]) as client:
+    with ControlClient.of(endpoints) as client:
         return client.request(cmd, args, timeout_s=timeout_s)
 
 
@@ -117,7 +117,7 @@ def leftover_run_files(runtime: Path) -> list[str]:
         for path in runtime.rglob("*"):
             if path.is_socket():
                 found.append(f"socket file {path}")
-            elif path.is_dir() and path.parent == runtime:
+            elif not path.is_symlink() and (path / ".posepipe-run").is_file():  # rundir.MARKER
                 found.append(f"run directory {path}")
     return found
 

@@ -73,3 +73,16 @@ def test_doctor_runs_without_weights(run_cli):
     assert proc.returncode == 0, proc.stderr
     for needle in ("python", "torch", "cuda", "poco_cliff.pt", "backends", "detectors"):
         assert needle in proc.stdout
+
+
+@pytest.mark.parametrize("cmd", ["start", "swap", "export"])
+def test_allow_unsafe_checkpoint_is_a_real_flag(run_cli, cmd):
+    proc = run_cli(cmd, "--help")
+    assert proc.returncode == 0 and "--allow-unsafe-checkpoint" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_public_control_host_is_refused_even_with_listen(run_cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("control: {transport: tcp, host: 0.0.0.0}\n")
+    for extra in ((), ("--listen", "0.0.0.0")):
+        _one_error(run_cli("start", "--config", config, *extra, "--seconds", "1"), "control.host", "loopback")

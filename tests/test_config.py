@@ -28,7 +28,8 @@ def test_defaults_validate_and_start_consumers_first():
 @pytest.mark.parametrize("override, message", [
     ("workers.capture.restart=sometimes",
      "config error: workers.capture.restart = 'sometimes' — allowed: never, on-failure, always"),
-    ("foo.bar=1", "config error: foo is not a known key — allowed: source, rings, workers, sinks, control, supervisor"),
+    ("foo.bar=1", "config error: foo is not a known key — allowed: source, rings, workers, sinks, control, "
+                  "supervisor, data_dir, output_dir"),
     ("rings.frames.slots=1", "config error: rings.frames.slots = 1 — must be >= 2"),
     ("rings.max_persons=100", "rings.max_persons = 100 — must be in 1..64"),
     ("source.at_end=rewind", "source.at_end = 'rewind' — allowed: stop, loop"),
@@ -109,3 +110,49 @@ def test_parse_override():
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=x=y") == ("a.b", "x=y")
+
+
+# ---------------------------------------------------------------------------- issue 21
+
+def test_data_and_output_dirs_are_resolved_once_to_absolute_paths(tmp_path, monkeypatch):
+    from pipeline.config import REPO_DATA_DIR, validate
+
+    monkeypatch.delenv("POSEPIPE_DATA_DIR", raising=False)
+    monkeypatch.delenv("POSEPIPE_OUTPUT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data_dir=mydata", "output_dir=out"])
+    assert (cfg.data_dir, cfg.output_dir) == (str(tmp_path / "mydata"), str(tmp_path / "out"))
+    assert (cfg.raw["data_dir"], cfg.raw["output_dir"]) == (cfg.data_dir, cfg.output_dir)  # what spawns get
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)               # the detached supervisor validates again: same folders
+    again = validate(dict(cfg.raw))
+    assert (again.data_dir, again.output_dir) == (cfg.data_dir, cfg.output_dir)
+    default = load_config()
+    assert default.data_dir == str(REPO_DATA_DIR) and default.output_dir == str(elsewhere)
+    monkeypatch.setenv("POSEPIPE_DATA_DIR", "rel-data")
+    assert load_config().data_dir == str(elsewhere / "rel-data")
+
+
+def test_a_worker_data_dir_points_to_the_one_top_level_key():
+    with pytest.raises(ConfigError, match="workers.inference.params.data_dir.*top-level data_dir"):
+        load_config(None, ["inference.data_dir=/somewhere"])
+
+
+def test_allow_unsafe_checkpoint_reaches_every_worker_that_loads_weights():
+    safe = load_config()
+    assert not any(w.params.get("allow_unsafe_checkpoint") for w in safe.workers.values())
+    assert not safe.workers["inference"].params_obj.allow_unsafe_checkpoint
+    cfg = load_config(None, (), flags={"allow_unsafe_checkpoint": True})
+    opted = {n for n, w in cfg.workers.items() if w.params.get("allow_unsafe_checkpoint") is True}
+    assert opted == {"inference", "detection"}
+    assert cfg.workers["inference"].params_obj.allow_unsafe_checkpoint is True
+    assert cfg.workers["detection"].params_obj.allow_unsafe_checkpoint is True
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "example.com", "::"])
+def test_the_control_host_is_always_loopback(host):
+    with pytest.raises(ConfigError, match="control.host.*always stays on loopback.*also with --listen"):
+        load_config(None, ["control.transport=tcp", f"control.host={host!r}"])
+    for ok in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert load_config(None, ["control.transport=tcp", f"control.host={ok!r}"]).control.host == ok

@@ -62,9 +62,10 @@ def rings():
     r.close()
 
 
-def make_worker(cls, params, rings, name, output, max_persons=MAX_PERSONS, runner=None):
-    ctx = WorkerContext(name, 1, dict(rings.all), {"max_persons": max_persons, "source": {"spec": "sample"}},
-                        runner=runner)
+def make_worker(cls, params, rings, name, output, max_persons=MAX_PERSONS, runner=None,
+                data_dir="/nonexistent-data"):
+    ctx = WorkerContext(name, 1, dict(rings.all), {"max_persons": max_persons, "source": {"spec": "sample"},
+                                                   "data_dir": data_dir}, runner=runner)
     worker = cls(params, ctx)
     rings.all[output].set_owner(1)
     worker.out = Output(rings.all[output], 1)
@@ -104,8 +105,8 @@ def inference_cls():
 @pytest.fixture
 def inference(rings, inference_cls):
     cls, Params = inference_cls
-    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST), backend="torch",
-                                     data_dir="/nonexistent-data"), rings, "inference", "poses")
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend_options=dict(FAST), backend="torch"),
+                         rings, "inference", "poses")
     worker.setup()
     yield worker
     worker.stop()
@@ -237,14 +238,19 @@ def test_live_settings_are_checked(inference):
         inference.on_set("nope", 1)
     with pytest.raises(SettingError, match="iterations"):
         inference.on_set("profile", -3)
+    # the trace is a file write: only inside the run's output folder
+    with pytest.raises(SettingError, match="outside the run's output folder"):
+        inference.on_set("profile", {"iterations": 1, "out_dir": "/etc/posepipe-trace"})
+    assert inference.recorder is None
 
 
 # ------------------------------------------------------------------------------ bad setup
 
-def _setup_error(rings, inference_cls, **params):
+def _setup_error(rings, inference_cls, data_dir="/nonexistent-data", **params):
     cls, Params = inference_cls
     params.setdefault("backend", "torch")
-    worker = make_worker(cls, Params(smpl="off", backend_options=dict(FAST), **params), rings, "inference", "poses")
+    worker = make_worker(cls, Params(smpl="off", backend_options=dict(FAST), **params), rings, "inference", "poses",
+                         data_dir=data_dir)
     with pytest.raises(Exception) as err:
         worker.setup()
     return str(err.value)

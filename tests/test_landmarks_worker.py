@@ -32,7 +32,7 @@ def bus():
 def worker_for(rings, tmp_path, **params):
     from workers.inference import Inference, Params
 
-    worker = make_worker(Inference, Params(data_dir=str(tmp_path), threads=1, **params), rings, "inference", "poses")
+    worker = make_worker(Inference, Params(threads=1, **params), rings, "inference", "poses", data_dir=str(tmp_path))
     messages = []
     worker.progress = messages.append
     worker.setup()

@@ -61,7 +61,7 @@ def test_kill_9_supervisor_workers_exit_and_stop_cleans_up(run_cli, small_config
     # And a leftover from another killed run is cleaned by the next start as well.
     _start_and_kill_supervisor(run_cli, small_config)
     run_cli("start", "--detach", "--config", small_config, check=True)
-    runs = [p for p in pipeline_env["runtime"].iterdir() if p.is_dir() and not p.is_symlink()]
+    runs = [p for p in pipeline_env["runtime"].rglob("*") if not p.is_symlink() and (p / ".posepipe-run").is_file()]
     assert len(runs) == 1, runs
     assert run_cli("stop").returncode == 0
 

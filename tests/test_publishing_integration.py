@@ -60,9 +60,10 @@ def test_publish_flags_smoothing_live_record_request(run_cli, tmp_path, monkeypa
         from pipeline.runtime import rundir
         from pipeline.sinks.display import ControlActions
 
-        monkeypatch.chdir(tmp_path)  # the CSV lands in the requester's directory
-        endpoint = rundir.current_run()[1]["router"]
-        reply = ControlActions(endpoint).record("Low Light", 1.0)
+        monkeypatch.chdir(tmp_path)  # the CSV lands in the run's output folder (pipeline_env: tmp_path)
+        endpoints = rundir.current_run()[1]
+        endpoint, token = endpoints["router"], endpoints["token"]
+        reply = ControlActions(endpoint, token).record("Low Light", 1.0)
         assert reply.startswith("recorded Low Light (average of the last 1 s): appended to"), reply
         (csv_path,) = tmp_path.glob("*metrics_avg.csv")
         import csv
@@ -70,7 +71,7 @@ def test_publish_flags_smoothing_live_record_request(run_cli, tmp_path, monkeypa
         # CPU only: the GPU columns say "not measured" (empty), while CPU numbers are measured
         assert row["GPU Util (%)"] == "" and row["GPU Memory (MB)"] == "", row
         assert float(row["CPU % inference"]) > 0 and float(row["RSS (MB) inference"]) > 0, row
-        missing = ControlActions(endpoint, metrics_worker="nosuch").record("Optimal", 1.0)
+        missing = ControlActions(endpoint, token, metrics_worker="nosuch").record("Optimal", 1.0)
         assert missing.startswith("error:") and "workers.nosuch.module=workers.metrics" in missing
     from pipeline.sinks.recording import load_recording
 

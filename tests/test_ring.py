@@ -238,3 +238,27 @@ def test_close_with_live_view_does_not_raise(run_id):
 def test_reader_and_writer_types(ring):
     assert isinstance(ring.reader(), RingReader)
     assert isinstance(ring.writer(0), RingWriter)
+
+
+@pytest.mark.parametrize("machine", ["aarch64", "arm64", "armv7l", "ppc64le", "riscv64", ""])
+def test_machines_without_proven_ordering_are_refused(monkeypatch, run_id, ring, machine):
+    """Issue 21 item 6: the seqlock relies on x86-64 ordering; ARM (Jetson, GH200) would get torn
+    reads, so both creating and attaching a ring refuse, saying why and what to do."""
+    import pipeline.runtime.ring as ring_mod
+
+    monkeypatch.setattr(ring_mod.platform, "machine", lambda: machine)
+    with pytest.raises(RingError, match=r"not supported on .*x86-64 memory ordering.*torn frame.*x86-64 Linux"):
+        Ring.create("other", SIMPLE, 4, run_id)
+    with pytest.raises(RingError, match="x86-64"):
+        Ring.attach(ring.shm_name)
+    assert _shm_entries(run_id) == [ring.shm_name]   # nothing was created
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "AMD64"])
+def test_x86_64_is_accepted(monkeypatch, run_id, machine):
+    import pipeline.runtime.ring as ring_mod
+
+    monkeypatch.setattr(ring_mod.platform, "machine", lambda: machine)
+    r = Ring.create("ok", SIMPLE, 4, run_id)
+    r.close()
+    r.unlink()

@@ -145,7 +145,7 @@ def test_swap_gap_broken_swap_bad_inputs_and_capture_source(run_cli, tmp_path):
         result = {}
 
         def first():
-            with ControlClient(endpoints["router"]) as c:
+            with ControlClient.of(endpoints) as c:
                 result["first"] = c.request("swap", {"worker": "inference", "params": {"threads": 1}},
                                             timeout_s=200)
 
@@ -240,6 +240,9 @@ def test_ab_identical_perturbed_record_and_keep_b(run_cli, tmp_path):
         assert "pair rate" in run_cli("ab", "status", check=True).stdout
         path = tmp_path / "ab.csv"
         assert "wrote 2 rows" in run_cli("ab", "record", "--csv", path, check=True).stdout
+        outside = run_cli("ab", "record", "--csv", tmp_path.parent / f"{tmp_path.name}-outside.csv")
+        assert outside.returncode != 0 and "outside the run's output folder" in outside.stderr, outside.stderr
+        assert not (tmp_path.parent / f"{tmp_path.name}-outside.csv").exists()
         rows = list(csv.DictReader(path.open()))
         assert [r["Variant"] for r in rows] == ["A", "B"]
         assert rows[1]["Settings"] == f"checkpoint={other}" and float(rows[1]["Rotation Diff (deg)"]) > 1.0

@@ -136,11 +136,12 @@ def write_config(path: Path, video: Path, backend: str, persons: int, device: st
                           "params": detection_params(detector, persons, device, yolo)},
             "inference": {"module": "workers.inference", "start_timeout": 900, "health_timeout": 30,
                           "params": {"model": model, "backend": backend, "device": device,
-                                     "precision": precision, "smpl": "off", "data_dir": str(data_dir),
+                                     "precision": precision, "smpl": "off",
                                      "backend_options": options}},
             "metrics": {"module": "workers.metrics", "params": {"prometheus": False}},
         },
         "sinks": {"native": {"endpoint": f"tcp://127.0.0.1:{port}"}},
+        "data_dir": str(data_dir),
     }
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -247,7 +247,7 @@ def whole_pipeline(seconds: float, viewer: bool, data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clip = one_person_clip(Path(tmp) / "one_person.avi")
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        args = ["start", "--detach", "--source", clip, f"workers.inference.params.data_dir={data_dir}",
+        args = ["start", "--detach", "--source", clip, f"data_dir={data_dir}",
                 f"workers.metrics.params.prometheus_port={bench_e2e.free_port()}",
                 f"sinks.native.endpoint=tcp://127.0.0.1:{bench_e2e.free_port()}"]
         args += ["--viewer-port", "0"] if viewer else ["--no-viewer"]

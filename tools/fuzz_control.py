@@ -13,7 +13,11 @@ impersonations of real workers (`fatal`/`finished` events, heartbeats) from a fo
 Commands that a legitimate user may send and that change the pipeline on purpose (`stop`,
 `pause`, a valid `swap`) are never sent: the point is that nothing *invalid* does any harm. Afterwards the
 pipeline must still answer `status`, with the same worker pids, and keep publishing.
-Exit code 0 when it does, 1 otherwise.
+
+The main run carries the run's control token (read from control.json, as the CLI does), so
+the hostile messages reach the decoder and the command handlers. A second run sends traffic
+without a valid token (none, empty, wrong, and a real `status`/`stop`): every command must
+get the refusal reply and nothing else may happen. Exit code 0 when all holds, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -144,14 +148,18 @@ class FuzzResult:
     sent: int = 0
     replies: int = 0
     error_replies: int = 0
+    refused_replies: int = 0                    # error replies that say the token was missing
     seconds: float = 0.0
     by_class: dict = field(default_factory=dict)
     valid: dict = field(default_factory=dict)   # messages that pass schema decoding, by type
 
 
 def fuzz(endpoint: str, count: int = 10000, seed: int = 0, workers: list[str] | None = None,
-         max_seconds: float = 60.0) -> FuzzResult:
-    """Send `count` fuzz messages to the ROUTER at `endpoint` (stops early after max_seconds)."""
+         max_seconds: float = 60.0, token: str | None = None) -> FuzzResult:
+    """Send `count` fuzz messages to the ROUTER at `endpoint` (stops early after max_seconds).
+
+    With `token` every message carries it (the hostile content reaches the decoder); without,
+    the messages carry no token, an empty one or a wrong one in turn (`unauthenticated`)."""
     import zmq
 
     rng = random.Random(seed)
@@ -169,18 +177,22 @@ def fuzz(endpoint: str, count: int = 10000, seed: int = 0, workers: list[str] | 
             if time.monotonic() - t0 > max_seconds:
                 break
             msg, cls = generate(rng, workers)
+            if token is None and rng.random() < 0.05:
+                # The most tempting commands an intruder could send: refused like the rest.
+                msg, cls = msgpack.packb({"type": "command", "id": rng.randrange(1, 10**6),
+                                          "cmd": rng.choice(["status", "stop", "pause"]),
+                                          "args": {"worker": "capture"}}), "real-command"
+            frames = _with_token(msg, token, rng)
             if cls == "oversized":
                 # ZeroMQ drops the connection of a peer that exceeds MAXMSGSIZE; a throw-away
                 # socket keeps the main one (and the replies queued for it) connected.
                 big = ctx.socket(zmq.DEALER)
                 big.setsockopt(zmq.LINGER, 200)
                 big.connect(endpoint)
-                big.send(msg)
+                big.send_multipart(frames)
                 big.close()
-            elif isinstance(msg, list):
-                sock.send_multipart(msg)
             else:
-                sock.send(msg)
+                sock.send_multipart(frames)
             result.sent += 1
             result.by_class[cls] = result.by_class.get(cls, 0) + 1
             if isinstance(msg, bytes):
@@ -200,6 +212,17 @@ def fuzz(endpoint: str, count: int = 10000, seed: int = 0, workers: list[str] | 
     return result
 
 
+def _with_token(msg, token: str | None, rng: random.Random) -> list[bytes]:
+    """The frames to send: [token, *msg] with the token; else no token, an empty or a wrong one."""
+    frames = list(msg) if isinstance(msg, list) else [msg]
+    if token is not None:
+        return [token.encode(), *frames]
+    way = rng.randrange(3)
+    if way == 0:
+        return frames
+    return [b"" if way == 1 else rng.randbytes(32).hex().encode(), *frames]
+
+
 def _decodes_as(data: bytes) -> str:
     """The message type the receiver will see ('' when it drops the message as malformed)."""
     from pipeline.runtime.messages import MessageError, decode
@@ -215,6 +238,7 @@ def _decodes_as(data: bytes) -> str:
 def _drain(sock, result: FuzzResult) -> None:
     import zmq
 
+    from pipeline.runtime.control import REFUSED
     from pipeline.runtime.messages import MessageError, Reply, decode
 
     while True:
@@ -229,37 +253,42 @@ def _drain(sock, result: FuzzResult) -> None:
         if isinstance(msg, Reply):
             result.replies += 1
             result.error_replies += not msg.ok
+            result.refused_replies += msg.error == REFUSED
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--unauthenticated", type=int, default=1000,
+                    help="messages without a valid token, after the main run (all must be refused)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=120.0)
-    ap.add_argument("--endpoint", help="ROUTER endpoint (default: the running pipeline's)")
     args = ap.parse_args(argv)
     from pipeline.runtime import rundir
     from pipeline.runtime.control import ControlClient, ControlError
 
-    endpoint = args.endpoint
-    if endpoint is None:
-        try:
-            _, endpoints = rundir.current_run()
-        except rundir.NotRunning as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        endpoint = endpoints["router"]
-    with ControlClient(endpoint) as client:
-        before = client.request("status")
-    result = fuzz(endpoint, args.count, args.seed, [w["name"] for w in before["workers"]], args.max_seconds)
     try:
-        with ControlClient(endpoint) as client:
+        _, endpoints = rundir.current_run()
+    except rundir.NotRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    endpoint, token = endpoints["router"], endpoints["token"]
+    with ControlClient(endpoint, token) as client:
+        before = client.request("status")
+    names = [w["name"] for w in before["workers"]]
+    result = fuzz(endpoint, args.count, args.seed, names, args.max_seconds, token=token)
+    intruder = fuzz(endpoint, args.unauthenticated, args.seed + 1, names, args.max_seconds, token=None)
+    print(json.dumps({"authenticated": result.__dict__, "unauthenticated": intruder.__dict__}))
+    try:
+        with ControlClient(endpoint, token) as client:
             after = client.request("status")
     except ControlError as exc:
-        print(json.dumps(result.__dict__))
         print(f"FAIL: the supervisor no longer answers status: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result.__dict__))
+    if intruder.replies != intruder.refused_replies or not intruder.refused_replies:
+        print(f"FAIL: {intruder.replies - intruder.refused_replies} commands without a valid token were "
+              f"answered with something other than the refusal", file=sys.stderr)
+        return 1
     changed = {w["name"]: (w["pid"], w["state"]) for w in after["workers"]} != \
         {w["name"]: (w["pid"], w["state"]) for w in before["workers"]}
     if changed:

@@ -56,7 +56,7 @@ def request(cmd, args=None, timeout_s=5.0):
     from pipeline.runtime.control import ControlClient
 
     _, endpoints = rundir.current_run()
-    with ControlClient(endpoints["router"]) as c:
+    with ControlClient.of(endpoints) as c:
         return c.request(cmd, args, timeout_s=timeout_s)
 
 

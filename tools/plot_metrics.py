@@ -13,7 +13,6 @@ import argparse
 import csv
 import math
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

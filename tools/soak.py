@@ -118,7 +118,7 @@ def soak(minutes: float, source: str | None, warmup_s: float, interval_s: float,
         t0 = time.monotonic()
         last_pub = None
         total = 0
-        with ControlClient(endpoints["router"]) as client:
+        with ControlClient.of(endpoints) as client:
             while (now := time.monotonic()) - t0 < minutes * 60:
                 time.sleep(max(0.0, interval_s - (time.monotonic() - now)))
                 try:

@@ -78,9 +78,10 @@ class AbCompare(Worker):
         if (not isinstance(value, dict) or set(value) - {"csv", "cost"} or not isinstance(value.get("csv"), str)
                 or not isinstance(value.get("cost", {}), dict)):
             raise SettingError("record needs {csv: PATH} (and optionally cost: {A: {...}, B: {...}})")
+        target = self.ctx.output_path(value["csv"], "ab record: csv", suffix=".csv")
         rows = csv_rows(self.comparer.summary(), self.params.worker, self.params.changes, value.get("cost"))
         try:
-            path = write_csv(value["csv"], rows)
+            path = write_csv(str(target), rows)
         except (ValueError, OSError) as exc:
             raise SettingError(str(exc)) from exc
         return {"csv": path, "rows": rows}

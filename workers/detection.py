@@ -16,7 +16,7 @@ of them a person moves further, so at low rates fast motion matches less often a
 may get a new id; track ages counted in frames last longer in seconds. Lossless mode feeds
 every frame to the tracker.
 
-Detector choice (`kind`): ``auto`` = YOLO when a ``data/yolo*.pt`` exists, else ``blazepose``
+Detector choice (`kind`): ``auto`` = YOLO when a ``<data_dir>/yolo*.pt`` exists, else ``blazepose``
 (the multi-person detector whose weights ship in the mediapipe wheel); ``mediapipe`` = the legacy
 one-person solution (said in `status`); ``center`` = a fixed centre square. `status` names the
 detector's device and precision. A new
@@ -40,7 +40,7 @@ LIVE = {"conf": "conf", "iou": "iou", "min_score": "min_score", "min_box_size": 
 @dataclass
 class Params:
     kind: Literal["auto", "yolo", "blazepose", "mediapipe", "center", "fixed"] = "auto"
-    model: Union[str, None] = None         # YOLO weights file (default: the first data/yolo*.pt); --weights
+    model: Union[str, None] = None         # YOLO weights file (default: the first <data_dir>/yolo*.pt); --weights
     preset: Union[str, None] = None        # yolo: "seed" = 256 px, conf 0.8, NMS 0.4, score > 0.7
     conf: Union[float, None] = None
     iou: Union[float, None] = None
@@ -55,8 +55,8 @@ class Params:
     order: Literal["area", "score"] = "area"
     size: float = 1.0                      # center: side as a fraction of min(height, width)
     boxes: Union[list, None] = None        # fixed: [[x1, y1, x2, y2], ...] as fractions of the frame
-    data_dir: str = "data"
     min_process_ms: float = 0.0            # test/bench knob: each frame takes at least this long
+    allow_unsafe_checkpoint: bool = False  # yolo: full unpickling of the weights (--allow-unsafe-checkpoint)
 
 
 class Detection(Worker):
@@ -80,7 +80,8 @@ class Detection(Worker):
             options["boxes"] = p.boxes
         elif p.kind in ("yolo", "auto"):
             yolo = {"model": p.model, "preset": p.preset, "conf": p.conf, "iou": p.iou, "imgsz": p.imgsz,
-                    "device": p.device, "half": p.half, "tracker": p.tracker, "engine": p.engine}
+                    "device": p.device, "half": p.half, "tracker": p.tracker, "engine": p.engine,
+                    "allow_unsafe_checkpoint": p.allow_unsafe_checkpoint or None}
             options.update({k: v for k, v in yolo.items() if v is not None})
         if p.kind in ("blazepose", "auto"):
             from pipeline.runtime.cpu import worker_threads
@@ -92,7 +93,7 @@ class Detection(Worker):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton
             options["static_image_mode"] = self._source_is_stills()
         try:
-            self.detector = make_detector(p.kind, data_dir=p.data_dir, **options)
+            self.detector = make_detector(p.kind, data_dir=self.ctx.data_dir, **options)
             self.progress(f"loading the {self.detector.kind} person detector")
             self.detector.setup()
         except DetectorError as exc:

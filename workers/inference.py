@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
@@ -44,9 +43,9 @@ LANDMARKS_IK = "landmarks-ik"
 
 @dataclass
 class Params:
-    # auto: poco-cliff when its checkpoint is found (checkpoint or data/poco_cliff.pt), else landmarks-ik
+    # auto: poco-cliff when its checkpoint is found (checkpoint or <data_dir>/poco_cliff.pt), else landmarks-ik
     model: Literal["poco-cliff", "poco-pare", "cliff", "pare", "landmarks-ik", "auto"] = "auto"
-    checkpoint: Union[str, None] = None   # default: data/poco_<variant>.pt if it exists, else random init
+    checkpoint: Union[str, None] = None   # default: <data_dir>/poco_<variant>.pt if it exists, else random init
     # auto: onnx on a CPU (the fastest CPU backend), torch on a GPU (pipeline.backends.AUTO_BACKEND)
     backend: Literal["auto", "torch", "compile", "cudagraph", "trt", "onnx"] = "auto"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
@@ -54,8 +53,7 @@ class Params:
     # int8 is the onnx backend's opt-in: ~2x faster, checked against fp32 when it is built)
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     channels_last: bool = False
-    smpl: Literal["auto", "off"] = "auto"  # auto: SMPL joints when data/smpl/SMPL_NEUTRAL.pkl exists
-    data_dir: str = "data"
+    smpl: Literal["auto", "off"] = "auto"  # auto: SMPL joints when <data_dir>/smpl/SMPL_NEUTRAL.pkl exists
     threads: int = 0                      # model CPU threads (0: the CPU budget, cpu.threads; 1 on CUDA)
     backend_options: dict = field(default_factory=dict)   # passed to the backend (BackendConfig.options)
     # GPU backends: crop and launch frame N while frame N-1's network runs (its record is then
@@ -64,6 +62,7 @@ class Params:
     overlap_frames: bool = True
     min_process_ms: float = 0.0           # test/bench knob: each frame takes at least this long
     min_presence: float = 0.1             # landmarks-ik: below this pose presence a crop holds nobody
+    allow_unsafe_checkpoint: bool = False # full unpickling of the checkpoint (--allow-unsafe-checkpoint)
 
 
 class Inference(Worker):
@@ -99,10 +98,13 @@ class Inference(Worker):
         precision = p.precision if p.precision != "auto" else backend_cls.auto_precision(self.device)
         checkpoint = self._checkpoint()
         self.max_persons = int(self.out.ring.dtype["boxes"].shape[0])
+        # cache_dir is the data folder: backends keep engines in <cache_dir>/engines, exactly where
+        # `pipeline export` puts them. The one unpickling switch overrides backend_options.
         config = BackendConfig(model=self.variant, checkpoint=checkpoint, device=self.device,
                                precision=precision, max_batch=self.max_persons,
-                               channels_last=p.channels_last, cache_dir=str(Path(p.data_dir) / "engines"),
-                               options=options, warm_batches=(1, self._persons_now()))
+                               channels_last=p.channels_last, cache_dir=str(self.ctx.data_dir),
+                               options={**options, "allow_unsafe_checkpoint": p.allow_unsafe_checkpoint},
+                               warm_batches=(1, self._persons_now()))
         try:
             self.backend = backend_cls(config)
             self.progress(f"loading POCO-{self.variant.upper()} ({backend} backend, {self.device}, {precision}, "
@@ -119,9 +121,10 @@ class Inference(Worker):
         self.backend_choice = f"{p.backend} -> {backend}" if p.backend == "auto" else backend
         self.extras.update(threads=self.threads, load_s=binfo.get("load_s"), warmup_s=binfo.get("warmup_s"))
         self.checkpoint = checkpoint
+        self.engine = {k: binfo[k] for k in ("engine", "engine_built") if k in binfo}
         if self.untrained:
             loud = (f"*** {self.model_name.upper()} runs RANDOM, UNTRAINED weights: every pose it outputs is "
-                    f"meaningless. Put the official checkpoint at {Path(p.data_dir) / f'poco_{self.variant}.pt'} "
+                    f"meaningless. Put the official checkpoint at {self.ctx.data_dir / f'poco_{self.variant}.pt'} "
                     f"(or pass --checkpoint) for real poses. ***")
             self.log.warning("%s", loud)
             self.progress(loud)  # shown by `pipeline start` in the foreground, not only in the log
@@ -133,7 +136,7 @@ class Inference(Worker):
         if p.smpl == "auto":
             from pipeline.models import load_smpl
 
-            self.smpl = load_smpl(p.data_dir, device=self.device)
+            self.smpl = load_smpl(self.ctx.data_dir, device=self.device)
         if self.landmarks is not None:
             self.landmarks.use_smpl(self.smpl)
         self.frames = self.rings["frames"]
@@ -194,9 +197,9 @@ class Inference(Worker):
         p = self.params
         if p.model == LANDMARKS_IK:
             return LANDMARKS_IK
-        if p.model != "auto" or p.checkpoint is not None or (Path(p.data_dir) / "poco_cliff.pt").is_file():
+        if p.model != "auto" or p.checkpoint is not None or (self.ctx.data_dir / "poco_cliff.pt").is_file():
             return "poco"
-        msg = (f"no POCO checkpoint at {Path(p.data_dir) / 'poco_cliff.pt'}: running {LANDMARKS_IK} (MediaPipe's "
+        msg = (f"no POCO checkpoint at {self.ctx.data_dir / 'poco_cliff.pt'}: running {LANDMARKS_IK} (MediaPipe's "
                f"trained pose landmarks + inverse kinematics to SMPL). Put the checkpoint there for POCO-CLIFF, "
                f"or pass --model poco-cliff for POCO with random weights.")
         self.log.warning("%s", msg)
@@ -236,7 +239,7 @@ class Inference(Worker):
         if p.checkpoint is not None:
             # A named checkpoint must load: a typo never silently falls back to random weights.
             return p.checkpoint
-        default = Path(p.data_dir) / f"poco_{self.variant}.pt"
+        default = self.ctx.data_dir / f"poco_{self.variant}.pt"
         return str(default) if default.is_file() else None
 
     # ---------------------------------------------------------------------------- the loop
@@ -458,9 +461,10 @@ class Inference(Worker):
             from pipeline.profiling.torch_trace import TorchTraceError, TorchTraceRecorder, parse_profile_request
         except ImportError as exc:
             raise SettingError(f"profiling is not available in this installation: {exc}") from exc
-        default_dir = Path("profiles")
+        default_dir = self.ctx.output_path("profiles", "profile out_dir")
         try:
             n, out_dir = parse_profile_request(value, default_dir)
+            out_dir = self.ctx.output_path(out_dir, "profile out_dir")  # the trace is written there
             if self.recorder is None:
                 self.recorder = TorchTraceRecorder(out_dir)
             return str(self.recorder.start(n, out_dir))
@@ -509,7 +513,7 @@ class Inference(Worker):
                "precision": self.precision, "untrained": self.untrained,
                "checkpoint": self.checkpoint or "none (random init)",
                "smpl_joints": self.smpl is not None, "max_batch": self.max_persons,
-               "overlap_frames": self.overlap}
+               "overlap_frames": self.overlap, **getattr(self, "engine", {})}
         if self.untrained:
             out["description"] = f"{self.model_name} {self.backend_name}/{self.device} — UNTRAINED random weights"
         return out

@@ -65,9 +65,9 @@ class MetricsWorker(Worker):
         self._stats_q: queue.Queue = queue.Queue(maxsize=8)
         self._poll_stop = threading.Event()
         self._poller = None
-        endpoint = self._control_endpoint()
-        if p.stats_poll_s > 0 and endpoint:
-            self._poller = threading.Thread(target=self._poll_stats, args=(endpoint,), name="stats-poll",
+        access = self.ctx.control_access()
+        if p.stats_poll_s > 0 and access:
+            self._poller = threading.Thread(target=self._poll_stats, args=access, name="stats-poll",
                                             daemon=True)
             self._poller.start()
         now = time.monotonic()
@@ -102,9 +102,12 @@ class MetricsWorker(Worker):
         for k in ("condition", "csv", "note", "directory"):
             if args.get(k) is not None and not isinstance(args[k], str):
                 raise SettingError(f"record: {k} must be text, got {type(args[k]).__name__}")
+        # Only inside the run's output folder (the default place when none is named).
+        csv = self.ctx.output_path(args["csv"], "record: csv", suffix=".csv") if args.get("csv") else None
+        directory = self.ctx.output_path(args.get("directory") or ".", "record: directory")
         self._drain_stats()
-        result = self.engine.record(args.get("condition"), float(seconds), csv_path=args.get("csv") or None,
-                                    note=args.get("note"), directory=args.get("directory"))
+        result = self.engine.record(args.get("condition"), float(seconds), csv_path=csv,
+                                    note=args.get("note"), directory=directory)
         return result.as_dict()
 
     def stop(self) -> None:
@@ -128,16 +131,11 @@ class MetricsWorker(Worker):
                                if self.params.prometheus else "off")}
 
     # -- other workers' stats ------------------------------------------------------------------
-    def _control_endpoint(self) -> str | None:
-        runner = self.ctx.runner
-        spec = getattr(runner, "spec", None)
-        return spec.get("control") if isinstance(spec, dict) else None
-
-    def _poll_stats(self, endpoint: str) -> None:
+    def _poll_stats(self, endpoint: str, token: str) -> None:
         from pipeline.runtime.control import ControlClient, ControlError
 
         warned = False
-        with ControlClient(endpoint) as client:
+        with ControlClient(endpoint, token) as client:
             while not self._poll_stop.wait(self.params.stats_poll_s):
                 try:
                     status = client.request("status", timeout_s=2.0)

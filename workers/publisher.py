@@ -50,7 +50,6 @@ class Params:
     sinks: Union[list, None] = None   # names from the `sinks:` section to run; None = all of them
     smoothing: Literal["off", "moderate", "smooth"] = "off"   # global One-Euro preset, before the sinks
     metrics_worker: str = "metrics"   # where record requests (viewer button, display `r`) go
-    data_dir: str = ""                # SMPL files for meshes ("" = the repository's data/)
 
 
 class Publisher(Worker):
@@ -170,20 +169,18 @@ class Publisher(Worker):
         """Hand a sink what it needs from the pipeline, before it opens."""
         from pipeline.sinks.display import ControlActions
 
-        spec = getattr(self.ctx.runner, "spec", None)
-        actions = ControlActions(spec.get("control") if isinstance(spec, dict) else None,
-                                 self.params.metrics_worker)
+        actions = ControlActions(*(self.ctx.control_access() or (None, "")), self.params.metrics_worker)
         if hasattr(sink, "actions"):
             sink.actions = actions
-        if getattr(sink, "data_dir", None) == "" and self.params.data_dir:
-            sink.data_dir = self.params.data_dir
+        if getattr(sink, "data_dir", None) == "":
+            sink.data_dir = str(self.ctx.data_dir)  # SMPL files for meshes: the pipeline's data folder
         if hasattr(sink, "use_source"):
             sink.use_source(self.ctx.shared.get("source"))
         if sink.name == "viewer":
             if sink.on_record is None:
                 sink.on_record = actions.record
             if sink.smpl is None:
-                sink.smpl = viewer_mesh(self.params.data_dir or None)
+                sink.smpl = viewer_mesh(self.ctx.data_dir)
                 if sink.smpl is not None:
                     from pipeline.sinks import viewer_scene
                     sink.rest_offsets = viewer_scene.offsets_from_rest_joints(sink.smpl.rest_joints)
@@ -278,14 +275,13 @@ class Publisher(Worker):
 
 
 
-def viewer_mesh(data_dir=None):
+def viewer_mesh(data_dir):
     """`SmplMeshData` for the viewer from the SMPL model file, or None (skeletons) without it."""
-    from pipeline.sinks.display import DEFAULT_DATA_DIR
     from pipeline.models.smpl import load_smpl
     from pipeline.sinks.viewer import SmplMeshData
 
     try:
-        layer = load_smpl(data_dir or DEFAULT_DATA_DIR)
+        layer = load_smpl(data_dir)
     except (ValueError, ImportError) as exc:
         logging.getLogger(__name__).warning("viewer: drawing skeletons, the SMPL model is unusable: %s", exc)
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -23,12 +24,22 @@ class BackendConfig:
     precision: str = "fp32"           # "fp32" | "fp16"
     max_batch: int = 8                # largest batch (= max_persons) the backend must accept
     channels_last: bool = False
-    cache_dir: str | None = None      # compile caches / engine files
+    cache_dir: str | None = None      # the data folder: engines/, cache/ (compile), smpl_mean_params.npz
     options: dict[str, Any] = field(default_factory=dict)
     # Batch sizes `warmup()` makes ready before the worker says `ready`: the ones the next
     # frames need. Backends prepare any other size lazily or in the background
     # (docs/architecture.md §6), so a restart is not held up by sizes nobody uses yet.
     warm_batches: tuple = (1,)
+
+    def data_path(self, *parts: str) -> Path:
+        """A path in the data folder: under `cache_dir`, else under the pipeline's default data_dir
+        (the worker passes its data_dir, `pipeline export` the same default: engines land where
+        the worker looks, docs/architecture.md §6)."""
+        if self.cache_dir:
+            return Path(self.cache_dir).joinpath(*parts)
+        from pipeline.config import default_data_dir
+
+        return default_data_dir().joinpath(*parts)
 
 
 MAX_IN_FLIGHT = 2

@@ -32,9 +32,6 @@ from pipeline.backends import batching
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path("data") / "cache"
-
-
 def configure_compile_cache(cache_dir: str | os.PathLike | None) -> Path | None:
     """Point Inductor's and Triton's on-disk caches under our cache dir (read at compile
     time, so this must run before the first compiled call)."""
@@ -80,7 +77,7 @@ class CompileBackend(Backend):
                                      "inexact); use precision=fp32 on CPU")
         channels_last = cuda or cfg.channels_last
         sizes = batching.parse_sizes(opts.get("batch_sizes", "all"), int(cfg.max_batch))
-        cache_root = configure_compile_cache(cfg.cache_dir or DEFAULT_CACHE_DIR)
+        cache_root = configure_compile_cache(cfg.data_path("cache"))
 
         t0 = time.perf_counter()
         if cuda:

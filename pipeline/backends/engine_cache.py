@@ -20,7 +20,6 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENGINE_DIR = Path("data") / "engines"
 SIDECAR_SUFFIX = ".json"
 _HASH_CHUNK = 1 << 20
 
@@ -107,7 +106,7 @@ class Lookup:
 class EngineCache:
     """Engines under one directory, each ``<stem>.<ext>`` beside ``<stem>.<ext>.json``."""
 
-    def __init__(self, root: str | os.PathLike = DEFAULT_ENGINE_DIR, ext: str = "engine"):
+    def __init__(self, root: str | os.PathLike, ext: str = "engine"):
         self.root = Path(root)
         self.ext = ext
 

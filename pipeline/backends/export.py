@@ -4,8 +4,9 @@
         --precision fp16 --max-persons 8
     pipeline export --backend onnx --model cliff
 
-The engine lands in data/engines/ (or <cache-dir>/engines) with its key sidecar, exactly
-where `pipeline start --backend trt|onnx` looks for it, so the first start does not build.
+The engine lands in <data_dir>/engines/ with its key sidecar (data_dir: --cache-dir, else the
+pipeline's default: $POSEPIPE_DATA_DIR or the repository's data/), exactly where the inference
+worker of `pipeline start --backend trt|onnx` looks for it, so the first start does not build.
 An existing matching engine is reused unless --force. Prints one JSON line with the result.
 """
 from __future__ import annotations
@@ -77,9 +78,8 @@ def export_engine(backend: str, model: str = "cliff", checkpoint: str | None = N
 
 
 def _remove_existing(be, cfg) -> None:
-    from pipeline.backends.engine_cache import EngineCache
     if cfg.options.get("engine_path"):
-        EngineCache().remove(Path(cfg.options["engine_path"]))
+        be.cache().remove(Path(cfg.options["engine_path"]))
     elif be.name == "onnx":
         cache = be.cache()
         cache.remove(cache.path_for(be.engine_key()))
@@ -99,8 +99,11 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--max-persons", type=int, default=8)
     p.add_argument("--device", default=None, help="default: cuda for trt, cpu for onnx")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None,
+                   help="the data folder (engines go to <it>/engines); default: the pipeline's data_dir")
     p.add_argument("--engine-path", default=None)
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true",
+                   help="fully unpickle the checkpoint (it can run code: only for a file you trust)")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
     try:
         info = export_engine(args.backend, args.model, args.checkpoint, args.precision, args.max_persons,
                              args.device or ("cuda" if args.backend == "trt" else "cpu"),
-                             args.cache_dir, args.engine_path, args.force)
+                             args.cache_dir, args.engine_path, args.force,
+                             {"allow_unsafe_checkpoint": True} if args.allow_unsafe_checkpoint else None)
     except (BackendUnavailable, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2

@@ -60,19 +60,22 @@ def network_identity(config: BackendConfig) -> str:
 
 
 def build_network(config: BackendConfig, device: torch.device | str = "cpu") -> nn.Module:
-    """The fp32 POCO network in eval mode on `device`."""
-    factory = config.options.get("network_factory")
-    if factory is None:
-        try:
-            from pipeline.models import load_poco
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"the POCO model code (pipeline.models.load_poco) cannot be imported: {exc}") from exc
-        factory = load_poco
+    """The fp32 POCO network in eval mode on `device`. The checkpoint is read without unpickling
+    unless options["allow_unsafe_checkpoint"] (--allow-unsafe-checkpoint): the one switch reaches
+    every backend built on this (compile, cudagraph, trt, onnx)."""
     if config.checkpoint is None:
         # Untrained weights must still be reproducible: engine keys say "random-seed-N".
         torch.manual_seed(int(config.options.get("seed", 0)))
-    model = factory(config.model, config.checkpoint, str(device))
+    factory = config.options.get("network_factory")
+    if factory is not None:
+        return factory(config.model, config.checkpoint, str(device)).eval().to(device)
+    try:
+        from pipeline.models import load_poco
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the POCO model code (pipeline.models.load_poco) cannot be imported: {exc}") from exc
+    model = load_poco(config.model, config.checkpoint, str(device), mean_params=config.data_path("smpl_mean_params.npz"),
+                      allow_unsafe_checkpoint=bool(config.options.get("allow_unsafe_checkpoint", False)))
     return model.eval().to(device)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.backends import batching, layout
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
-from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey, checkpoint_identity
+from pipeline.backends.engine_cache import EngineCache, EngineKey, checkpoint_identity
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ class OnnxBackend(Backend):
                          runtime_version=f"torch-{torch_release()}", extra=extra)
 
     def cache(self) -> EngineCache:
-        root = Path(self.config.cache_dir) / "engines" if self.config.cache_dir else DEFAULT_ENGINE_DIR
-        return EngineCache(root, ext="onnx")
+        return EngineCache(self.config.data_path("engines"), ext="onnx")
 
     def load(self) -> None:
         ort = import_onnxruntime()

@@ -48,6 +48,7 @@ class TorchBackend(Backend):
             raise ValueError(f"max_batch must be >= 1, got {cfg.max_batch}")
         t0 = time.perf_counter()
         model = load_poco(cfg.model, checkpoint=cfg.checkpoint, device=device,
+                          mean_params=cfg.data_path("smpl_mean_params.npz"),
                           allow_unsafe_checkpoint=bool(cfg.options.get("allow_unsafe_checkpoint", False)),
                           calibrate_bn=bool(cfg.options.get("calibrate_bn", True)),
                           seed=cfg.options.get("seed"))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
-from pipeline.backends.engine_cache import DEFAULT_ENGINE_DIR, EngineCache, EngineKey
+from pipeline.backends.engine_cache import EngineCache, EngineKey
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,7 @@ class TrtBackend(Backend):
         return opt
 
     def cache(self) -> EngineCache:
-        root = Path(self.config.cache_dir) / "engines" if self.config.cache_dir else DEFAULT_ENGINE_DIR
-        return EngineCache(root, ext="ep")
+        return EngineCache(self.config.data_path("engines"), ext="ep")
 
     def load(self) -> None:
         fallback = self.config.options.get("fallback")

@@ -5,7 +5,8 @@ tcp), the browser viewer and the Prometheus exporter. Without `--listen`, a conf
 any of them on another address is refused, naming the setting and the flag; with `--listen
 HOST` all three move to HOST and a warning says who can now reach what. The control socket is
 never moved: it accepts commands (stop, swap, set), so it stays an ipc socket in the private
-run directory, or tcp on 127.0.0.1 where ipc is unavailable.
+run directory, or tcp on loopback when `control.transport: tcp` asks for it; the config refuses
+any other `control.host`, with or without --listen.
 """
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, is_loopback
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
@@ -41,16 +41,6 @@ def check_host(host: str) -> str:
                       f"192.168.1.20) or its host name")
 
 
-def is_loopback(host: str) -> bool:
-    text = str(host).strip("[]")
-    if text in LOOPBACK:
-        return True
-    try:
-        return ipaddress.ip_address(text).is_loopback
-    except ValueError:
-        return False
-
-
 def servers(cfg) -> list[Server]:
     """The network servers this config opens, with their hosts."""
     out = []
@@ -72,17 +62,10 @@ def servers(cfg) -> list[Server]:
     return out
 
 
-def control_server(cfg) -> Server | None:
-    control = cfg.control
-    if control.transport != "tcp":
-        return None
-    return Server("control socket", "control.host", str(control.host), "(any)")
-
-
 def refuse_non_loopback(cfg) -> None:
-    """Without --listen every server, the control socket included, must be on loopback."""
-    control = control_server(cfg)
-    public = [s for s in [*servers(cfg), *([control] if control else [])] if not is_loopback(s.host)]
+    """Without --listen every server must be on loopback (the control socket always is: the
+    config refuses any other control.host)."""
+    public = [s for s in servers(cfg) if not is_loopback(s.host)]
     if public:
         s = public[0]
         raise ConfigError(f"{s.key} puts the {s.what} on {s.host}, reachable from other machines; posepipe "
@@ -103,11 +86,6 @@ def listen_overrides(cfg, host: str) -> list[str]:
 
 def listen_warning(cfg, host: str) -> str:
     parts = [f"the {s.what} ({s.host}:{s.port})" for s in servers(cfg)]
-    control = control_server(cfg)
-    if control is not None and not is_loopback(control.host):
-        tail = (f" The CONTROL socket is on {control.host} as configured (control.host): anyone who can "
-                f"reach it can stop or reconfigure the pipeline.")
-    else:
-        tail = " The control socket stays local."
     return (f"warning: --listen {host}: {', '.join(parts) or 'no server'} can be reached from other "
-            f"machines; anyone who can connect reads the poses (and the viewer's camera images).{tail}")
+            f"machines; anyone who can connect reads the poses (and the viewer's camera images). "
+            f"The control socket stays local.")

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 EXIT_ERROR = 1
 EXIT_START = 2
+UNSAFE_WARNING = ("Weights files are pickles: loaded fully, one from an untrusted source can run any code "
+                  "as you. Without this flag only tensors and known layer classes are read.")
 
 
 def fail(message: str, code: int = EXIT_ERROR):
@@ -134,16 +136,19 @@ def cli(verbose):
 @click.option("--listen", metavar="HOST",
               help="Let other machines connect: the native stream, viewer and Prometheus listen on HOST "
                    "(e.g. 0.0.0.0) instead of 127.0.0.1. The control socket stays local.")
+@click.option("--allow-unsafe-checkpoint", is_flag=True,
+              help=f"Fully unpickle POCO checkpoints and YOLO weights. {UNSAFE_WARNING}")
 @click.argument("overrides", nargs=-1)
 def start(config_path, detach, seconds, source, backend, model, checkpoint, device, detector, weights,
-          every_frame, no_check,
-          listen, overrides):
+          every_frame, no_check, listen, allow_unsafe_checkpoint, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
     from pipeline.runtime import rundir
     flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
              "device": device, "detector": detector, "weights": weights, "seconds": seconds,
-             "every_frame": every_frame or None}
+             "every_frame": every_frame or None, "allow_unsafe_checkpoint": allow_unsafe_checkpoint}
+    if allow_unsafe_checkpoint:
+        click.echo(f"warning: --allow-unsafe-checkpoint: {UNSAFE_WARNING}", err=True)
     try:
         cfg = load_config(config_path, overrides, flags=flags)
         if listen is None:
@@ -227,7 +232,7 @@ def _start_detached(cfg) -> None:
                  EXIT_START)
         try:
             _, endpoints = rundir.current_run()
-            with ControlClient(endpoints["router"]) as client:
+            with ControlClient.of(endpoints) as client:
                 status = client.request("status", timeout_s=1.0)
             if status["state"] == "running" and status.get("pid") == proc.pid:
                 click.echo(f"started run {status['run_id']} (supervisor pid {proc.pid}); "
@@ -247,7 +252,7 @@ def _client():
         run, endpoints = rundir.current_run()
     except rundir.NotRunning as exc:
         fail(str(exc))
-    return run, ControlClient(endpoints["router"])
+    return run, ControlClient.of(endpoints)
 
 
 def _request(cmd, args=None, timeout_s=5.0):
@@ -278,7 +283,7 @@ def stop(timeout):
     from pipeline.runtime.control import ControlClient, ControlError
 
     try:
-        with ControlClient(endpoints["router"]) as client:
+        with ControlClient.of(endpoints) as client:
             client.request("stop", timeout_s=5.0)
     except ControlError as exc:
         # A supervisor that no longer answers still gets the orderly SIGTERM path.
@@ -326,12 +331,18 @@ def set_cmd(worker, settings):
 @click.argument("worker")
 @click.argument("settings", nargs=-1)
 @click.option("--timeout", default=330.0, show_default=True, help="Seconds to wait for the new generation.")
-def swap(worker, settings, timeout):
+@click.option("--allow-unsafe-checkpoint", is_flag=True,
+              help=f"The new generation fully unpickles its weights (inference, detection). {UNSAFE_WARNING}")
+def swap(worker, settings, timeout, allow_unsafe_checkpoint):
     """Replace a worker without a gap: pipeline swap WORKER key=value ... (params of the new generation;
     for capture also source=SPEC, at_end=loop|stop, options={...})."""
     params = settings_to_params(settings)
-    if worker == "capture" and isinstance(params.get("source"), str) and os.path.exists(params["source"]):
-        params["source"] = os.path.abspath(params["source"])  # the supervisor runs elsewhere
+    if allow_unsafe_checkpoint:
+        params["allow_unsafe_checkpoint"] = True
+        click.echo(f"warning: --allow-unsafe-checkpoint: {UNSAFE_WARNING}", err=True)
+    for key in ("source", "checkpoint", "model"):  # files named here, read by a worker that runs elsewhere
+        if isinstance(params.get(key), str) and os.path.exists(params[key]):
+            params[key] = os.path.abspath(params[key])
     _, result = _request("swap", {"worker": worker, "params": params}, timeout_s=timeout)
     click.echo(f"{worker}: generation {result['old_generation']} -> {result['generation']} "
                f"({result.get('ready_s', result['seconds']):.2f} s to ready, {result['seconds']:.2f} s to serving)")
@@ -406,7 +417,7 @@ def _running_native_endpoint():
 
     try:
         _, endpoints = rundir.current_run()
-        with ControlClient(endpoints["router"]) as client:
+        with ControlClient.of(endpoints) as client:
             status = client.request("status", timeout_s=2.0)
     except (rundir.NotRunning, ControlError):
         return None
@@ -418,9 +429,16 @@ def _running_native_endpoint():
 
 
 @cli.command()
-def doctor():
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Pipeline YAML whose data_dir to check (default: what `pipeline start` would use).")
+@click.argument("overrides", nargs=-1)
+def doctor(config_path, overrides):
     """What is installed, which weights and GPUs are found, what each backend needs."""
-    for line in doctor_report():
+    try:
+        data_dir = load_config(config_path, overrides).data_dir
+    except ConfigError as exc:
+        fail(str(exc))
+    for line in doctor_report(data_dir):
         click.echo(line)
 
 
@@ -452,10 +470,10 @@ def _probe(module: str) -> tuple[bool, str]:
         return True, "installed"
 
 
-def doctor_report() -> list[str]:
+def doctor_report(data_dir=None) -> list[str]:
+    """`data_dir`: the resolved config's (default: the default config's, as `pipeline start`)."""
     import platform
-
-    from pipeline.config import DEFAULT_CONFIG_PATH
+    from pathlib import Path
 
     lines = [f"python            {platform.python_version()} ({sys.executable})",
              f"platform          {platform.platform()}"]
@@ -480,7 +498,7 @@ def doctor_report() -> list[str]:
         torch_ver = f"not usable: {exc}"
     lines.append(f"torch             {torch_ver}")
     lines.append(f"cuda              {'yes: ' + ', '.join(gpus) if cuda else 'no (CPU only)'}")
-    data = DEFAULT_CONFIG_PATH.parent.parent / "data"
+    data = Path(data_dir or load_config().data_dir)
     lines.append(f"data dir          {data}")
     for rel, what in DATA_FILES:
         lines.append(f"  {'found  ' if (data / rel).is_file() else 'missing'} {rel:<24} {what}")
@@ -514,10 +532,14 @@ def main(argv=None):
     # our error line already says what went wrong.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # libav's own "[tcp @ 0x...]" lines
+    from pipeline.runtime.rundir import RuntimeDirError
+
     try:
         cli.main(args=argv, prog_name="pipeline", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeDirError as exc:  # an unsafe runtime folder: one line naming it and the fix
+        fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from pipeline.detectors.tracker import IouTracker, iou_matrix
 log = logging.getLogger(__name__)
 
 KINDS = ("yolo", "blazepose", "mediapipe", "center", "fixed", "auto")
-DEFAULT_DATA_DIR = Path("data")
 
 __all__ = ["make_detector", "find_yolo_weights", "Detections", "Detector", "DetectorError",
            "IouTracker", "PostConfig", "postprocess", "iou_matrix", "check_frame", "KINDS"]
@@ -39,13 +38,18 @@ def _classes() -> dict:
             "center": CenterDetector, "fixed": FixedDetector}
 
 
-def find_yolo_weights(data_dir: str | Path = DEFAULT_DATA_DIR) -> Path | None:
-    """The first data/yolo*.pt file (sorted by name), or None."""
+def find_yolo_weights(data_dir: str | Path | None = None) -> Path | None:
+    """The first <data_dir>/yolo*.pt file (sorted by name), or None; data_dir defaults to the
+    pipeline's (pipeline.config.default_data_dir)."""
+    if data_dir is None:
+        from pipeline.config import default_data_dir
+
+        data_dir = default_data_dir()
     files = sorted(p for p in Path(data_dir).glob("yolo*.pt") if p.is_file())
     return files[0] if files else None
 
 
-def make_detector(kind: str, data_dir: str | Path = DEFAULT_DATA_DIR, **params) -> Detector:
+def make_detector(kind: str, data_dir: str | Path | None = None, **params) -> Detector:
     """Build (not yet set up) a detector of `kind` (one of KINDS).
 
     "auto" is yolo when a data/yolo*.pt exists (unless `model` names one), else blazepose (the

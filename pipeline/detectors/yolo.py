@@ -7,7 +7,8 @@ BoT-SORT fed with our boxes, or from the IoU tracker.
 
 Nothing is ever downloaded: before ultralytics is first imported we switch it offline
 (YOLO_OFFLINE, no auto-install) and point its settings at a local folder, and a model name
-that is not an existing file is refused.
+that is not an existing file is refused. Nothing is unpickled either, unless the user asks:
+`load_yolo` turns on ultralytics' own safe loading (docs/architecture.md §12).
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class YoloDetector(Detector):
                  max_age: int = 30, config_dir: str | os.PathLike | None = None,
                  warmup: bool = True, max_persons: int = 8, min_box_size: float = 16.0,
                  order: str = "area", clip: bool = False, engine: str = "auto",
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, allow_unsafe_checkpoint: bool = False):
         super().__init__()
         if model is None:
             raise DetectorError("the yolo detector needs a weights file: model=data/yolo11n.pt "
@@ -82,6 +83,7 @@ class YoloDetector(Detector):
         self.tracker_request = tracker
         self.config_dir = config_dir
         self.warmup = warmup
+        self.allow_unsafe_checkpoint = bool(allow_unsafe_checkpoint)
         self.post = PostConfig(max_persons=max_persons, min_box_size=min_box_size, order=order, clip=clip)
         self.iou_tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age)
         self.tracker = "none"
@@ -104,13 +106,18 @@ class YoloDetector(Detector):
         self.device, self.half = self._resolve_device()
         self.tracker = self._resolve_tracker()
         try:
-            import ultralytics  # noqa: F401
-        except ImportError as e:
-            raise DetectorError(f"the yolo detector needs ultralytics ({e}): pip install 'ultralytics>=8.3,<9'") from e
-        try:
-            model = load_yolo(path)
+            model = load_yolo(path, self.allow_unsafe_checkpoint)
+        except DetectorError:
+            raise
         except Exception as e:
-            raise DetectorError(f"{str(path)!r} is not a usable YOLO model file: {type(e).__name__}: {e}") from e
+            # Safe loading reports a garbage file as whatever torch's restricted unpickler hit first.
+            fix = "" if "re-download" in str(e) else ("; re-download or re-export it (an ultralytics detect .pt), "
+                                                      "or use another --detector")
+            hint = "" if self.allow_unsafe_checkpoint else (
+                " (loaded safely, without unpickling: a file you trust that needs more, e.g. custom classes, "
+                "loads fully with --allow-unsafe-checkpoint)")
+            raise DetectorError(f"{str(path)!r} is not a usable YOLO model file: {type(e).__name__}: {e}{fix}"
+                                f"{hint}") from e
         check_detector(model, path)
         stride = _stride(model)
         if self.imgsz % stride:
@@ -146,7 +153,7 @@ class YoloDetector(Detector):
         from pipeline.detectors.yolo_runner import YoloRunner
         try:
             return YoloRunner(model, path, self.device, self.half, self.imgsz, engine=self.engine_request,
-                              cache_dir=self.cache_dir)
+                              cache_dir=self.cache_dir, allow_unsafe_checkpoint=self.allow_unsafe_checkpoint)
         except DetectorError:
             raise
         except Exception as exc:

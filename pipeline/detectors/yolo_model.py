@@ -1,7 +1,7 @@
 """Loading an ultralytics YOLO file for the person detector, and checking it is one.
 
-`load_yolo` is the one place a weights file is opened (issue 21 turns it into ultralytics'
-safe-load mode); everything else takes the loaded object. `check_detector` refuses
+`load_yolo` is the one place a weights file is opened, in ultralytics' safe-load mode unless
+the user opts in (docs/architecture.md §12); everything else takes the loaded object. `check_detector` refuses
 classification, pose, segmentation and oriented-box models with one line naming the file.
 `build_untrained` makes a detector from an ultralytics yaml with random weights, for speed
 measurements where no weights exist (its boxes mean nothing; callers say so).
@@ -9,6 +9,7 @@ measurements where no weights exist (its boxes mean nothing; callers say so).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pipeline.detectors.base import DetectorError
@@ -20,9 +21,35 @@ NOT_A_DETECTOR = {"classify": "an image classifier", "pose": "a pose (keypoint) 
                   "segment": "a segmentation model", "obb": "an oriented-box model"}
 
 
-def load_yolo(path: str | Path):
-    """Open a YOLO weights (.pt), yaml or exported engine file with ultralytics."""
-    from ultralytics import YOLO
+SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"
+
+
+def load_yolo(path: str | Path, allow_unsafe: bool = False):
+    """Open a YOLO weights (.pt), yaml or exported engine file with ultralytics, without
+    unpickling unless `allow_unsafe` (--allow-unsafe-checkpoint).
+
+    A .pt file is a pickle: ultralytics loads it with torch.load(weights_only=False) by default,
+    so a planted data/yolo*.pt (which the `auto` detector picks up by itself) could run code. Its
+    own switch, ULTRALYTICS_SAFE_LOAD (ultralytics >= 8.4, torch >= 2.6; read once, when ultralytics
+    is first imported), makes it load with weights_only=True and an allow-list of its layer classes.
+    We set it before that import and refuse to load when it did not take effect (ultralytics was
+    imported earlier without it, or is too old to have it)."""
+    os.environ[SAFE_LOAD_ENV] = "0" if allow_unsafe else "1"
+    try:
+        from ultralytics import YOLO, __version__
+        from ultralytics.nn import tasks
+    except ImportError as e:
+        raise DetectorError(f"the yolo detector needs ultralytics ({e}): pip install 'ultralytics>=8.4,<9'") from e
+    safe = bool(getattr(tasks, "SAFE_LOAD", False)) and bool(getattr(getattr(tasks, "_SafeLoad", None),
+                                                                        "SUPPORTED", False))
+    if not safe and not allow_unsafe:
+        raise DetectorError(
+            f"refusing to load {str(path)!r}: this ultralytics {__version__} would fully unpickle it, which can "
+            f"run code from the file (its safe loading, {SAFE_LOAD_ENV}=1, needs ultralytics >= 8.4 and torch "
+            f">= 2.6, and must be on before ultralytics is imported). Upgrade, set {SAFE_LOAD_ENV}=1, or pass "
+            f"--allow-unsafe-checkpoint if you trust the file")
+    if allow_unsafe and safe:
+        log.warning("%s: ultralytics was imported with safe loading on; loading it safely anyway", path)
     return YOLO(str(path))
 
 

@@ -52,7 +52,7 @@ def letterbox_geometry(height: int, width: int, imgsz: int, stride: int | None =
 
 class YoloRunner:
     def __init__(self, model, path: str | Path, device: str, half: bool, imgsz: int, engine: str = "auto",
-                 candidates: int = 300, cache_dir: str | Path | None = None):
+                 candidates: int = 300, cache_dir: str | Path | None = None, allow_unsafe_checkpoint: bool = False):
         import torch
         if engine not in ENGINES:
             raise DetectorError(f"yolo engine must be one of {ENGINES}, got {engine!r}")
@@ -72,6 +72,7 @@ class YoloRunner:
         strides = getattr(net, "stride", None)
         self.stride = int(max(float(v) for v in strides)) if strides is not None and len(strides) else 32
         self.path = Path(path)
+        self.allow_unsafe_checkpoint = bool(allow_unsafe_checkpoint)  # the engine export reloads the file
         if engine == "auto":
             engine = "eager" if not self.cuda else ("trt" if _has_tensorrt() else "cudagraph")
         self.engine = engine
@@ -96,7 +97,8 @@ class YoloRunner:
 
     def _trt_forward(self, model, cache_dir):
         from ultralytics.nn.autobackend import AutoBackend
-        engine_path = export_engine(model, self.path, self.imgsz, self.device, cache_dir)
+        engine_path = export_engine(model, self.path, self.imgsz, self.device, cache_dir,
+                                    self.allow_unsafe_checkpoint)
         backend = AutoBackend(str(engine_path), device=self.device, fp16=True, verbose=False)
         self.half, self.dtype = True, self.torch.float16
 
@@ -229,7 +231,7 @@ def _has_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def export_engine(model, path: Path, imgsz: int, device, cache_dir) -> Path:
+def export_engine(model, path: Path, imgsz: int, device, cache_dir, allow_unsafe: bool = False) -> Path:
     """The TensorRT engine of `path` at `imgsz` (fp16, batch 1), exported once by ultralytics and
     cached under cache_dir keyed by the weights' hash, the size and the GPU."""
     import torch
@@ -248,7 +250,7 @@ def export_engine(model, path: Path, imgsz: int, device, cache_dir) -> Path:
              path, imgsz)
     try:
         from pipeline.detectors.yolo_model import load_yolo
-        out = load_yolo(weights).export(format="engine", half=True, imgsz=imgsz, batch=1, dynamic=False,
+        out = load_yolo(weights, allow_unsafe).export(format="engine", half=True, imgsz=imgsz, batch=1, dynamic=False,
                                         device=device.index or 0, verbose=False)
     except Exception as exc:
         raise DetectorError(f"TensorRT export of {path} failed ({type(exc).__name__}: {exc}); "

@@ -3,7 +3,9 @@
 The CLI group adds it with ``main.add_command(record)``. The request travels as
 `set <worker> record=<map>` through the supervisor; the condition is checked here first so a typo
 fails before anything is sent, and a relative `--csv` (or the default file name) is resolved
-against the directory the command runs in, not the worker's.
+against the directory the command runs in, not the worker's. Without --csv the row goes to the
+seed's file name in the run's output folder (`output_dir`: where `pipeline start` ran unless set);
+the metrics worker writes nowhere outside that folder (docs/architecture.md §12).
 """
 from __future__ import annotations
 
@@ -35,14 +37,13 @@ def build_request(condition: str | None, note: str | None, seconds: float, csv_p
             raise MetricsCsvError(f"cannot write metrics CSV {csv_path!r}: directory {str(path.parent)!r} "
                                   "does not exist; create it or choose another --csv")
         req["csv"] = str(path)
-    else:
-        req["directory"] = str(base)
     return req
 
 
 def send_record(request: dict, worker: str = "metrics", endpoint: str | None = None,
-                timeout_s: float = 10.0) -> dict:
-    """Send the request to the running pipeline; returns the worker's reply {path, row}."""
+                timeout_s: float = 10.0, token: str = "") -> dict:
+    """Send the request to the running pipeline (`endpoint` + `token`, default: the current
+    run's); returns the worker's reply {path, row}."""
     from pipeline.runtime.control import ControlClient, ControlError
     from pipeline.runtime.rundir import NotRunning, current_run
 
@@ -51,10 +52,8 @@ def send_record(request: dict, worker: str = "metrics", endpoint: str | None = N
             _, endpoints = current_run()
         except NotRunning as exc:
             raise RecordError(f"cannot record: {exc}") from exc
-        endpoint = endpoints.get("router")
-        if not endpoint:
-            raise RecordError("cannot record: the running pipeline published no control endpoint")
-    with ControlClient(endpoint) as client:
+        endpoint, token = endpoints["router"], endpoints["token"]
+    with ControlClient(endpoint, token) as client:
         try:
             result = client.request("set", {"worker": worker, "key": "record", "value": request}, timeout_s)
         except ControlError as exc:
@@ -71,8 +70,9 @@ def send_record(request: dict, worker: str = "metrics", endpoint: str | None = N
 @click.option("--seconds", type=float, default=DEFAULT_SECONDS, show_default=True,
               help="trailing window to average")
 @click.option("--csv", "csv_path", default=None,
-              help="CSV to append to (default: pocolib_demo_metrics_avg.csv for trt, "
-                   "pocolib_demo_no_trt_metrics_avg.csv otherwise, in the current directory)")
+              help="CSV to append to, inside the run's output folder (default: pocolib_demo_metrics_avg.csv "
+                   "for trt, pocolib_demo_no_trt_metrics_avg.csv otherwise, in that folder: output_dir, "
+                   "where `pipeline start` ran unless set)")
 @click.option("--worker", default="metrics", show_default=True, help="name of the metrics worker")
 def record(condition, note, seconds, csv_path, worker):
     """Append one row of trailing-window averages to the seed-compatible metrics CSV."""

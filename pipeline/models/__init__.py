@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("cliff", "pare")
 _ALIASES = {"cliff": "cliff", "poco-cliff": "cliff", "pare": "pare", "poco-pare": "pare"}
-DEFAULT_MEAN_PARAMS = Path("data/smpl_mean_params.npz")
+DEFAULT_MEAN_PARAMS = "<data_dir>/smpl_mean_params.npz"   # in the pipeline's default data folder
 
 
 def normalise_variant(name: str) -> str:
@@ -50,6 +49,10 @@ def load_poco(variant: str = "cliff", checkpoint: str | os.PathLike | None = Non
     from pipeline.models.poco import PocoModel
 
     variant = normalise_variant(variant)
+    if mean_params == DEFAULT_MEAN_PARAMS:
+        from pipeline.config import default_data_dir
+
+        mean_params = default_data_dir() / "smpl_mean_params.npz"
     if seed is not None:
         torch.manual_seed(seed)
     model = PocoModel(variant)

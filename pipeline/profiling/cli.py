@@ -53,7 +53,7 @@ def profile(out_dir, interval, seconds, start_args, torch_profiler, no_gpu, no_t
     started = False
     try:
         if start_args:
-            _start_pipeline(pipeline_args)
+            _start_pipeline(pipeline_args, opts.out_dir)
             started = True
         try:
             profiler = Profiler(opts)
@@ -84,10 +84,12 @@ def _pipeline_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
-def _start_pipeline(args) -> None:
+def _start_pipeline(args, out_dir: Path) -> None:
     click.echo(f"starting: pipeline start --detach {' '.join(args)}", err=True)
-    proc = subprocess.run(_pipeline_cmd("start", "--detach", *args), capture_output=True, text=True,
-                          env=dict(os.environ))
+    # The pipeline we start writes its files (the torch trace) into the profile folder: make that
+    # its output folder, unless the arguments name another (output_dir=...).
+    env = dict(os.environ, POSEPIPE_OUTPUT_DIR=str(Path(out_dir).resolve()))
+    proc = subprocess.run(_pipeline_cmd("start", "--detach", *args), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         _fail(f"could not start the pipeline: {proc.stderr.strip() or proc.stdout.strip()}")
 

@@ -135,7 +135,7 @@ class StatusSource:
         except rundir.NotRunning as exc:
             raise ProfileError(f"{exc} — or let the profiler start one: "
                                f"`pipeline profile --start -- <pipeline start args>`") from exc
-        self.client = ControlClient(endpoints["router"])
+        self.client = ControlClient.of(endpoints)
 
     def status(self, timeout_s: float = 1.0) -> dict:
         return self.client.request("status", timeout_s=timeout_s)
@@ -345,7 +345,8 @@ class Profiler:
         n = self.opts.torch_profiler
         if not n:
             return
-        value = {"iterations": n, "out_dir": str(self.opts.out_dir)}
+        # absolute: the worker runs elsewhere, and writes only inside the run's output folder
+        value = {"iterations": n, "out_dir": str(Path(self.opts.out_dir).resolve())}
         try:
             self.source.request("set", {"worker": "inference", "key": "profile", "value": value})
             self.notes.append(f"asked the inference worker for a torch profiler trace of {n} iterations "

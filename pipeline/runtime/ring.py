@@ -21,7 +21,11 @@ Seqlock read. A reader copies a record only when the slot counter equals the seq
 expects (hence even) both before and after the copy; otherwise the read is dropped and
 counted as an overrun. Torn data is never returned. The ordering this relies on (stores
 not reordered with stores, loads not reordered with loads, every numpy call an opaque
-function for the compiler) holds on x86-64; weaker architectures would need fences.
+function for the compiler) holds on x86-64 (TSO). ARM (aarch64: Jetson, GH200) reorders both,
+and Python has no acquire/release fences to put between the counter and the payload, so
+readers there could return torn records: `create`/`attach` refuse any machine but x86-64
+(`check_architecture`) until real fences (a small compiled helper) and a stress test on that
+hardware exist (docs/architecture.md §2).
 
 Wake-up. After every commit the writer increments a 32-bit wake word in the header and
 issues FUTEX_WAKE on it; blocked readers sleep in FUTEX_WAIT on the same word (a shared,
@@ -30,7 +34,7 @@ word *before* checking for new items, so a commit that lands between the check a
 wait changes the word and the wait returns at once: no lost wake-ups, no spinning. The
 word lives in the ring itself, so a restarted or replaced writer needs no set-up and the
 supervisor is not on the data path. Waits are sliced (at most `WAIT_SLICE_S`) only to stay
-responsive to Python signals. Linux only (x86-64 / aarch64 futex syscall numbers).
+responsive to Python signals. Linux x86-64 only (see the seqlock above).
 
 Ownership (make-before-break swaps, architecture.md §4). The header holds `owner_generation`
 (set by the supervisor with `ring.set_owner(gen)`; -1 = unset, any writer may write) and
@@ -131,7 +135,8 @@ _FIELDS = {
     "space": ("<u4", 256),       # futex word bumped by members: writers waiting for space or demand
 }
 
-_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower())
+SEQLOCK_MACHINES = ("x86_64", "amd64")   # where the seqlock's ordering holds without fences
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202}.get(platform.machine().lower())
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _INT_MAX = 2**31 - 1
@@ -154,10 +159,20 @@ def _syscall():
         if not sys.platform.startswith("linux") or _SYS_FUTEX is None:
             raise RingError(
                 f"ring wake-up uses the Linux futex syscall; this platform ({sys.platform}, "
-                f"{platform.machine()}) is not supported. Run posepipe on Linux x86-64 or aarch64.")
+                f"{platform.machine()}) is not supported. Run posepipe on Linux x86-64.")
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
     return _libc.syscall
+
+
+def check_architecture() -> None:
+    """RingError on a machine where the lock-free read is not proven correct (see the module doc)."""
+    machine = platform.machine()
+    if machine.lower() not in SEQLOCK_MACHINES:
+        raise RingError(f"posepipe's shared-memory rings are not supported on {machine or 'this machine'} yet: "
+                        f"their lock-free reads rely on x86-64 memory ordering, and on a weaker one (ARM: "
+                        f"Jetson, GH200) a reader could get a torn frame. Run posepipe on an x86-64 Linux "
+                        f"machine")
 
 
 def _futex_wait(addr: int, expected: int, timeout_s: float) -> None:
@@ -305,6 +320,7 @@ class Ring:
     @classmethod
     def create(cls, name: str, dtype: np.dtype, slots: int, run_id: str) -> Ring:
         """Create the block `posepipe-{run_id}-{name}` (supervisor only)."""
+        check_architecture()
         _check_name("name", name)
         _check_name("run id", run_id)
         dtype = np.dtype(dtype)
@@ -349,6 +365,7 @@ class Ring:
     @classmethod
     def attach(cls, shm_name: str) -> Ring:
         """Attach to an existing ring (workers); dtype and slots come from its header."""
+        check_architecture()
         shm_name = shm_name.lstrip("/")
         try:
             shm = _open_untracked(shm_name)

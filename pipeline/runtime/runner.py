@@ -92,11 +92,12 @@ class _Timings:
 
 
 class Runner:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, control_token: str = ""):
         missing = SPEC_KEYS - set(spec)
         if missing:
             raise ValueError(f"worker spec is missing {sorted(missing)}")
         self.spec = spec
+        self.control_token = control_token  # from the supervisor, through the environment
         self.name = spec["name"]
         self.generation = int(spec["generation"])
         self.parent_pid = int(spec["parent_pid"])
@@ -135,7 +136,7 @@ class Runner:
     def run(self) -> int:
         from pipeline.runtime.control import WorkerLink
 
-        self.link = WorkerLink(self.spec["control"], self.name, self.generation)
+        self.link = WorkerLink(self.spec["control"], self.name, self.generation, self.control_token)
         self.link.send(Hello(self.name, self.generation, os.getpid()))
         thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         thread.start()
@@ -150,8 +151,10 @@ class Runner:
                 self.stop_reason = f"setup failed: {message}"
                 return EXIT_SETUP
             freeze_setup_objects()
-            self.outbox.put(Ready(self.name, self.generation, self._info()))
+            # The loop's age counts from now: setup() had its own allowance (start_timeout).
+            self.last_loop = time.monotonic()
             self.state = "running"
+            self.outbox.put(Ready(self.name, self.generation, self._info()))
             code = self._loop()
         finally:
             self.state = "stopping"
@@ -482,7 +485,14 @@ def main(argv: list[str] | None = None) -> int:
                                f"%(levelname)s %(name)s: %(message)s")
     if os.getppid() != int(spec.get("parent_pid", -1)):
         return 1  # the supervisor died before we could arm the death signal
-    runner = Runner(spec)
+    from pipeline.runtime.control import TOKEN_ENV
+
+    # Out of the environment at once: nothing this worker starts (ffmpeg, ...) needs the token.
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        print(f"worker spec without {TOKEN_ENV}: workers are started by the supervisor", file=sys.stderr)
+        return 2
+    runner = Runner(spec, control_token=token)
 
     def on_signal(signum, _frame):
         runner.stop_reason = runner.stop_reason or signal.Signals(signum).name

@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,6 +83,39 @@ class WorkerContext:
     shared: dict = field(default_factory=dict)       # pipeline-wide settings: source, sinks, max_persons
     runner: Any = None                                # the runner, for progress/finish/events
     members: dict = field(default_factory=dict)       # ring name -> RingMember for the `reads` rings
+
+    @property
+    def data_dir(self) -> Path:
+        """The pipeline's one data folder (absolute; the config resolves it, docs/architecture.md §11)."""
+        from pipeline.config import default_data_dir
+
+        return Path(self.shared["data_dir"]) if self.shared.get("data_dir") else default_data_dir()
+
+    def output_path(self, path, what: str, suffix: str | None = None) -> Path:
+        """`path` (absolute, or relative to the output folder) if it lies inside the run's output
+        folder, else SettingError naming it and the fix. Every file a control command makes a worker
+        write goes through here (docs/architecture.md §12): a command can never pick another place."""
+        from pipeline.config import default_output_dir
+
+        root = Path(self.shared["output_dir"]) if self.shared.get("output_dir") else default_output_dir()
+        root = root.resolve()
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise SettingError(f"{what} must be a path, got {path!r}")
+        target = (root / Path(path).expanduser()).resolve()  # links are followed: one pointing out is out
+        if target != root and root not in target.parents:
+            raise SettingError(f"{what} {str(path)!r} is outside the run's output folder {root}; write below it, "
+                               f"or start the pipeline with output_dir=<folder>")
+        if suffix is not None and target.suffix.lower() != suffix:
+            raise SettingError(f"{what} {str(path)!r} must be a {suffix} file")
+        return target
+
+    def control_access(self) -> tuple[str, str] | None:
+        """(endpoint, token) of the supervisor's control socket, for a worker that sends it
+        requests (metrics polls `status`, the publisher's sinks ask for `record`/`stop`)."""
+        spec = getattr(self.runner, "spec", None)
+        if not isinstance(spec, dict) or not spec.get("control"):
+            return None
+        return spec["control"], getattr(self.runner, "control_token", "")
 
 
 class Output:

@@ -35,7 +35,6 @@ from pipeline.sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 RECORD_SECONDS = 5.0
 NO_DISPLAY_MESSAGE = ("--display needs a graphical display, but neither DISPLAY nor WAYLAND_DISPLAY is set "
                       "(no display: use --output out.mp4 to write the overlay to a video file instead)")
@@ -46,8 +45,9 @@ NO_DISPLAY_MESSAGE = ("--display needs a graphical display, but neither DISPLAY 
 class ControlActions:
     """Requests a sink may send to the running pipeline (record metrics, stop)."""
 
-    def __init__(self, endpoint: str | None, metrics_worker: str = "metrics"):
+    def __init__(self, endpoint: str | None, token: str = "", metrics_worker: str = "metrics"):
         self.endpoint = endpoint
+        self.token = token
         self.metrics_worker = metrics_worker
 
     def record(self, condition: str, seconds: float = RECORD_SECONDS) -> str:
@@ -59,7 +59,7 @@ class ControlActions:
             return "error: not connected to the pipeline's control plane"
         try:
             reply = send_record(build_request(condition, None, seconds, None), self.metrics_worker,
-                                endpoint=self.endpoint, timeout_s=seconds + 5.0)
+                                endpoint=self.endpoint, token=self.token, timeout_s=seconds + 5.0)
         except (RecordError, MetricsCsvError) as exc:
             text = str(exc)
             if "unknown worker" in text:
@@ -78,7 +78,7 @@ class ControlActions:
             from pipeline.runtime.control import ControlClient, ControlError
 
             try:
-                with ControlClient(self.endpoint) as client:
+                with ControlClient(self.endpoint, self.token) as client:
                     client.request("stop", timeout_s=5.0)
             except ControlError as exc:
                 log.warning("stop request failed: %s", exc)
@@ -101,7 +101,9 @@ class OverlayComposer:
             from pipeline.models.smpl import load_smpl
 
             try:
-                self.smpl = load_smpl(data_dir or DEFAULT_DATA_DIR)  # None (said once) when absent
+                from pipeline.config import default_data_dir
+
+                self.smpl = load_smpl(data_dir or default_data_dir())  # None (said once) when absent
             except (ValueError, ImportError) as exc:
                 log.warning("overlay: drawing skeletons, the SMPL model is unusable: %s", exc)
         self._arrivals: collections.deque[int] = collections.deque(maxlen=64)

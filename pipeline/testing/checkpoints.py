@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 from pipeline.models.init import synthetic_images  # noqa: F401  (re-exported for tests)
 

@@ -1,4 +1,3 @@
-import socket
 import urllib.request
 
 import pytest

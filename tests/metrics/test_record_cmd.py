@@ -13,7 +13,8 @@ def test_build_request_resolves_paths(tmp_path):
     req = build_request("low light", None, 5, "out.csv", cwd=tmp_path)
     assert req == {"condition": "Low Light", "seconds": 5.0, "csv": str(tmp_path / "out.csv")}
     req = build_request("Custom", "dusk", 2, None, cwd=tmp_path)
-    assert req["directory"] == str(tmp_path) and req["condition"] == "Custom: dusk"
+    # no --csv: the worker writes the seed's file into the run's output folder, not a folder we name
+    assert "directory" not in req and "csv" not in req and req["condition"] == "Custom: dusk"
     with pytest.raises(MetricsCsvError, match="allowed: Optimal"):
         build_request("Sunny", None, 5, None, cwd=tmp_path)
     with pytest.raises(MetricsCsvError, match="does not exist"):
@@ -33,7 +34,7 @@ def test_record_with_nothing_running(tmp_path, monkeypatch):
 def test_send_record_through_control_server(tmp_path):
     from pipeline.runtime.control import ControlServer
 
-    server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"})
+    server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"}, "secret")
     seen = []
     done = threading.Event()
 
@@ -47,7 +48,8 @@ def test_send_record_through_control_server(tmp_path):
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        reply = send_record({"condition": "Optimal", "seconds": 5.0}, endpoint=server.endpoints["router"])
+        reply = send_record({"condition": "Optimal", "seconds": 5.0}, endpoint=server.endpoints["router"],
+                            token="secret")
     finally:
         done.set()
         t.join(2)

@@ -18,7 +18,7 @@ class Item:
 
 def make_worker(tmp_path, **params):
     p = metrics_worker.Params(prometheus=False, stats_poll_s=0, dump_frames=str(tmp_path / "frames.csv"), **params)
-    w = metrics_worker.MetricsWorker(p, WorkerContext("metrics", 1))
+    w = metrics_worker.MetricsWorker(p, WorkerContext("metrics", 1, {}, {"output_dir": str(tmp_path)}))
     w.setup()
     return w
 
@@ -61,4 +61,25 @@ def test_worker_record_bad_inputs(tmp_path):
         w.on_set("record", {"condition": "Dusk", "csv": str(tmp_path / "a.csv")})
     with pytest.raises(ValueError, match="does not exist"):
         w.on_set("record", {"csv": str(tmp_path / "no" / "a.csv")})
+    w.stop()
+
+
+def test_record_writes_only_inside_the_runs_output_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path)                 # a link inside that leads outside
+    w = make_worker(out)
+    outside = [str(tmp_path / "evil.csv"), "../evil.csv", str(out / "link" / "evil.csv"), "/etc/cron.d/x.csv"]
+    for path in outside:
+        with pytest.raises(SettingError, match="outside the run's output folder .*output_dir="):
+            w.on_set("record", {"csv": path})
+    for directory in (str(tmp_path), "/etc", "link"):
+        with pytest.raises(SettingError, match="outside the run's output folder"):
+            w.on_set("record", {"directory": directory})
+    with pytest.raises(SettingError, match="must be a .csv file"):
+        w.on_set("record", {"csv": str(out / ".bashrc")})
+    w.on_set("record", {"csv": "mine.csv"})            # relative: inside the output folder
+    w.on_set("record", {})                              # default: the seed's file name, in the output folder
+    assert (out / "mine.csv").is_file() and list(out.glob("pocolib_demo_*_avg.csv"))
+    assert not list(tmp_path.glob("evil*")) and not list(tmp_path.glob("pocolib*"))
     w.stop()

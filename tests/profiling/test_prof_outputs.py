@@ -6,7 +6,7 @@ import json
 import math
 
 from pipeline.profiling.gpu import GpuDeviceSample
-from pipeline.profiling.plots import save_all, series_of, utilisation_figure
+from pipeline.profiling.plots import save_all, utilisation_figure
 from pipeline.profiling.sampler import ProcessSample, ThreadSample
 from pipeline.profiling.summary import latency_table
 from pipeline.profiling.timeline import COLUMNS, Timeline

@@ -166,7 +166,7 @@ class LivePipeline:
     def request(self, cmd, args=None, timeout_s=5.0):
         from pipeline.runtime.control import ControlClient
 
-        with ControlClient(self.endpoints["router"]) as client:
+        with ControlClient.of(self.endpoints) as client:
             return client.request(cmd, args, timeout_s=timeout_s)
 
     def status(self) -> dict:

@@ -434,14 +434,14 @@ def viewer_disconnects_mid_frame(tmp, caplog):
 def malformed_control_message(tmp, caplog):
     import zmq
     from pipeline.runtime.control import ControlServer
-    server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"})
+    server = ControlServer({"router": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*"}, "secret")
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(server.endpoints["router"])
     try:
-        dealer.send(b"\xc1 not msgpack")
-        dealer.send(b"\x81\xa4type\xa7command")  # {"type": "command"}: fields missing
+        dealer.send_multipart([b"secret", b"\xc1 not msgpack"])
+        dealer.send_multipart([b"secret", b"\x81\xa4type\xa7command"])  # {"type": "command"}: fields missing
         got = []
         deadline = time.monotonic() + 3
         while server.dropped < 2 and time.monotonic() < deadline:

@@ -2,9 +2,12 @@
 
 10 000 seeded random/malformed/oversized frames and well-formed envelopes with invalid fields
 (tools/fuzz_control.py) go to the supervisor's ROUTER; `set`/`resume` commands reach the
-workers' side of the control plane. Then 200 garbage TCP connections hit the publisher's
-native-stream socket. Afterwards: no worker died or restarted, no hang, `status` answers,
-frames flow. Also: forged `hello`/`ready` cannot take over a respawned worker.
+workers' side of the control plane; they carry the run's control token, so the hostile content
+reaches the decoder. Then 2 000 messages without a valid token (none, empty, wrong; among them
+real `status`/`stop`/`pause` commands): every command gets the refusal reply, nothing else
+happens. Then 200 garbage TCP connections hit the publisher's native-stream socket. Afterwards:
+no worker died or restarted, no hang, `status` answers, frames flow. Also: forged
+`hello`/`ready` cannot take over a respawned worker, with or without the token.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from .conftest import report
 pytestmark = [pytest.mark.timeout(180)]
 
 COUNT = 10000
+UNAUTHENTICATED = 2000
 
 
 def _snapshot(p):
@@ -33,11 +37,17 @@ def test_fuzz_control_socket_10000_messages(live, reliable_config):
     assert published.wait_new(0.0, -1, 60.0)
     before = _snapshot(p)
     t0 = time.monotonic()
-    result = fuzz(p.endpoints["router"], count=COUNT, seed=9, workers=list(before), max_seconds=90.0)
+    result = fuzz(p.endpoints["router"], count=COUNT, seed=9, workers=list(before), max_seconds=90.0,
+                  token=p.endpoints["token"])
+    intruder = fuzz(p.endpoints["router"], count=UNAUTHENTICATED, seed=10, workers=list(before),
+                    max_seconds=60.0, token=None)
     t_status = time.monotonic()
     status = p.request("status", timeout_s=5.0)
     status_s = time.monotonic() - t_status
     assert result.sent == COUNT, result
+    assert result.replies > result.refused_replies == 0, result   # with the token: handled, not refused
+    assert intruder.sent == UNAUTHENTICATED, intruder
+    assert intruder.refused_replies > 50 and intruder.replies == intruder.refused_replies, intruder
     assert status["state"] == "running"
     assert p.request("ping")["pid"] == p.supervisor_pid
     after = _snapshot(p)
@@ -62,6 +72,7 @@ def test_fuzz_control_socket_10000_messages(live, reliable_config):
     events = [k for _, k, d in p.events.events if k in ("fatal", "finished", "exited", "unhealthy")]
     assert not events, f"fuzzing caused lifecycle events {events}"
     report("fuzz_control", sent=result.sent, replies=result.replies, error_replies=result.error_replies,
+           unauthenticated_sent=intruder.sent, unauthenticated_refused=intruder.refused_replies,
            seconds=result.seconds, status_after_s=round(status_s, 3), by_class=result.by_class, valid=result.valid,
            native_garbage_connections=200, wall_s=round(time.monotonic() - t0, 1))
     assert p.stop().returncode == 0
@@ -82,6 +93,7 @@ def test_forged_hello_and_ready_cannot_claim_a_respawned_worker(live, reliable_c
     forger.setsockopt(zmq.LINGER, 0)
     forger.setsockopt(zmq.IDENTITY, b"c:forger")
     forger.connect(p.endpoints["router"])
+    tokens = [[], [p.endpoints["token"].encode()]]  # an intruder without it, and one that has it
     try:
         os.kill(w["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 3.0
@@ -89,7 +101,8 @@ def test_forged_hello_and_ready_cannot_claim_a_respawned_worker(live, reliable_c
             for gen in (w["generation"] + 1, w["generation"] + 2):
                 for msg in (Hello("detection", gen, 1), Ready("detection", gen, {"forged": True}),
                             Heartbeat("detection", gen)):
-                    forger.send(encode(msg))
+                    for token in tokens:
+                        forger.send_multipart([*token, encode(msg)])
             time.sleep(0.01)
     finally:
         forger.close(0)

@@ -4,9 +4,10 @@
   loopback; an explicit non-loopback host is allowed but logged as a warning.
 * No code path unpickles: a static `ast` scan of pipeline/, workers/ and tools/ finds every
   call that can run pickle (pickle/marshal/shelve/dill/joblib loads, torch.load, np.load with
-  allow_pickle=True, yaml.load, smplx's model loader, torch-tensorrt's engine loader) and
-  allows only the listed places, each with its reason.
-* The runtime base dir and the run dir are 0700, ipc socket files 0600.
+  allow_pickle=True, yaml.load, smplx's model loader, torch-tensorrt's engine loader,
+  ultralytics' `YOLO(file)`) and allows only the listed places, each with its reason.
+* The runtime base dir and the run dir are 0700, ipc socket files and control.json 0600; the
+  control token is never on a command line.
 * The viewer's only inputs are the condition picker and the record button; nothing reads or
   writes a path.
 """
@@ -43,8 +44,12 @@ ALLOWED_UNSAFE_LOADS = {
         "smplx.create(": "rest joints from the user's own SMPL model file, given on the command line",
     },
     "pipeline/backends/trt.py": {
-        "tt.load(": "a TensorRT engine this program exported itself into data/engines/, keyed by "
-                    "checkpoint hash; never from a socket",
+        "tt.load(": "a TensorRT engine this program exported itself into <data_dir>/engines/, keyed by "
+                    "checkpoint hash and checked against its sidecar's sha256; never from a socket",
+    },
+    "pipeline/detectors/yolo_model.py": {
+        "YOLO(": "only in load_yolo, after ultralytics' own safe loading is on (weights_only=True + its "
+                 "layer allow-list) or the user passed --allow-unsafe-checkpoint; refused when neither",
     },
 }
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "joblib", "cloudpickle"}
@@ -81,6 +86,11 @@ def _risky_calls(tree: ast.AST):
             yield node.lineno, text, name
         elif name in ("eval", "exec"):
             yield node.lineno, text, name
+        elif name == "YOLO" or name.endswith(".YOLO"):
+            first = node.args[0] if node.args else kwargs.get("model")
+            built = isinstance(first, ast.Constant) and str(first.value).endswith((".yaml", ".yml"))
+            if not built:  # a .yaml is a model description (nothing loaded); anything else is a pickle
+                yield node.lineno, text, "ultralytics YOLO(file)"
 
 
 def test_no_unpickling_outside_the_allowed_places():
@@ -97,6 +107,19 @@ def test_no_unpickling_outside_the_allowed_places():
     assert not found, ("calls that can unpickle untrusted data; remove them or add them to "
                        "ALLOWED_UNSAFE_LOADS with the reason:\n" + "\n".join(found))
     report("static_pickle_scan", files=sum(1 for _ in _source_files()), allowed=allowed_hits)
+
+
+def test_yolo_weights_are_loaded_only_through_the_safe_loader():
+    tree = ast.parse((REPO / "pipeline/detectors/yolo_model.py").read_text())
+    loader = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "load_yolo"), None)
+    assert loader is not None, "pipeline/detectors/yolo_model.py has no load_yolo: YOLO weights may be unpickled"
+    inside = {id(n) for n in ast.walk(loader)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "YOLO"]
+    assert calls and all(id(c) in inside for c in calls), "YOLO(...) called outside load_yolo"
+    # the switch is set before ultralytics is imported inside the loader
+    body = ast.unparse(loader)
+    assert body.index("ULTRALYTICS_SAFE_LOAD") < body.index("from ultralytics import") or \
+        body.index("SAFE_LOAD_ENV") < body.index("from ultralytics import")
 
 
 def test_checkpoint_torch_load_is_weights_only_unless_opted_in():
@@ -166,6 +189,11 @@ def test_running_pipeline_listens_on_loopback_only_and_files_are_private(live, t
     assert stat.S_IMODE(base.stat().st_mode) == 0o700
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert stat.S_IMODE((run / "control.json").stat().st_mode) == 0o600
+    # The control token is in that private file and nowhere other users can read it (argv).
+    token = p.endpoints["token"]
+    assert len(token) >= 32
+    for pid in pids:
+        assert token not in " ".join(psutil.Process(pid).cmdline())
     assert p.stop().returncode == 0
     report("listening_sockets", sockets=[f"{ip}:{port}" for _, ip, port in listening])
 

@@ -28,7 +28,6 @@ def timeit(fn, n=200, warm=20):
 
 
 def main():
-    import torch
 
     from pipeline.backends import BackendConfig, get_backend
     from pipeline.backends.gpu_preprocess import GpuCropper

@@ -18,6 +18,7 @@ import time
 import psutil
 
 from pipeline.runtime.messages import Command, Reply
+from pipeline.runtime.supervisor.health import unhealthy
 from pipeline.runtime.supervisor.state import WorkerState, _log_tail
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,8 @@ class ABTests:
             elif ws.state == "starting" and now - ws.started_at > ws.cfg.start_timeout:
                 ws.fatal = ws.fatal or f"no `ready` within start_timeout={ws.cfg.start_timeout:g} s"
                 self._kill(ws)
-            elif ws.state in ("running", "paused") and now - ws.last_seen > ws.cfg.health_timeout:
-                ws.fatal = f"silent for {now - ws.last_seen:.1f} s (health_timeout)"
+            elif ws.state in ("running", "paused") and unhealthy(ws, now):
+                ws.fatal = unhealthy(ws, now)
                 self._kill(ws)
         ab = self._ab
         if ab is None:

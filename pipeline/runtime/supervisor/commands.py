@@ -48,9 +48,14 @@ class Commands:
             self._command(identity, msg)
             return
         if isinstance(msg, Reply):
-            pending = self._pending.pop(msg.id, None)
-            if pending is not None:
-                self.server.send(pending[0], Reply(pending[1], msg.ok, msg.result, msg.error))
+            # Only the worker the command went to may answer it: a reply with a guessed id from
+            # anyone else is dropped, and the command stays pending for the real answer.
+            pending = self._pending.get(msg.id)
+            if pending is None or pending[3] != identity:
+                log.debug("ignored reply %r from %r: no command of that id went there", msg.id, identity)
+                return
+            del self._pending[msg.id]
+            self.server.send(pending[0], Reply(pending[1], msg.ok, msg.result, msg.error))
             return
         if isinstance(msg, Event):
             self._worker_event(identity, msg)
@@ -133,7 +138,7 @@ class Commands:
             raise ValueError(f"worker {name} is {ws.state}; try again when it is running")
         fid = self._next_cmd
         self._next_cmd += 1
-        self._pending[fid] = (client, cmd.id, time.monotonic() + 5.0)
+        self._pending[fid] = (client, cmd.id, time.monotonic() + 5.0, ws.identity)
         if cmd.cmd in ("pause", "resume"):
             ws.state = "paused" if cmd.cmd == "pause" else "running"
         self.server.send(ws.identity, Command(fid, cmd.cmd, {k: v for k, v in args.items() if k != "worker"}))

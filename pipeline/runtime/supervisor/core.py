@@ -20,7 +20,7 @@ import time
 
 from pipeline.config import PipelineConfig
 from pipeline.runtime import rundir
-from pipeline.runtime.control import ControlServer, make_endpoints
+from pipeline.runtime.control import ControlServer, make_endpoints, new_token
 from pipeline.runtime.messages import Reply
 from pipeline.runtime.supervisor.ab import ABTests
 from pipeline.runtime.supervisor.commands import Commands
@@ -47,7 +47,7 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
         self.error = ""
         self.final_status: dict = {}
         self._stop_requested = False
-        self._pending: dict = {}        # forwarded command id -> (client identity, client cmd id, deadline)
+        self._pending: dict = {}        # forwarded id -> (client identity, client cmd id, deadline, worker identity)
         self._next_cmd = 1
         self._unclean: list[str] = []
         self._generations: dict = {}    # worker name -> last generation handed out
@@ -90,8 +90,11 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
         from pipeline.runtime.records import detections_dtype, frames_dtype, poses_dtype
         from pipeline.runtime.ring import Ring, RingError
 
-        rundir.cleanup_stale()
-        self.run_dir = rundir.RunDir.create()
+        try:
+            rundir.cleanup_stale()
+            self.run_dir = rundir.RunDir.create()
+        except rundir.RuntimeDirError as exc:
+            raise StartError(str(exc)) from exc
         self.run_dir.write_pid()
         r = self.cfg.rings
         dtypes = {
@@ -109,9 +112,12 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
                 self.rings[name] = Ring.create(name, dtype, slots, self.run_dir.run_id)
         except RingError as exc:
             raise StartError(str(exc)) from exc
-        endpoints = make_endpoints(self.run_dir, self.cfg.control.transport, self.cfg.control.host)
-        self.server = ControlServer(endpoints)
-        self.run_dir.write_control(self.server.endpoints)
+        try:
+            endpoints = make_endpoints(self.run_dir, self.cfg.control.transport, self.cfg.control.host)
+        except ValueError as exc:
+            raise StartError(str(exc)) from exc
+        self.server = ControlServer(endpoints, new_token())
+        self.run_dir.write_control({**self.server.endpoints, "token": self.server.token})
         self.run_dir.make_current()
         self.state = "starting"
         log.info("run %s: rings %s, control %s", self.run_dir.run_id, sorted(self.rings), self.server.endpoints["router"])
@@ -146,7 +152,7 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
         self._check_handoffs(now)
         self._check_side(now)
         self._reap_retired()
-        for cid, (client, client_id, deadline) in list(self._pending.items()):
+        for cid, (client, client_id, deadline, _worker) in list(self._pending.items()):
             if now > deadline:
                 del self._pending[cid]
                 self.server.send(client, Reply(client_id, False, error="the worker did not answer in time"))

@@ -1,8 +1,17 @@
 """Health and restart policy.
 
-Life of a worker: ``starting`` (spawned; `start_timeout` runs until `ready`) -> ``running``
-(`health_timeout` of silence gets it SIGKILLed) -> on exit: ``restarting`` (policy allows,
-delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped``/``finished``.
+Life of a worker: ``starting`` (spawned; `start_timeout` runs until `ready`, however long
+`setup()` takes) -> ``running`` (SIGKILLed when `unhealthy`) -> on exit: ``restarting`` (policy
+allows, delay = restart_delay * 2^(restarts in window), capped) or ``failed``/``stopped``/``finished``.
+
+Heartbeats come from the worker's control thread, so they prove the process is alive, not that
+it works: a main loop stuck in a call that releases the GIL (a CUDA sync, a blocking decode)
+keeps beating. Each heartbeat therefore carries `loop_age_s`, the time since the main loop last
+came round (it comes round at least every 0.1 s while it waits for input), and a loop older than
+`loop_timeout` counts as hung, like silence (docs/architecture.md §4). That bound is separate from
+`health_timeout` and generous (30 s) because one process() call may legitimately take seconds: a
+batch of 8 on a CPU, a first call that compiles, any call on a machine under load (the inference
+worker of the test suite took over 3 s per frame at a load of 10 on 2 cores).
 """
 from __future__ import annotations
 
@@ -11,6 +20,19 @@ import logging
 from pipeline.runtime.supervisor.state import WorkerState, _log_tail
 
 log = logging.getLogger(__name__)
+
+
+def unhealthy(ws: WorkerState, now: float) -> str:
+    """Why a running worker must be killed now ('' when it is fine): no message for longer than
+    its health_timeout, or a main loop that has not come round for longer than its loop_timeout."""
+    if now - ws.last_seen > ws.cfg.health_timeout:
+        return f"silent for {now - ws.last_seen:.1f} s (health_timeout={ws.cfg.health_timeout:g} s)"
+    age = ws.stats.get("loop_age_s")
+    if ws.stats.get("state") in ("running", "paused") and isinstance(age, (int, float)) \
+            and age > ws.cfg.loop_timeout:
+        return (f"main loop stuck for {age:.1f} s (loop_timeout={ws.cfg.loop_timeout:g} s) while its "
+                f"heartbeats went on")
+    return ""
 
 
 class Health:
@@ -25,12 +47,13 @@ class Health:
             ws.fatal = ws.fatal or f"no `ready` within start_timeout={ws.cfg.start_timeout:g} s"
             log.warning("%s: %s; killing it", ws.name, ws.fatal)
             self._kill(ws)
-        elif ws.state in ("running", "paused") and now - ws.last_seen > ws.cfg.health_timeout:
-            log.warning("%s (pid %s) silent for %.1f s (health_timeout); killing it", ws.name, ws.pid,
-                        now - ws.last_seen)
-            self._publish("unhealthy", worker=ws.name, generation=ws.generation)
+        elif ws.state in ("running", "paused") and unhealthy(ws, now):
+            reason = unhealthy(ws, now)
+            log.warning("%s (pid %s) %s; killing it", ws.name, ws.pid, reason)
+            self._publish("unhealthy", worker=ws.name, generation=ws.generation, reason=reason)
             self._kill(ws)
             ws.last_seen = now
+            ws.stats.pop("loop_age_s", None)  # judged once; the exit is handled next
         elif ws.state == "restarting" and now >= ws.next_restart_at and not self._stop_requested:
             ws.restarts.append(now)
             ws.total_restarts += 1

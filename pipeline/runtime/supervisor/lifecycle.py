@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from pipeline.runtime import cpu
+from pipeline.runtime.control import TOKEN_ENV
 from pipeline.runtime.messages import Command
 from pipeline.runtime.supervisor.state import (
     REPO_ROOT,
@@ -71,6 +72,7 @@ class Lifecycle:
         # worker imports anything, so through its environment (pipeline/runtime/cpu.py).
         ws.threads = self._cpu_threads(ws)
         env.update(cpu.worker_env(ws.threads, self.cfg.cpu.spin))
+        env[TOKEN_ENV] = self.server.token  # the environment, not argv: /proc/<pid>/environ is private
         ws.log_path = self.run_dir.path / f"{ws.name}.log"
         with open(ws.log_path, "ab") as logf:
             # A new session: Ctrl-C in the terminal reaches only the supervisor, which then stops
@@ -96,7 +98,8 @@ class Lifecycle:
         c = self.cfg
         return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
                 "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id,
-                "every_frame": bool(c.source.every_frame)}
+                "every_frame": bool(c.source.every_frame),
+                "data_dir": c.data_dir, "output_dir": c.output_dir}
 
     def _kill(self, ws: WorkerState) -> None:
         if ws.alive():
