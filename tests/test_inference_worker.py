@@ -550,8 +550,8 @@ def test_onnx_backend_on_a_gpu_host_runs_fp32(rings, inference_cls, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (run on the device machine)")
     cls, Params = inference_cls
-    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="onnx", data_dir=str(tmp_path),
-                                     backend_options={"seed": 0}), rings, "inference", "poses")
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="onnx", backend_options={"seed": 0}),
+                         rings, "inference", "poses", data_dir=str(tmp_path))
     worker.setup()
     try:
         gpu_ort = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
@@ -575,8 +575,8 @@ def test_warm_up_prepares_the_persons_in_view_and_the_model_gets_the_thread_budg
     three = detection_item(rings, slot, seq, [[10, 10, 60, 110], [70, 20, 110, 100], [120, 30, 150, 90]])
     rings.detections.writer(0).write(three.record)
     before = torch.get_num_threads()
-    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="torch", backend_options=dict(FAST),
-                                     data_dir="/nonexistent-data"), rings, "inference", "poses")
+    worker = make_worker(cls, Params(model="poco-pare", smpl="off", backend="torch", backend_options=dict(FAST)),
+                         rings, "inference", "poses")
     try:
         worker.setup()
         assert worker.backend.info()["warm_batches"] == [1, 3]

@@ -178,13 +178,13 @@ def test_gpu_inference_keeps_the_detector_rate_behind_a_fast_source(run_cli, tmp
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    inference = ("{model: poco-cliff, backend: cudagraph, device: cuda, smpl: 'off', "
-                 "data_dir: /nonexistent-posepipe-data}")
+    inference = "{model: poco-cliff, backend: cudagraph, device: cuda, smpl: 'off'}"
     config = tmp_path / "gpu.yaml"
     config.write_text(CONFIG.format(source="sample", options="{width: 1280, height: 720, realtime: false}",
                                     slots=8, detection="{kind: center, min_process_ms: 22}", inference=inference,
                                     port=free_port()).replace("max_height: 240, max_width: 320",
-                                                              "max_height: 720, max_width: 1280"))
+                                                              "max_height: 720, max_width: 1280")
+                      + "data_dir: /nonexistent-posepipe-data\n")
     run_cli("start", "--detach", "--config", config, timeout=600, check=True)
     try:
         status = request("status")
