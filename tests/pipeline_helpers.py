@@ -202,3 +202,18 @@ class FakeCapture:
     def release(self):
         self.opened = False
         self.frames = []
+
+
+def write_clip(path: Path, frames: int) -> Path:
+    """A 320x240 MJPG clip at 30 fps of `frames` frames, frame i showing a box at x = 20 + 4 i."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    assert writer.isOpened(), "OpenCV cannot write MJPG test videos"
+    for i in range(frames):
+        img = np.full((240, 320, 3), 40, np.uint8)
+        cv2.rectangle(img, (20 + 4 * i, 60), (80 + 4 * i, 200), (0, 200, 255), -1)
+        writer.write(img)
+    writer.release()
+    return path

@@ -29,7 +29,7 @@ def test_defaults_validate_and_start_consumers_first():
     ("workers.capture.restart=sometimes",
      "config error: workers.capture.restart = 'sometimes' — allowed: never, on-failure, always"),
     ("foo.bar=1", "config error: foo is not a known key — allowed: source, rings, workers, sinks, control, "
-                  "supervisor, data_dir, output_dir"),
+                  "supervisor, cpu, data_dir, output_dir"),
     ("rings.frames.slots=1", "config error: rings.frames.slots = 1 — must be >= 2"),
     ("rings.max_persons=100", "rings.max_persons = 100 — must be in 1..64"),
     ("source.at_end=rewind", "source.at_end = 'rewind' — allowed: stop, loop"),

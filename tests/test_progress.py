@@ -145,7 +145,7 @@ def test_a_paced_source_renders_only_the_frames_detection_will_read(run_cli, tmp
 
 
 def test_every_frame_records_each_frame_once_in_order_and_ends(run_cli, tmp_path):
-    from conftest import write_clip
+    from pipeline_helpers import write_clip
     from pipeline.sinks.recording import load_recording
 
     numbered_video = write_clip(tmp_path / "numbered.avi", 24)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pipeline.runtime.worker import SettingError, Worker
+from pipeline.runtime.worker import SettingError, Worker, Wrote
 
 
 @dataclass
@@ -36,7 +36,9 @@ class StuckWorker(Worker):
     def process(self, item):
         hang, self.hang_s = self.hang_s, 0.0
         time.sleep(hang or self.params.busy_s)
-        return None
+        # Wrote(0), not None: a source's None means "waited, made nothing" and is not timed; this
+        # call did a stage's work, and its time is what the health test reads as p50_ms.
+        return Wrote(0)
 
     def on_set(self, key, value):
         if key != "hang" or isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

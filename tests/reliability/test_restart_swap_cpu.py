@@ -73,9 +73,10 @@ def _cpu_seconds(pids) -> dict:
 
 
 def test_idle_kill_9_and_swap_of_the_cpu_default(live, tmp_path, pipeline_env, onnx_data):
-    inference = (f"{{backend: onnx, model: poco-pare, smpl: 'off', data_dir: {onnx_data}, "
-                 f"backend_options: {{seed: 0}}}}")
-    p = live(make_config(tmp_path / "onnx.yaml", inference=inference, health_timeout=5.0))
+    inference = "{backend: onnx, model: poco-pare, smpl: 'off', backend_options: {seed: 0}}"
+    config = make_config(tmp_path / "onnx.yaml", inference=inference, health_timeout=5.0)
+    config.write_text(config.read_text() + f"data_dir: {onnx_data}\n")   # where the exported graph is cached
+    p = live(config)
     published = p.attach_published()
     assert published.wait_new(0.0, -1, 300.0), f"nothing published\n{p.logs()}"
     w = p.workers()
