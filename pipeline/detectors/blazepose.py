@@ -349,8 +349,10 @@ class _TorchNet:
         return [(raw[i], logits[i]) for i in which]
 
     def mask(self, inputs, i, boxes_input_px) -> None:
-        for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
-            inputs[i, :, y1:y2, x1:x2] = -1.0
+        # inputs were made under inference_mode: torch allows in-place writes to them only there
+        with self.torch.inference_mode():
+            for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+                inputs[i, :, y1:y2, x1:x2] = -1.0
 
 
 class _Graph:
