@@ -16,6 +16,13 @@ def _fast_sink(port, **kw):
     return RemiSink(host="127.0.0.1", port=port, backoff_initial=0.05, backoff_max=0.2, **kw)
 
 
+def _wait_connected(sink, timeout=5.0):
+    """Poses queued before the connection are stale and dropped by design: send once connected."""
+    deadline = time.monotonic() + timeout
+    while not sink.stats()["connected"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _send_until_received(sink, relay, frame, timeout=5.0):
     """Keep sending `frame` until the relay got a packet (the sink reconnects on its own backoff)."""
     deadline = time.monotonic() + timeout
@@ -30,6 +37,7 @@ def test_packets_well_formed(make_frame, make_person):
     sink.open()
     try:
         person = make_person(3, global_orient=[np.pi, 0, 0], pred_cam=[0.9, 0.1, -0.2])
+        _wait_connected(sink)
         for i in range(5):
             sink.send(make_frame(i, [person]))
             time.sleep(0.02)
@@ -65,6 +73,7 @@ def test_messages_are_byte_identical_to_the_seed_format_written_by_hand(make_fra
     try:
         person = make_person(3, global_orient=[0.3, -1.2, 2.0], pred_cam=[0.9, 0.1, -0.2],
                              body_pose=np.linspace(-1, 1, 69), betas=np.arange(10) * 0.1)
+        _wait_connected(sink)
         sink.send(make_frame(0, []))
         sink.send(make_frame(1, [person]))
         assert relay.wait_packets(2), (relay.errors, sink.stats())
