@@ -451,11 +451,13 @@ class Inference(Worker):
             img = imgs[0] if len(imgs) == 1 else _concat(imgs)
             info = np.concatenate([bbox_info(c, s, wh) for c, s, wh in geometry])
             pendings = [self.backend.submit(img, info)]
-            self.calls += 1
-            if len({int(p.det["stream"]) for p in cropped}) > 1:
-                self.multi_stream_calls += 1
-                self.extras["multi_stream_calls"] = self.multi_stream_calls
-            self.extras["network_calls"] = self.calls
+        # batches holding persons of several streams: one network call for POCO; landmarks-ik
+        # runs its per-crop model per frame within the batch
+        self.calls += 1
+        if len({int(p.det["stream"]) for p in cropped}) > 1:
+            self.multi_stream_calls += 1
+            self.extras["multi_stream_calls"] = self.multi_stream_calls
+        self.extras["batches_submitted"] = self.calls
         return _Job(pendings, geometry, (time.perf_counter() - t) * 1000.0)
 
     def _outputs(self, job: "_Job") -> list:

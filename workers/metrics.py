@@ -75,7 +75,7 @@ class MetricsWorker(Worker):
         self._next_live = now
 
     def process(self, item):
-        frame = from_record(item.record)
+        frame = from_record(item.record, self.ctx.shared.get("streams"))
         self.engine.observe(frame, missed=item.overwritten_before)
         self._drain_stats()
         now = time.monotonic()
