@@ -331,3 +331,69 @@ def test_two_streams_one_capture_killed_the_other_keeps_publishing(run_cli, tmp_
     assert ws["inference"]["extras"].get("multi_stream_calls", 0) > 0, ws["inference"]["extras"]
     per = ws["publisher"]["extras"]["streams"]
     assert set(per) == {"a", "b", "total"} and per["b"]["fps"] > 0
+
+
+# ------------------------------------------------------------------------------ what carries the stream
+def _frame(stream="cam1", fid=3):
+    from pipeline.pose.frame import Person, PosesFrame
+
+    person = Person(track_id=4, box=np.array([1, 2, 3, 4], np.float32), score=0.5,
+                    global_orient=np.zeros(3, np.float32), body_pose=np.zeros(69, np.float32),
+                    betas=np.zeros(10, np.float32), transl=np.array([0, 0, 3], np.float32),
+                    pred_cam=np.zeros(3, np.float32), joint_uncertainty=np.zeros(24, np.float32))
+    return PosesFrame(frame_id=fid, t_capture_ns=time.monotonic_ns() - 5_000_000, generation=1, source_epoch=0,
+                      frame_height=240, frame_width=320, model="poco-cliff", backend="torch", precision="fp32",
+                      untrained=True, n_found=1, stamps_ns={}, persons=[person], stream=stream)
+
+
+def test_stream_name_on_records_native_header_and_recordings(tmp_path):
+    from pipeline.client import decode
+    from pipeline.pose.frame import from_record
+    from pipeline.sinks.native import encode_frame
+    from pipeline.sinks.recording import RecordingSink, load_recording
+
+    rec = np.zeros((), poses_dtype(2))
+    rec["stream"] = 1
+    assert from_record(rec, ["a", "b"]).stream == "b"
+    assert from_record(rec).stream == "stream1" and from_record(np.zeros((), poses_dtype(2))).stream == "main"
+    assert decode(list(encode_frame(_frame("cam1")))).stream == "cam1"
+    sink = RecordingSink(tmp_path / "r.npz")
+    sink.open()
+    for i, name in enumerate(["cam0", "cam1", "cam0"]):
+        sink.send(_frame(name, i))
+    sink.close()
+    got = load_recording(tmp_path / "r.npz")
+    assert list(got["stream"]) == ["cam0", "cam1", "cam0"] and got.frame(1).stream == "cam1"
+
+
+def test_per_stream_numbers_status_rows_and_csv_rows(tmp_path):
+    import csv
+
+    from pipeline.cli.progress import status_table
+    from pipeline.metrics.engine import MetricsEngine
+    from pipeline.metrics.streams import StreamStats
+
+    stats = StreamStats(["a", "b"])
+    for i in range(11):
+        stats.add(0, 10.0 + i, now=100.0 + i * 0.1)   # a: 10 FPS
+        if i % 2 == 0:
+            stats.add(1, 50.0, now=100.0 + i * 0.1)   # b: 5 FPS
+    stats.add(7, 1.0)                                   # an unknown stream is ignored
+    summary = stats.summary(now=101.0)
+    assert summary["a"]["fps"] == 10.0 and summary["b"]["fps"] == 5.0 and summary["total"]["published"] == 17
+    assert summary["a"]["p50_ms"] == 15.0 and summary["b"]["p99_ms"] == 50.0
+    status = {"workers": [{"name": "publisher", "module": "workers.publisher", "generation": 1, "state": "running",
+                           "fps": 15.0, "p50_ms": 1, "p99_ms": 2, "frames_in": 1, "frames_out": 1, "drops": 0,
+                           "cpu_percent": 1.0, "rss_bytes": 0, "extras": {"streams": summary}}]}
+    table = status_table(status).splitlines()
+    assert table[-4].split()[:2] == ["stream", "fps"]
+    assert [r.split()[0] for r in table[-3:]] == ["a", "b", "total"]
+
+    engine = MetricsEngine()
+    for i in range(6):
+        engine.observe(_frame("cam0", i))
+        engine.observe(_frame("cam1", i))
+    engine.record("Optimal", csv_path=tmp_path / "m.csv")
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert [r["Stream"] for r in rows] == ["total", "cam0", "cam1"]
+    assert int(rows[0]["Frames"]) == 12 and int(rows[1]["Frames"]) == 6
