@@ -294,35 +294,50 @@ def test_two_streams_one_capture_killed_the_other_keeps_publishing(run_cli, tmp_
                 while not stop.is_set():
                     f = client.receive(timeout=0.2)
                     if f is not None:
-                        frames.append((time.monotonic(), f.stream, f.frame_id))
+                        frames.append((time.monotonic(), f.stream, f.frame_id, f.frame_width))
 
         thread = threading.Thread(target=collect, args=(native_endpoint(status),), daemon=True)
         thread.start()
         try:
-            wait_for(lambda: {s for _, s, _ in frames} == {"a", "b"} and len(frames) > 20, timeout=90,
+            wait_for(lambda: {s for _, s, *_ in frames} == {"a", "b"} and len(frames) > 20, timeout=90,
                      what="both streams publishing")
             victim = workers(request("status"))["capture.a"]
             t_kill = time.monotonic()
             os.kill(victim["pid"], signal.SIGKILL)
             wait_for(lambda: (w := workers(request("status"))["capture.a"])["state"] == "running"
                      and w["pid"] != victim["pid"], timeout=60, what="capture.a restarted")
-            wait_for(lambda: any(s == "a" and t > t_kill + 0.5 for t, s, _ in frames), timeout=60,
+            wait_for(lambda: any(s == "a" and t > t_kill + 0.5 for t, s, *_ in frames), timeout=60,
                      what="stream a back after the restart")
             t_back = time.monotonic()
             time.sleep(2.0)
             status = request("status")
+            # swap one stream's source live: the other stream is not touched
+            t_swap = time.monotonic()
+            out = run_cli("swap", "capture.b", "source=sample", "options={width: 160, height: 120, fps: 10}",
+                          timeout=120, check=True).stdout
+            assert "capture.b: generation 1 -> 2" in out, out
+            wait_for(lambda: sum(s == "b" and w == 160 for _, s, _, w in frames) >= 3, timeout=60,
+                     what="stream b from its new source")
+            t_swapped = time.monotonic()
+            after_swap = request("status")
         finally:
             stop.set()
             thread.join(5)
-    b_times = [t for t, s, _ in frames if s == "b" and t_kill - 2 <= t <= t_back + 2]
+    b_times = [t for t, s, *_ in frames if s == "b" and t_kill - 2 <= t <= t_back + 2]
     gaps = np.diff(b_times)
     print(f"\nstream b around the kill of capture.a: {len(b_times)} frames, largest gap {gaps.max():.3f} s; "
           f"a back {t_back - t_kill:.2f} s after the kill")
     assert len(b_times) > 5 and gaps.max() < 1.0, f"stream b stalled: largest gap {gaps.max():.2f} s"
-    pairs = [(s, fid) for _, s, fid in frames]
+    a_times = [t for t, s, *_ in frames if s == "a" and t_swap - 1 <= t <= t_swapped]
+    assert np.diff(a_times).max() < 1.0, "stream a stalled while stream b's source was swapped"
+    assert all(w == 320 for _, s, _, w in frames if s == "a")
+    sw = workers(after_swap)
+    assert sw["capture.b"]["generation"] == 2 and sw["capture.a"]["generation"] == 2  # a: the restart
+    assert "b=sample" in after_swap["source"]
+    pairs = [(s, fid) for _, s, fid, _ in frames]
     assert len(pairs) == len(set(pairs)), "a (stream, frame_id) pair was published twice"
     for name in ("a", "b"):  # frame ids of each stream strictly increase, also across the restart
-        ids = [fid for _, s, fid in frames if s == name]
+        ids = [fid for _, s, fid, _ in frames if s == name]
         assert ids == sorted(ids)
     ws = workers(status)
     assert ws["capture.a"]["restarts"] == 1 and ws["capture.b"]["restarts"] == 0
