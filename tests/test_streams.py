@@ -412,3 +412,14 @@ def test_per_stream_numbers_status_rows_and_csv_rows(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert [r["Stream"] for r in rows] == ["total", "cam0", "cam1"]
     assert int(rows[0]["Frames"]) == 12 and int(rows[1]["Frames"]) == 6
+
+
+def test_capture_rows_of_several_streams_are_summed_for_the_csv():
+    from pipeline.metrics.streams import combine_stream_workers
+
+    rows = [{"name": "capture.a", "generation": 2, "fps": 10.0, "cpu_percent": 5.0, "drops": 1, "p99_ms": 3.0},
+            {"name": "capture.b", "generation": 1, "fps": 12.0, "cpu_percent": 7.0, "drops": 0, "p99_ms": 9.0},
+            {"name": "detection", "fps": 20.0}]
+    out = {r["name"]: r for r in combine_stream_workers(rows)}
+    assert out["capture"]["fps"] == 22.0 and out["capture"]["cpu_percent"] == 12.0 and out["capture"]["drops"] == 1
+    assert out["capture"]["p99_ms"] == 9.0 and out["capture"]["generation"] == 2 and "capture.a" in out

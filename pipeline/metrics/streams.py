@@ -58,3 +58,27 @@ def _row(latencies, n: int, span: float, published: int) -> dict:
     fps = (n - 1) / span if n > 1 and span > 0 else 0.0
     return {"fps": round(float(fps), 2), "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2),
             "published": int(published)}
+
+
+_SUMMED = ("fps", "frames_in", "frames_out", "drops", "overruns", "skipped", "cpu_percent", "rss_bytes")
+_WORST = ("p50_ms", "p99_ms")
+
+
+def combine_stream_workers(workers: list) -> list:
+    """Status rows with the per-stream workers (`capture.<stream>`) also summed into one row named
+    like their base worker (`capture`): the CSV keeps one fixed set of per-worker columns, so
+    several captures count together (counts, CPU and memory summed; timings the worst)."""
+    groups: dict = {}
+    for w in workers:
+        name = w.get("name") if isinstance(w, dict) else None
+        if isinstance(name, str) and "." in name:
+            groups.setdefault(name.split(".", 1)[0], []).append(w)
+    out = list(workers)
+    for base, rows in groups.items():
+        combined = {"name": base, "generation": max(int(r.get("generation") or 0) for r in rows)}
+        for key in _SUMMED:
+            combined[key] = sum(r.get(key) or 0 for r in rows if isinstance(r.get(key), (int, float)))
+        for key in _WORST:
+            combined[key] = max((r.get(key) or 0 for r in rows if isinstance(r.get(key), (int, float))), default=0)
+        out.append(combined)
+    return out
