@@ -275,7 +275,14 @@ sources:
 
 @pytest.mark.timeout(300)
 def test_two_streams_one_capture_killed_the_other_keeps_publishing(run_cli, tmp_path):
-    from pipeline_helpers import detached_pipeline, native_endpoint, request, wait_for, workers, write_pipeline_config
+    from pipeline_helpers import (
+        detached_pipeline,
+        native_endpoint,
+        request,
+        wait_for,
+        workers,
+        write_pipeline_config,
+    )
 
     from pipeline.client import NativeClient
 
@@ -409,7 +416,8 @@ def test_per_stream_numbers_status_rows_and_csv_rows(tmp_path):
         engine.observe(_frame("cam0", i))
         engine.observe(_frame("cam1", i))
     engine.record("Optimal", csv_path=tmp_path / "m.csv")
-    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    with open(tmp_path / "m.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["Stream"] for r in rows] == ["total", "cam0", "cam1"]
     assert int(rows[0]["Frames"]) == 12 and int(rows[1]["Frames"]) == 6
 

@@ -274,7 +274,7 @@ class Inference(Worker):
         stretch_to(t0, self.params.min_process_ms)
         return _wrote(written)
 
-    def _prepare(self, det) -> "_Part | None":
+    def _prepare(self, det) -> _Part | None:
         """Pin the record's frame and crop its persons; None when the frame is gone (stale)."""
         count = int(det["count"])
         if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
@@ -435,7 +435,7 @@ class Inference(Worker):
             return None
         return img, centres, sides
 
-    def _submit_parts(self, parts) -> "_Job":
+    def _submit_parts(self, parts) -> _Job:
         """One network call for the persons of every part (the crops of several streams are
         joined into one batch); landmarks-ik runs per crop anyway, so one call per part."""
         from pipeline.models.preprocess import bbox_info
@@ -460,7 +460,7 @@ class Inference(Worker):
         self.extras["batches_submitted"] = self.calls
         return _Job(pendings, geometry, (time.perf_counter() - t) * 1000.0)
 
-    def _outputs(self, job: "_Job") -> list:
+    def _outputs(self, job: _Job) -> list:
         """SMPL parameters per part of the job; waits for the device if it is still running."""
         from pipeline.models.postprocess import to_smpl_params
 

@@ -149,8 +149,8 @@ def start(config_path, detach, seconds, source, backend, model, checkpoint, devi
           every_frame, no_check, listen, allow_unsafe_checkpoint, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
-    from pipeline.runtime import rundir
     from pipeline.config_streams import sources_from_args
+    from pipeline.runtime import rundir
 
     sources = sources_from_args(source)
     source = source[0] if len(source) == 1 and sources is None else None

@@ -52,7 +52,8 @@ class StreamStats:
 
 
 def _row(latencies, n: int, span: float, published: int) -> dict:
-    arr = np.asarray([x for x in latencies if x == x], np.float64)  # x == x: not NaN
+    arr = np.asarray(latencies, np.float64)
+    arr = arr[~np.isnan(arr)]  # records without a capture stamp count for FPS only
     p50, p99 = (np.percentile(arr, [50, 99]) if arr.size else (0.0, 0.0))
     # n samples over the span: n-1 intervals between the first and the newest
     fps = (n - 1) / span if n > 1 and span > 0 else 0.0
