@@ -153,7 +153,9 @@ class Inference(Worker):
             max_h, max_w = self.frames.dtype["pixels"].shape[:2]
             self.cropper = GpuCropper(self.device, max_height=max_h, max_width=max_w)
             # DMA straight from the ring slots: no host copy of the frame at all
-            self.direct_upload = self.cropper.register_host(*self.frames.host_region())
+            # (every stream's frames ring, with several sources)
+            registered = [self.cropper.register_host(*self.rings[name].host_region()) for name in self.frame_rings]
+            self.direct_upload = all(registered)
             self.extras["direct_upload"] = self.direct_upload
             from pipeline.profiling.device_stats import DeviceStats
 
