@@ -94,8 +94,11 @@ def resolve_streams(cfg, sources_raw, resolve_every_frame) -> list[StreamConfig]
             raise ConfigError(f"{where}.name = {name!r} — given twice; every stream needs its own name")
         seen.add(name)
         fields = {k: v for k, v in entry.items() if k != "name"}
-        # `--every-frame` (source.every_frame) applies to every source that does not say otherwise
+        # `source:` holds the defaults of every entry that does not say otherwise: options typed as
+        # `source.options.width=320` beside `--source a=... --source b=...`, `--every-frame`, at_end
         fields.setdefault("every_frame", cfg.source.every_frame)
+        fields.setdefault("options", dict(cfg.source.options or {}))
+        fields.setdefault("at_end", cfg.source.at_end)
         src = build_dataclass(SourceConfig, fields, where)
         resolve_every_frame(src)
         streams.append(StreamConfig(name, src, i))

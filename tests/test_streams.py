@@ -431,3 +431,11 @@ def test_capture_rows_of_several_streams_are_summed_for_the_csv():
     out = {r["name"]: r for r in combine_stream_workers(rows)}
     assert out["capture"]["fps"] == 22.0 and out["capture"]["cpu_percent"] == 12.0 and out["capture"]["drops"] == 1
     assert out["capture"]["p99_ms"] == 9.0 and out["capture"]["generation"] == 2 and "capture.a" in out
+
+
+def test_source_options_are_the_defaults_of_every_stream():
+    cfg = load_config(overrides=["source.options.width=320", "source.at_end=stop"],
+                      flags={"sources": [{"name": "a", "spec": "sample"},
+                                         {"name": "b", "spec": "sample", "options": {"width": 640}}]})
+    assert cfg.streams[0].source.options == {"width": 320} and cfg.streams[1].source.options == {"width": 640}
+    assert cfg.streams[0].source.at_end == "stop"
