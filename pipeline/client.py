@@ -42,6 +42,10 @@ def decode(parts: list) -> PosesFrame:
     for key, tp in _HEADER_TYPES.items():
         if not isinstance(header.get(key), tp):
             raise StreamError(f"header field {key!r} must be {tp.__name__}")
+    # `stream` (several sources in one pipeline) is newer than v1's other fields: absent = main
+    stream = header.get("stream", "main")
+    if not isinstance(stream, str) or not 0 < len(stream) <= 64:
+        raise StreamError("header field 'stream' must be a short string")
     buf = bytes(parts[1])
     persons = []
     for i, p in enumerate(header["persons"]):
@@ -73,7 +77,7 @@ def decode(parts: list) -> PosesFrame:
         source_epoch=header["source_epoch"], frame_height=header["frame_height"],
         frame_width=header["frame_width"], model=header["model"], backend=header["backend"],
         precision=header["precision"], untrained=header["untrained"], n_found=header["n_found"],
-        stamps_ns={str(k): int(v) for k, v in header["stamps"].items()}, persons=persons)
+        stamps_ns={str(k): int(v) for k, v in header["stamps"].items()}, persons=persons, stream=stream)
 
 
 class NativeClient:

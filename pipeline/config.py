@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from pipeline.config_streams import expand_workers, resolve_streams
 from pipeline.runtime.worker import Worker, WorkerError, find_worker_class
 
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -45,6 +46,7 @@ FLAG_KEYS = {
     "weights": "workers.detection.params.model",
     "seconds": "supervisor.seconds",
     "every_frame": "source.every_frame",
+    "sources": "sources",   # --source given several times, or as NAME=SPEC (config_streams.py)
 }
 
 
@@ -105,6 +107,9 @@ class WorkerConfig:
     # Filled by validation from the worker class:
     reads: tuple = ()
     params_obj: Any = None
+    # Filled by the stream expansion (pipeline/config_streams.py), several sources only:
+    inputs: tuple = ()                 # every input ring (frames.<stream> ...); `input` is the first
+    stream: Union[int, None] = None    # a per-stream worker (capture.<stream>): its stream's index
 
 
 @dataclass
@@ -149,6 +154,8 @@ class PipelineConfig:
     data_dir: Union[str, None] = None     # weights, SMPL files, engines, caches
     output_dir: Union[str, None] = None   # the only place control commands may write files
     raw: dict = field(default_factory=dict, init=False)  # the merged plain dict, for spawning
+    # The sources (`sources:`, or the one `source:`), filled by validation (config_streams.py)
+    streams: list = field(default_factory=list, init=False)
 
     def enabled_workers(self) -> dict:
         return {n: w for n, w in self.workers.items() if w.enabled}
@@ -322,16 +329,20 @@ def validate(raw: dict) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
     workers_raw = raw.get("workers", {})
-    cfg = build_dataclass(PipelineConfig, {k: v for k, v in raw.items() if k not in ("workers", "raw")}, "")
+    cfg = build_dataclass(PipelineConfig, {k: v for k, v in raw.items()
+                                           if k not in ("workers", "raw", "sources", "streams")}, "")
     if not isinstance(workers_raw, dict) or not workers_raw:
         raise ConfigError(f"workers = {workers_raw!r} — expected a mapping of worker name -> settings")
     workers = {}
     for name, wraw in workers_raw.items():
         workers[name] = _validate_worker(str(name), wraw)
-    cfg.workers = order_workers(workers)
     cfg.sinks = _validate_sinks(raw.get("sinks", {}))
+    if raw.get("sources") is None:
+        _resolve_every_frame(cfg.source)
+    cfg.streams = resolve_streams(cfg, raw.get("sources"), _resolve_every_frame)
+    cfg.source = cfg.streams[0].source  # the first (or only) stream: what single-source code reads
+    cfg.workers = order_workers(expand_workers(workers, cfg.streams))
     _check_ranges(cfg)
-    _resolve_every_frame(cfg.source)
     resolve_dirs(cfg, raw)
     cfg.raw = raw
     return cfg
@@ -343,7 +354,7 @@ def _validate_worker(name: str, wraw) -> WorkerConfig:
         raise ConfigError(f"{path} = {wraw!r} — expected a mapping with at least `module`")
     if "module" not in wraw:
         raise ConfigError(f"{path}.module is missing — name the worker module, e.g. workers.{name}")
-    banned = {"reads", "params_obj"} & set(wraw)
+    banned = {"reads", "params_obj", "inputs", "stream"} & set(wraw)
     if banned:
         raise ConfigError(f"{path}.{sorted(banned)[0]} is not a config key")
     if isinstance(wraw.get("params"), dict) and "data_dir" in wraw["params"]:
@@ -381,7 +392,7 @@ def order_workers(workers: dict) -> dict:
     while remaining:
         for name, wc in remaining.items():
             blocked = wc.output is not None and any(
-                o.input == wc.output or wc.output in o.reads
+                o.input == wc.output or wc.output in o.reads or wc.output in o.inputs
                 for n, o in remaining.items() if n != name and o.enabled)
             if not blocked or not wc.enabled:
                 break
@@ -454,7 +465,7 @@ def _check_cpu(cfg: PipelineConfig) -> None:
     if not isinstance(c.threads, dict):
         raise ConfigError(f"cpu.threads = {c.threads!r} — expected a mapping of worker name -> threads")
     for name, n in c.threads.items():
-        if name not in cfg.workers:
+        if name not in cfg.workers and not any(w.startswith(f"{name}.") for w in cfg.workers):
             raise ConfigError(f"cpu.threads.{name} names no worker — workers: {', '.join(cfg.workers)}")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
             raise ConfigError(f"cpu.threads.{name} = {n!r} — must be an integer in 1..1024")

@@ -55,6 +55,7 @@ class Capture(Worker):
         self.spec = src.get("spec", "sample")
         self.options = dict(src.get("options") or {})
         self.lossless = bool(self.ctx.shared.get("every_frame"))
+        self.stream = int(self.ctx.shared.get("stream") or 0)  # several sources: this one's index
         self.at_end = src.get("at_end", "loop")
         if self.at_end == "auto":  # resolved by the config; a hand-made spec may leave it
             self.at_end = "stop" if self.lossless else "loop"
@@ -128,6 +129,7 @@ class Capture(Worker):
             rec["pixels"][:h, :w] = rgb
         rec["height"], rec["width"] = h, w
         rec["frame_id"] = self.frame_id
+        rec["stream"] = self.stream
         rec["t_capture_ns"] = t_capture
         epoch = self.epoch + int(getattr(frame, "source_epoch", 0) or 0)
         if self._first_write:
@@ -172,6 +174,11 @@ class Capture(Worker):
         self.finish(f"end of source {self.source.describe()}")
         return None
 
+    def _stream_name(self) -> str:
+        names = self.ctx.shared.get("streams") or ["main"]
+        i = getattr(self, "stream", 0)
+        return str(names[i]) if 0 <= i < len(names) else str(i)
+
     def stop(self) -> None:
         source = getattr(self, "source", None)
         if source is not None:
@@ -180,6 +187,7 @@ class Capture(Worker):
     def info(self) -> dict:
         source = getattr(self, "source", None)
         return {"source": source.describe() if source is not None else str(self.spec),
+                "stream": self._stream_name(),
                 "fps": getattr(source, "fps", None), "live": getattr(source, "is_live", None),
                 "max_size": f"{self.max_w}x{self.max_h}"}
 

@@ -92,14 +92,19 @@ class Detection(Worker):
         if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton
             options["static_image_mode"] = self._source_is_stills()
+        self._make = lambda: make_detector(p.kind, data_dir=self.ctx.data_dir, **options)
+        self._detector_error = DetectorError
         try:
-            self.detector = make_detector(p.kind, data_dir=self.ctx.data_dir, **options)
+            self.detector = self._make()
             self.progress(f"loading the {self.detector.kind} person detector")
             self.detector.setup()
         except DetectorError as exc:
             raise WorkerError(str(exc)) from exc
         self.frames = self.out.ring
-        self.epoch = None
+        # Several sources: one detector per stream, so no tracker or video-mode state crosses
+        # from one camera to another (made when a stream's first frame arrives).
+        self.detectors: dict = {}   # stream index (>= 1) -> its detector; stream 0 has self.detector
+        self.epochs: dict = {}
         self.torn = 0       # frames overwritten while the detector looked at them
         self.persons = 0
         self.found_frames = 0
@@ -122,21 +127,37 @@ class Detection(Worker):
             return path.is_dir() or any(ch in spec for ch in "*?[")
         return False
 
+    def _detector_for(self, stream: int):
+        if stream == 0:
+            return self.detector
+        det = self.detectors.get(stream)
+        if det is None:
+            try:
+                det = self._make()
+                det.setup()
+            except self._detector_error as exc:
+                raise WorkerError(str(exc)) from exc
+            self.detectors[stream] = det
+            self.extras["detectors"] = len(self.detectors) + 1
+        return det
+
     def process(self, item):
         t0 = time.monotonic_ns()
         frame = item.record  # a view into the frames ring slot
         height, width = int(frame["height"]), int(frame["width"])
         epoch = int(frame["source_epoch"])
-        if epoch != self.epoch:
+        stream = int(frame["stream"])
+        detector = self._detector_for(stream)
+        if epoch != self.epochs.get(stream):
             # A static-image detector has no video state to forget, and rebuilding its graph on
             # every reopened one-image folder would cost more than the detection itself.
-            if self.epoch is not None and not getattr(self.detector, "static_image_mode", False):
-                self.detector.reset()
-            self.epoch = epoch
+            if stream in self.epochs and not getattr(detector, "static_image_mode", False):
+                detector.reset()
+            self.epochs[stream] = epoch
         if height == 0 or width == 0:
             return self._write(item, frame, None, height, width, t0)  # an empty frame has nobody in it
         try:
-            found = self.detector.detect(frame["pixels"][:height, :width])
+            found = detector.detect(frame["pixels"][:height, :width])
         except Exception:
             if not self.input_valid(item):
                 return self._drop_torn()  # the pixels changed under the detector: not its fault
@@ -156,7 +177,7 @@ class Detection(Worker):
         rec = self.out.begin()
         if rec is None:
             return None
-        for key in ("frame_id", "t_capture_ns", "source_epoch", "stamps_ns"):
+        for key in ("frame_id", "t_capture_ns", "source_epoch", "stream", "stamps_ns"):
             rec[key] = frame[key]
         # the header fields were read from a live slot: trust them only if it is still ours
         if not self.input_valid(item):
@@ -207,7 +228,11 @@ class Detection(Worker):
             raise SettingError(f"{key} = {value!r} — must be in [0, 1]")
         else:
             value = float(value)
-        setattr(target, attr, value)
+        for det in [self.detector, *self.detectors.values()]:  # every stream's detector gets it
+            obj = det
+            for part in LIVE[key].split(".")[:-1]:
+                obj = getattr(obj, part)
+            setattr(obj, attr, value)
         return value
 
     def _describe(self) -> str:
@@ -236,7 +261,7 @@ class Detection(Worker):
         return out
 
     def stop(self) -> None:
-        det = getattr(self, "detector", None)
-        if det is not None:
-            det.close()
+        for det in [getattr(self, "detector", None), *getattr(self, "detectors", {}).values()]:
+            if det is not None:
+                det.close()
 

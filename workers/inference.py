@@ -139,7 +139,12 @@ class Inference(Worker):
             self.smpl = load_smpl(self.ctx.data_dir, device=self.device)
         if self.landmarks is not None:
             self.landmarks.use_smpl(self.smpl)
-        self.frames = self.rings["frames"]
+        # the frames ring of each stream, by stream index (one stream: `frames`)
+        streams = self.ctx.shared.get("streams") or ["main"]
+        self.frame_rings = ["frames"] if len(streams) <= 1 else [f"frames.{n}" for n in streams]
+        self.frames = self.rings[self.frame_rings[0]]
+        self._last_seq = 0
+        self.companions = self.calls = self.multi_stream_calls = 0
         self.cropper = None
         if self.device.startswith("cuda"):
             from pipeline.backends.gpu_preprocess import GpuCropper
@@ -148,7 +153,9 @@ class Inference(Worker):
             max_h, max_w = self.frames.dtype["pixels"].shape[:2]
             self.cropper = GpuCropper(self.device, max_height=max_h, max_width=max_w)
             # DMA straight from the ring slots: no host copy of the frame at all
-            self.direct_upload = self.cropper.register_host(*self.frames.host_region())
+            # (every stream's frames ring, with several sources)
+            registered = [self.cropper.register_host(*self.rings[name].host_region()) for name in self.frame_rings]
+            self.direct_upload = all(registered)
             self.extras["direct_upload"] = self.direct_upload
             from pipeline.profiling.device_stats import DeviceStats
 
@@ -247,31 +254,21 @@ class Inference(Worker):
         """Crop this frame and hand its batch to the backend; then write the PREVIOUS frame,
         whose network ran on the GPU meanwhile. With an asynchronous (GPU) backend the CPU work
         of frame N (read, crop, launch) overlaps frame N-1's network; the runner calls flush()
-        as soon as no new frame is waiting, so a frame never waits for the next one."""
+        as soon as no new frame is waiting, so a frame never waits for the next one.
+
+        Several streams: the newest unprocessed record of every other stream joins this one
+        (`_companions`), and the persons of all of them go through ONE network call; each
+        stream still gets its own poses record (cross-stream batching, issue 20)."""
         t0 = time.monotonic_ns()
-        det = item.record  # our own copy: detections records are small
-        count = int(det["count"])
-        if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
-            raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
-                             f"0..{self.max_persons}")
-        frame_seq = self._pin_frame(det)  # also for nobody: the publisher's image sinks draw it
-        if self._tee is not None:
-            self._write_tee(det, frame_seq)
-        boxes, keep = _usable_boxes(det["boxes"][:count])
-        if len(keep) < count:
-            self.bad_boxes += count - len(keep)
-        height, width = int(det["frame_height"]), int(det["frame_width"])
-        job = None
-        if len(keep):
-            crops = self._crop(det, boxes)
-            if crops is None:
-                self._unpin(frame_seq)
-                self.stale += 1
-                self.drops += 1
-                self.extras["stale_frames"] = self.stale
-                return self.flush()
-            job = self._submit(crops, (width, height))
-        frame = _InFlight(det, keep, height, width, t0, job, frame_seq)
+        parts = []
+        for det in [item.record, *self._companions(item)]:  # our own copies: records are small
+            part = self._prepare(det)
+            if part is not None:
+                parts.append(part)
+        if not parts:
+            return self.flush()
+        job = self._submit_parts(parts) if any(p.crops is not None for p in parts) else None
+        frame = _InFlight(parts, t0, job)
         written = self._finish_in_flight()
         self._in_flight = frame
         if job is None or not self.overlap:
@@ -279,11 +276,69 @@ class Inference(Worker):
         stretch_to(t0, self.params.min_process_ms)
         return _wrote(written)
 
+    def _prepare(self, det) -> _Part | None:
+        """Pin the record's frame and crop its persons; None when the frame is gone (stale)."""
+        count = int(det["count"])
+        if not 0 <= count <= min(self.max_persons, det["boxes"].shape[0]):
+            raise ValueError(f"detections record {int(det['frame_id'])} has count {count} outside "
+                             f"0..{self.max_persons}")
+        stream = int(det["stream"])
+        if not 0 <= stream < len(self.frame_rings):
+            raise ValueError(f"detections record {int(det['frame_id'])} has stream {stream} outside "
+                             f"0..{len(self.frame_rings) - 1}")
+        frame_seq = self._pin_frame(det)  # also for nobody: the publisher's image sinks draw it
+        if self._tee is not None:
+            self._write_tee(det, frame_seq)
+        boxes, keep = _usable_boxes(det["boxes"][:count])
+        if len(keep) < count:
+            self.bad_boxes += count - len(keep)
+        crops = None
+        if len(keep):
+            crops = self._crop(det, boxes)
+            if crops is None:
+                self._unpin(det, frame_seq)
+                self.stale += 1
+                self.drops += 1
+                self.extras["stale_frames"] = self.stale
+                return None
+        return _Part(det, keep, int(det["frame_height"]), int(det["frame_width"]), frame_seq, crops)
+
+    def _companions(self, item) -> list:
+        """The newest record of every other stream written since the last item we took (newest
+        first, at most one per stream), copied under the seqlock. Only with several streams and
+        a `latest` reader: a `next` reader (variant B, lossless) gets every record anyway."""
+        reader = getattr(self.ctx.runner, "reader", None)
+        last, self._last_seq = self._last_seq, item.seq
+        if len(self.frame_rings) < 2 or reader is None or getattr(reader, "policy", "") != "latest" or not last:
+            return []
+        ring = reader.ring
+        own = int(item.record["stream"])
+        found: dict = {}
+        seq = item.seq - 2
+        oldest = max(last, item.seq - 2 * ring.slots)
+        while seq > oldest and len(found) < len(self.frame_rings) - 1:
+            slot = ring.slot_of(seq)
+            if ring.slot_seq(slot) == seq:
+                rec = ring.slot_record(slot).copy()
+                stream = int(rec["stream"])
+                if ring.slot_seq(slot) == seq and stream != own and stream not in found:
+                    found[stream] = rec
+            seq -= 2
+        if found:
+            self.companions += len(found)
+            self.extras["companion_records"] = self.companions
+        return list(found.values())
+
+    def _frames_of(self, det):
+        """(ring, member) of the frames ring of the record's stream."""
+        name = self.frame_rings[int(det["stream"])]
+        return self.rings[name], self.ctx.members.get(name)
+
     def _pin_frame(self, det) -> int:
         """Pin the frame slot the record refers to; its seq, or 0 (not pinned: gone, or no entry)."""
-        member = self.ctx.members.get("frames")
+        frames, member = self._frames_of(det)
         slot, seq = int(det["frame_slot"]), int(det["frame_seq"])
-        if member is None or not 0 <= slot < self.frames.slots or not seq:
+        if member is None or not 0 <= slot < frames.slots or not seq:
             return 0
         return seq if member.pin(slot, seq) else 0
 
@@ -295,13 +350,13 @@ class Inference(Worker):
         if seq is None:
             return
         self.extras["ab_tee_written"] = self.extras.get("ab_tee_written", 0) + 1
-        member = self.ctx.members.get("frames")
+        _, member = self._frames_of(det)
         if frame_seq and member.pin_claimed(frame_seq):
             out.hold(member, frame_seq, seq)
 
-    def _unpin(self, frame_seq: int) -> None:
+    def _unpin(self, det, frame_seq: int) -> None:
         if frame_seq:
-            self.ctx.members["frames"].unpin(frame_seq)
+            self._frames_of(det)[1].unpin(frame_seq)
 
     def pending(self) -> bool:
         return self._in_flight is not None
@@ -313,8 +368,15 @@ class Inference(Worker):
         frame, self._in_flight = self._in_flight, None
         if frame is None:
             return 0
-        out = self._outputs(frame.job) if frame.job is not None else None
-        keep = frame.keep
+        outs = self._outputs(frame.job) if frame.job is not None else []
+        written = 0
+        for part in frame.parts:
+            out = outs.pop(0) if part.crops is not None else None
+            written += self._write_part(part, out, frame.t0)
+        return written
+
+    def _write_part(self, part, out, t0) -> int:
+        keep = part.keep
         if out is not None and "found" in out:
             # landmarks-ik: crops without a pose are nobody (see the module docstring)
             found = np.asarray(out.pop("found"), bool)
@@ -322,17 +384,17 @@ class Inference(Worker):
             keep, out = keep[found], {k: v[found] for k, v in out.items()}
         rec = self.out.begin()
         if rec is None:
-            self._unpin(frame.frame_seq)
+            self._unpin(part.det, part.frame_seq)
             return 0
-        self._fill(rec, frame.det, keep, out, frame.height, frame.width)
-        stamp(rec, "infer_start", frame.t0)
+        self._fill(rec, part.det, keep, out, part.height, part.width)
+        stamp(rec, "infer_start", t0)
         stamp(rec, "infer_end", time.monotonic_ns())
         seq = self.out.commit()
         if seq is None:
-            self._unpin(frame.frame_seq)
+            self._unpin(part.det, part.frame_seq)
             return 0
-        if frame.frame_seq:  # the publisher copies this frame for image sinks: hold it until then
-            self.out.hold(self.ctx.members["frames"], frame.frame_seq, seq)
+        if part.frame_seq:  # the publisher copies this frame for image sinks: hold it until then
+            self.out.hold(self._frames_of(part.det)[1], part.frame_seq, seq)
         if not len(keep):
             self.empty += 1
         if self.recorder is not None:
@@ -347,7 +409,7 @@ class Inference(Worker):
 
         t = time.perf_counter()
         slot, seq = int(det["frame_slot"]), int(det["frame_seq"])
-        frames = self.frames
+        frames, _ = self._frames_of(det)
         if not 0 <= slot < frames.slots or frames.slot_seq(slot) != seq:
             return None
         view = frames.slot_record(slot)
@@ -375,42 +437,63 @@ class Inference(Worker):
             return None
         return img, centres, sides
 
-    def _submit(self, crops, img_wh) -> "_Job":
+    def _submit_parts(self, parts) -> _Job:
+        """One network call for the persons of every part (the crops of several streams are
+        joined into one batch); landmarks-ik runs per crop anyway, so one call per part."""
         from pipeline.models.preprocess import bbox_info
 
-        img, centres, sides = crops
         t = time.perf_counter()
+        cropped = [p for p in parts if p.crops is not None]
+        geometry = [(p.crops[1], p.crops[2], (p.width, p.height)) for p in cropped]
         if self.landmarks is not None:
-            pending = self.landmarks.submit(img, centres, sides, img_wh)
+            pendings = [self.landmarks.submit(img, c, s, wh) for (img, _, _), (c, s, wh) in
+                        zip((p.crops for p in cropped), geometry)]
         else:
-            pending = self.backend.submit(img, bbox_info(centres, sides, img_wh))
-        return _Job(pending, centres, sides, img_wh, (time.perf_counter() - t) * 1000.0)
+            imgs = [p.crops[0] for p in cropped]
+            img = imgs[0] if len(imgs) == 1 else _concat(imgs)
+            info = np.concatenate([bbox_info(c, s, wh) for c, s, wh in geometry])
+            pendings = [self.backend.submit(img, info)]
+        # batches holding persons of several streams: one network call for POCO; landmarks-ik
+        # runs its per-crop model per frame within the batch
+        self.calls += 1
+        if len({int(p.det["stream"]) for p in cropped}) > 1:
+            self.multi_stream_calls += 1
+            self.extras["multi_stream_calls"] = self.multi_stream_calls
+        self.extras["batches_submitted"] = self.calls
+        return _Job(pendings, geometry, (time.perf_counter() - t) * 1000.0)
 
-    def _outputs(self, job: "_Job") -> dict:
-        """The job's SMPL parameters; waits for the device if it is still running."""
+    def _outputs(self, job: _Job) -> list:
+        """SMPL parameters per part of the job; waits for the device if it is still running."""
         from pipeline.models.postprocess import to_smpl_params
 
         t = time.perf_counter()
-        raw = job.pending.result()
+        raws = [p.result() for p in job.pendings]
         t1 = time.perf_counter()
+        outs = []
         if self.landmarks is not None:
-            params = raw
+            outs = raws
             for key in ("landmarks", "ik"):   # the landmark network and the IK, apart
                 self._t.setdefault(key, collections.deque(maxlen=TIMING_WINDOW)).append(
                     self.landmarks.timings[f"{key}_ms"])
         else:
-            params = to_smpl_params(raw, job.centres, job.sides, job.img_wh)
+            raw, a = raws[0], 0
+            for centres, sides, wh in job.geometry:
+                b = a + len(sides)
+                part = raw if len(job.geometry) == 1 else {k: v[a:b] for k, v in raw.items()}
+                outs.append(to_smpl_params(part, centres, sides, wh))
+                a = b
         if self.smpl is not None:
-            params["joints"] = self.smpl.joints(params)
+            for params in outs:
+                params["joints"] = self.smpl.joints(params)
         # model: time this worker spent on the network (launch + waiting for it), not GPU time
         self._t["model"].append(job.submit_ms + (t1 - t) * 1000.0)
         self._t["post"].append((time.perf_counter() - t1) * 1000.0)
         self.batches += 1
-        return params
+        return outs
 
     def _fill(self, rec, det, keep, out, height, width) -> None:
         rec[...] = 0
-        for key in ("frame_id", "t_capture_ns", "source_epoch", "stamps_ns"):
+        for key in ("frame_id", "t_capture_ns", "source_epoch", "stream", "stamps_ns"):
             rec[key] = det[key]
         n = len(keep)
         rec["frame_height"], rec["frame_width"] = height, width
@@ -540,23 +623,37 @@ def _wrote(n: int):
 
 @dataclass
 class _Job:
-    pending: object            # backends.base.Pending
-    centres: np.ndarray
-    sides: np.ndarray
-    img_wh: tuple
+    pendings: list             # backends.base.Pending: one for all parts (POCO), or one per part
+    geometry: list             # per part with persons: (centres, sides, img_wh)
     submit_ms: float
 
 
 @dataclass
-class _InFlight:
-    """A frame whose record is not written yet (its network may still be running)."""
+class _Part:
+    """One detections record (one stream's frame) of a batch."""
     det: np.void
     keep: np.ndarray
     height: int
     width: int
+    frame_seq: int = 0         # the frame slot's seq while we pin it (0: not pinned)
+    crops: tuple | None = None  # (img, centres, sides), None when nobody is in it
+
+
+@dataclass
+class _InFlight:
+    """Frames whose records are not written yet (their network may still be running)."""
+    parts: list
     t0: int
     job: _Job | None
-    frame_seq: int = 0         # the frame slot's seq while we pin it (0: not pinned)
+
+
+def _concat(imgs):
+    """Crops of several frames as one batch (numpy on a CPU, torch on a GPU)."""
+    if isinstance(imgs[0], np.ndarray):
+        return np.concatenate(imgs)
+    import torch
+
+    return torch.cat(imgs)
 
 
 def _resolve_device(device: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.metrics.engine import MetricsEngine, format_summary
+from pipeline.metrics.streams import combine_stream_workers
 from pipeline.pose.frame import from_record
 from pipeline.runtime.worker import SettingError, Worker, WorkerError
 
@@ -75,7 +76,7 @@ class MetricsWorker(Worker):
         self._next_live = now
 
     def process(self, item):
-        frame = from_record(item.record)
+        frame = from_record(item.record, self.ctx.shared.get("streams"))
         self.engine.observe(frame, missed=item.overwritten_before)
         self._drain_stats()
         now = time.monotonic()
@@ -159,7 +160,7 @@ class MetricsWorker(Worker):
                 stamp, workers = self._stats_q.get_nowait()
             except queue.Empty:
                 return
-            for w in workers:
+            for w in combine_stream_workers(workers):  # capture.<stream> rows also as one `capture`
                 if isinstance(w, dict) and isinstance(w.get("name"), str):
                     try:
                         self.engine.update_worker(w["name"], w, t_ns=stamp)

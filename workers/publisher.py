@@ -34,6 +34,7 @@ from typing import Literal, Union
 
 import numpy as np
 
+from pipeline.metrics.streams import StreamStats
 from pipeline.runtime.records import stamp
 from pipeline.runtime.ring import Ring, RingError, ring_shm_name
 from pipeline.runtime.worker import WROTE, SettingError, Worker, WorkerError
@@ -79,7 +80,12 @@ class Publisher(Worker):
                 hint = " (or start with --viewer-port PORT)" if name == "viewer" and "port" in str(exc) else ""
                 raise WorkerError(f"{exc}{hint}") from exc
             self.sinks.append(sink)
-        self.frames = self.rings.get("frames")
+        # Several sources: each stream has its frames ring, its smoother and its numbers.
+        self.stream_names = list(self.ctx.shared.get("streams") or ["main"])
+        self.frame_rings = ["frames"] if len(self.stream_names) <= 1 else [f"frames.{n}" for n in self.stream_names]
+        self.frames = self.rings.get(self.frame_rings[0])
+        self._smoothers = {0: self.smoother}
+        self.per_stream = StreamStats(self.stream_names)
         self.latencies = collections.deque(maxlen=LATENCY_WINDOW)
         self.sink_errors = collections.Counter()
         self.persons = 0
@@ -87,7 +93,7 @@ class Publisher(Worker):
         self.no_image = 0
         self._want_image = any(s.wants_image for s in self.sinks)
         # Pin (and, lossless, hold back capture for) the frames only when a sink draws them.
-        self.hold_reads = ("frames",) if self._want_image else ()
+        self.hold_reads = tuple(self.frame_rings) if self._want_image else ()
         self._last_extras = 0.0
         self._variant_sinks = [s for s in self.sinks if callable(getattr(s, "send_variant", None))]
         run_id = self.ctx.shared.get("run_id")
@@ -109,13 +115,15 @@ class Publisher(Worker):
         if self.out.write(rec, keep_generation=True) is None:
             return None  # not newer than what was published (or another generation owns the ring)
         t_capture = int(rec["t_capture_ns"])
+        stream = int(rec["stream"])
         if t_capture:
             self.latencies.append((now - t_capture) / 1e6)
+        self.per_stream.add(stream, (now - t_capture) / 1e6 if t_capture else None)
         self.persons = int(rec["count"])
         self.published += 1
         # rec[()] is the np.void scalar: its S-fields come back as bytes without NUL padding
         # (bytes() of the 0-d array field would keep the padding).
-        frame = self.smoother.apply(from_record(rec[()]))
+        frame = self._smoother_for(stream).apply(from_record(rec[()], self.stream_names))
         image = self._image(rec) if self._want_image else None
         for sink in self.sinks:
             self._to_sink(sink, "", sink.send, frame, image if sink.wants_image else None)
@@ -185,14 +193,25 @@ class Publisher(Worker):
                     from pipeline.sinks import viewer_scene
                     sink.rest_offsets = viewer_scene.offsets_from_rest_joints(sink.smpl.rest_joints)
 
+    def _smoother_for(self, stream: int):
+        """One smoother per stream: track ids and scene cuts of one camera mean nothing in another."""
+        smoother = self._smoothers.get(stream)
+        if smoother is None:
+            from pipeline.pose.smoothing import Smoother
+
+            smoother = self._smoothers[stream] = Smoother(self.smoother.preset_name)
+        return smoother
+
     def _image(self, rec):
         """The frame's pixels if its slot still holds it (a copy), else None. Inference holds
         the slot until we have passed this record (architecture.md §2); we pin it while copying."""
-        frames = self.frames
+        stream = int(rec["stream"])
+        name = self.frame_rings[stream] if 0 <= stream < len(self.frame_rings) else None
+        frames = self.rings.get(name) if name else None
         if frames is None:
             return None
         fid = int(rec["frame_id"])
-        member = self.ctx.members.get("frames")
+        member = self.ctx.members.get(name)
         for slot in range(frames.slots):
             seq = frames.slot_seq(slot)
             view = frames.slot_record(slot)
@@ -223,6 +242,8 @@ class Publisher(Worker):
             "sink_errors": sum(self.sink_errors.values()), "no_image": self.no_image,
             "variant_b_frames": self.variant_b_frames,
         })
+        if len(self.stream_names) > 1:
+            self.extras["streams"] = self.per_stream.summary()
         for sink in self.sinks:
             for k, v in (sink.stats() or {}).items():
                 if isinstance(v, (int, float, str)):
@@ -237,7 +258,8 @@ class Publisher(Worker):
 
         if key == "smoothing":
             try:
-                self.smoother.set("smoothing", str(value))
+                for smoother in self._smoothers.values():
+                    smoother.set("smoothing", str(value))
             except ValueError as exc:
                 raise SettingError(f"publisher smoothing: {exc}") from exc
             self._last_extras = 0.0  # report the new preset with the next frame

@@ -47,7 +47,7 @@ class GpuCropper:
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
         from pipeline.backends.pinned import PinnedUploader
         self._small = PinnedUploader(self.device)  # crop matrices, without waiting for queued work
-        self._registered = None      # (address, size) of page-locked caller memory
+        self._registered: list = []  # (address, size) of page-locked caller memory (one per frames ring)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
 
@@ -65,23 +65,25 @@ class GpuCropper:
         if int(rc) != 0:
             log.info("cudaHostRegister refused (error %s): frames go through the pinned staging buffer", int(rc))
             return False
-        self._registered = (int(address), int(size))
+        self._registered.append((int(address), int(size)))
         return True
 
     def unregister_host(self) -> None:
-        if self._registered is not None:
+        """Unlock every region `register_host` locked."""
+        regions, self._registered = self._registered, []
+        if regions:
             import torch
-            try:
-                torch.cuda.cudart().cudaHostUnregister(self._registered[0])
-            except Exception:  # noqa: BLE001 - teardown
-                pass
-            self._registered = None
+            for address, _ in regions:
+                try:
+                    torch.cuda.cudart().cudaHostUnregister(address)
+                except Exception:  # noqa: BLE001 - teardown
+                    pass
 
     def _in_registered(self, frame: np.ndarray) -> bool:
-        if self._registered is None or not frame.flags.c_contiguous:
+        if not self._registered or not frame.flags.c_contiguous:
             return False
-        start, size = self._registered
-        return start <= frame.ctypes.data and frame.ctypes.data + frame.nbytes <= start + size
+        a, n = frame.ctypes.data, frame.nbytes
+        return any(start <= a and a + n <= start + size for start, size in self._registered)
 
     def crops(self, frame_rgb: np.ndarray, centres, sides, width: int | None = None):
         """frame_rgb (H,W,3) uint8 RGB; centres (N,2), sides (N,) in frame pixels ->

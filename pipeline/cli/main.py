@@ -55,7 +55,11 @@ def _sink_options(command):
         from pipeline.config import sink_flag_overrides
 
         try:
-            extra = sink_flag_overrides(kwargs.get("config_path"), source=_source_value(kwargs.get("source")),
+            from pipeline.config_streams import split_source_arg
+
+            first = (kwargs.get("source") or (None,))[0]
+            extra = sink_flag_overrides(kwargs.get("config_path"),
+                                        source=_source_value(split_source_arg(first)[1] if first else None),
                                         **mine)
         except ConfigError as exc:
             fail(str(exc))
@@ -118,7 +122,9 @@ def cli(verbose):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML (merged over the defaults).")
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
-@click.option("--source", help="Webcam index, video file, image folder/glob, stream URL or 'sample'.")
+@click.option("--source", multiple=True, metavar="[NAME=]SPEC",
+              help="Webcam index, video file, image folder/glob, stream URL or 'sample'. Repeat it for several "
+                   "streams in one pipeline (named cam0, cam1, ... unless NAME= is given).")
 @click.option("--backend", help="Inference backend: auto (onnx on a CPU, torch on a GPU), torch, compile, cudagraph, trt, "
                                "onnx (workers.inference.params.backend).")
 @click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
@@ -143,8 +149,12 @@ def start(config_path, detach, seconds, source, backend, model, checkpoint, devi
           every_frame, no_check, listen, allow_unsafe_checkpoint, overrides):
     """Start the pipeline. OVERRIDES are key.sub=value (e.g. inference.precision=fp16)."""
     from pipeline.cli import listen as listening
+    from pipeline.config_streams import sources_from_args
     from pipeline.runtime import rundir
-    flags = {"source": _source_value(source), "backend": backend, "model": model, "checkpoint": checkpoint,
+
+    sources = sources_from_args(source)
+    source = source[0] if len(source) == 1 and sources is None else None
+    flags = {"source": _source_value(source), "sources": sources, "backend": backend, "model": model, "checkpoint": checkpoint,
              "device": device, "detector": detector, "weights": weights, "seconds": seconds,
              "every_frame": every_frame or None, "allow_unsafe_checkpoint": allow_unsafe_checkpoint}
     if allow_unsafe_checkpoint:
@@ -182,13 +192,15 @@ def _check_source(cfg) -> None:
         from pipeline.sources import SourceError, open_source
     except ImportError as exc:
         fail(f"video sources are not available: {exc}")
-    try:
-        src = open_source(cfg.source.spec, **cfg.source.options)
-    except SourceError as exc:
-        fail(str(exc))
-    except TypeError as exc:
-        fail(f"config error: source.options: {exc}")
-    src.close()
+    for stream in cfg.streams:
+        where = "source.options" if len(cfg.streams) == 1 else f"sources[{stream.index}].options"
+        try:
+            src = open_source(stream.source.spec, **stream.source.options)
+        except SourceError as exc:
+            fail(str(exc) if len(cfg.streams) == 1 else f"stream {stream.name}: {exc}")
+        except TypeError as exc:
+            fail(f"config error: {where}: {exc}")
+        src.close()
 
 
 def _start_foreground(cfg) -> None:

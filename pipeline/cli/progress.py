@@ -134,6 +134,22 @@ def status_table(status: dict) -> str:
                 for r, g in zip(rows, gpu)]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{n}}}" for n in widths)
+    table = "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
+    streams = stream_table(status)
+    return f"{table}\n{streams}" if streams else table
+
+
+def stream_table(status: dict) -> str:
+    """Several sources: one row per stream (published fps, capture->publish p50/p99) and the
+    total, from the publisher's `streams` numbers; "" for a single source."""
+    per = (_publisher(status).get("extras") or {}).get("streams")
+    if not isinstance(per, dict) or not per:
+        return ""
+    cols = ("stream", "fps", "p50 ms", "p99 ms", "published")
+    rows = [(str(name), f"{r.get('fps', 0.0):.1f}", f"{r.get('p50_ms', 0.0):.1f}", f"{r.get('p99_ms', 0.0):.1f}",
+             str(r.get("published", 0))) for name, r in per.items() if isinstance(r, dict)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:<{n}}}" for n in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
 
 

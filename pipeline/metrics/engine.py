@@ -36,10 +36,22 @@ class MetricsEngine:
         self.last: FrameQuantities | None = None
         self.last_backend = ""
         self.dump = dump                  # a FrameDump (per-frame stamps for plots), or None
+        # Several sources: a measurer (pose change follows one camera's people) and a window per stream
+        self._max_window_s = max_window_s
+        self.measurers: dict = {}
+        self.stream_windows: dict = {}
 
     def observe(self, frame: PosesFrame, arrival_ns: int | None = None, missed: int = 0) -> FrameQuantities:
         arrival = self._clock_ns() if arrival_ns is None else int(arrival_ns)
-        q = self.measurer.measure(frame, arrival, missed)
+        stream = getattr(frame, "stream", "main")
+        if stream == "main" and not self.stream_windows:
+            q = self.measurer.measure(frame, arrival, missed)
+        else:
+            if stream not in self.measurers:
+                self.measurers[stream] = FrameMeasurer()
+                self.stream_windows[stream] = TrailingWindow(max_seconds=self._max_window_s, clock_ns=self._clock_ns)
+            q = self.measurers[stream].measure(frame, arrival, missed)
+            self.stream_windows[stream].add(q)
         self.window.add(q)
         self.last = q
         if frame.backend:
@@ -85,7 +97,14 @@ class MetricsEngine:
         if csv_path is None:
             csv_path = Path(directory or ".") / default_csv_name(summary.backend or self.last_backend)
         row = build_row(summary, canonical)
+        if len(self.stream_windows) > 1:
+            row["Stream"] = "total"
         columns = append_row(csv_path, row)
+        if len(self.stream_windows) > 1:
+            for name, window in self.stream_windows.items():
+                stream_row = build_row(window.summarize(seconds), canonical)
+                stream_row["Stream"] = str(name)
+                append_row(csv_path, stream_row)
         log.info("recorded %s (%s, %.0f s window, %d frames) to %s",
                  canonical, summary.backend or "?", seconds, summary.frames, csv_path)
         return RecordResult(path=str(Path(csv_path).resolve()), columns=columns, row=row)

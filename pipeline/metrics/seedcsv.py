@@ -65,7 +65,8 @@ EXTRA_COLUMNS = (
     *[f"CPU % {w}" for w in WORKERS],
     *[f"RSS (MB) {w}" for w in WORKERS],
     "GPU Util (%)", "GPU Memory (MB)",
-    *[f"Skipped Frames {w}" for w in WORKERS],   # last: files of earlier versions stay appendable
+    *[f"Skipped Frames {w}" for w in WORKERS],
+    "Stream",   # several sources: one row per stream and one `total` row; last: older files stay appendable
 )
 HEADER = SEED_COLUMNS + EXTRA_COLUMNS
 
@@ -152,6 +153,7 @@ def build_row(summary: WindowSummary, condition: str,
         "Max Persons": summary.persons_max,
         "Avg Vertex Change (mm)": summary.vertex_change_mm,
         "Metrics Missed Records": summary.missed,
+        "Stream": "main",
         # Not measured (nothing on a GPU, or no NVML for the utilisation) is an empty cell, never
         # 0 and never the NaN of "measured, but no value in this window" (docs/metrics.md).
         "GPU Util (%)": _measured(summary.gpu_util_percent),
@@ -226,7 +228,10 @@ def _columns_for(path: Path, existing: str) -> tuple[str, ...]:
     if found == SEED_COLUMNS:
         log.info("%s has the seed's nine columns only; appending those and leaving out posepipe's extras", path)
         return SEED_COLUMNS
-    if len(found) > len(SEED_COLUMNS) and found == HEADER[:len(found)]:
+    # An earlier posepipe wrote a subset of today's columns in today's order (newer ones were
+    # added at the end or beside their kind): append those.
+    if (len(found) > len(SEED_COLUMNS) and found[:len(SEED_COLUMNS)] == SEED_COLUMNS
+            and len(set(found)) == len(found) and found == tuple(c for c in HEADER if c in set(found))):
         log.info("%s was started by an earlier posepipe; appending its %d columns", path, len(found))
         return found
     for i, (want, got) in enumerate(zip(HEADER, found)):

@@ -41,10 +41,19 @@ class PosesFrame:
     n_found: int
     stamps_ns: dict[str, int] = field(default_factory=dict)
     persons: list[Person] = field(default_factory=list)
+    stream: str = "main"           # the source's name (several sources in one pipeline; issue 20)
 
 
-def from_record(rec) -> PosesFrame:
-    """Copy a poses-dtype record (0-d structured array or np.void) into a PosesFrame."""
+def stream_name(index: int, streams=None) -> str:
+    """The name of stream `index` (`streams`: the pipeline's names in order; none: `main`)."""
+    if streams and 0 <= index < len(streams):
+        return str(streams[index])
+    return "main" if index == 0 else f"stream{index}"
+
+
+def from_record(rec, streams=None) -> PosesFrame:
+    """Copy a poses-dtype record (0-d structured array or np.void) into a PosesFrame;
+    `streams` names the stream indices (default: `main`)."""
     count = int(rec["count"])
     has_joints = bool(rec["has_joints"])
     persons = [
@@ -77,6 +86,7 @@ def from_record(rec) -> PosesFrame:
         n_found=int(rec["n_found"]),
         stamps_ns={name: int(stamps[i]) for i, name in enumerate(STAGES) if stamps[i]},
         persons=persons,
+        stream=stream_name(int(rec["stream"]), streams) if "stream" in rec.dtype.names else "main",
     )
 
 

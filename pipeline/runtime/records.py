@@ -36,6 +36,7 @@ def _header() -> list:
         ("t_capture_ns", "<i8"),    # time.monotonic_ns() at grab; comparable across processes
         ("generation", "<i4"),      # generation of the worker that wrote this record
         ("source_epoch", "<i4"),    # bumps when the source changes (new file, scene cut, swap)
+        ("stream", "<i4"),          # index of the source in the pipeline's streams (0: the only one)
         ("stamps_ns", "<i8", (len(STAGES),)),  # 0 = stage not reached
     ]
 

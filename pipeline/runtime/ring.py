@@ -61,7 +61,9 @@ Frame ids. When the dtype has a `frame_id` field, the header keeps `last_frame_i
 the newest committed record and a commit whose frame_id is not greater is dropped
 (`commit()`/`write()` return None; the half-written slot is left odd and is reused by
 the next write). Output frame ids therefore strictly increase across generations, with
-no duplicates. A restarted *producer* of frame ids (capture) must continue from
+no duplicates. A ring whose records carry a `stream` index (several sources share the
+detections and poses rings) keeps one such guard per stream (`MAX_STREAMS`, header
+`stream_fids`): ids increase per stream, and streams never drop each other's records. A restarted *producer* of frame ids (capture) must continue from
 `ring.last_frame_id + 1`.
 
 Lifetime. Only the supervisor creates and unlinks blocks; workers attach. Neither
@@ -93,7 +95,9 @@ from pipeline.runtime.ring_members import MAX_MEMBERS, MEMBER_DTYPE, TABLE_BYTES
 log = logging.getLogger(__name__)
 
 MAGIC = b"PPRING01"
-VERSION = 2  # 2: member table and commit numbers
+VERSION = 3  # 2: member table and commit numbers; 3: `stream` in the records, frame-id guard per stream
+MAX_STREAMS = 16  # frame-id guards in the header: one per stream (records with a `stream` field)
+_STREAM_FIDS_OFFSET = 264
 SHM_PREFIX = "posepipe-"
 SHM_DIR = "/dev/shm"
 PAGE = 4096
@@ -310,6 +314,8 @@ class Ring:
         self._views = [self._records[i, ...] for i in range(self.slots)]
         self._wake_addr = self._f["wake"].ctypes.data
         self._has_frame_id = self.dtype.names is not None and "frame_id" in self.dtype.names
+        self._has_stream = self._has_frame_id and "stream" in self.dtype.names
+        self._stream_fids = np.ndarray((MAX_STREAMS,), dtype="<i8", buffer=buf, offset=_STREAM_FIDS_OFFSET)
         self.shm_name = shm.name.lstrip("/")
         self.name = self.shm_name
         self._space_addr = self._f["space"].ctypes.data
@@ -347,6 +353,7 @@ class Ring:
                             f"(is /dev/shm full or too small?)") from e
         buf = shm.buf
         f = {k: np.ndarray((1,), dtype=t, buffer=buf, offset=o) for k, (t, o) in _FIELDS.items()}
+        np.ndarray((MAX_STREAMS,), dtype="<i8", buffer=buf, offset=_STREAM_FIDS_OFFSET)[:] = -1
         buf[_DESCR_OFFSET:_DESCR_OFFSET + len(descr)] = descr
         for key, value in (("version", VERSION), ("header_bytes", header_bytes), ("slots", slots),
                            ("itemsize", dtype.itemsize), ("slot_stride", stride), ("seq_offset", seq_off),
@@ -434,6 +441,20 @@ class Ring:
     @property
     def last_frame_id(self) -> int:
         return int(self._f["last_frame_id"][0])
+
+    def last_frame_id_of(self, stream: int) -> int:
+        """The newest frame id committed for `stream` (records with a `stream` field), -1 if none."""
+        return int(self._stream_fids[stream]) if 0 <= stream < MAX_STREAMS else -1
+
+    def _fid_guard(self, record) -> tuple[np.ndarray, int]:
+        """(array, index) of the frame-id guard a record is checked against: its stream's, or the
+        ring's one `last_frame_id`. A stream index out of range is a bug in the writer."""
+        if self._has_stream:
+            stream = int(record["stream"])
+            if not 0 <= stream < MAX_STREAMS:
+                raise RingError(f"ring {self.shm_name}: record stream {stream} outside 0..{MAX_STREAMS - 1}")
+            return self._stream_fids, stream
+        return self._f["last_frame_id"], 0
 
     @property
     def owner_generation(self) -> int:
@@ -609,10 +630,14 @@ class RingWriter:
         slot, seq = self._pending
         self._pending = None
         if self.ring._has_frame_id:
-            fid = int(self.ring._views[slot]["frame_id"])
-            if fid <= int(self._last_fid[0]):
+            view = self.ring._views[slot]
+            fid = int(view["frame_id"])
+            guard, i = self.ring._fid_guard(view)
+            if fid <= int(guard[i]):
                 return None  # slot stays odd (its old item is gone either way) and is reused next
-            self._last_fid[0] = fid
+            guard[i] = fid
+            if fid > int(self._last_fid[0]):
+                self._last_fid[0] = fid
         commit_no = int(self._commits_total[0]) + 1
         self.ring._commits[slot] = commit_no  # before the even seq: a reader that sees the seq sees this
         self._commits_total[0] = commit_no
@@ -631,8 +656,10 @@ class RingWriter:
         if record.dtype != self.ring.dtype:
             raise RingError(f"ring {self.ring.shm_name}: record dtype does not match the ring's")
         self.full = False
-        if self.ring._has_frame_id and int(record["frame_id"]) <= int(self._last_fid[0]):
-            return None
+        if self.ring._has_frame_id:
+            guard, i = self.ring._fid_guard(record)
+            if int(record["frame_id"]) <= int(guard[i]):
+                return None
         view = self.begin(timeout)
         if view is None:
             return None

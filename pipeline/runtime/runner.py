@@ -42,6 +42,7 @@ HEARTBEAT_S = 0.5
 PARENT_GONE_GRACE_S = 1.0
 SPEC_KEYS = {"name", "module", "generation", "control", "parent_pid", "rings", "input", "policy",
              "output", "reads", "params", "shared"}
+# Optional: "inputs" (several input rings, one per stream: read fairly by runtime/streams.py)
 
 
 def freeze_setup_objects() -> bool:
@@ -188,7 +189,7 @@ class Runner:
         spec = self.spec
         cls = find_worker_class(importlib.import_module(spec["module"]))
         params = build_dataclass(cls.Params, spec["params"] or {}, f"workers.{self.name}.params")
-        wanted = [r for r in [spec["input"], spec["output"], *spec["reads"]] if r]
+        wanted = [r for r in [spec["input"], *spec.get("inputs", ()), spec["output"], *spec["reads"]] if r]
         for ring_name in dict.fromkeys(wanted):
             if ring_name not in spec["rings"]:
                 raise RuntimeError(f"worker {self.name} needs ring {ring_name!r}, which the supervisor did not create")
@@ -214,11 +215,20 @@ class Runner:
         if not spec["input"]:
             return
         lossless = bool((spec["shared"] or {}).get("every_frame"))
-        ring = self.rings[spec["input"]]
-        first = ring.last_frame_id + 1
-        member = ring.members.register(consumer=True, backpressure=lossless, generation=self.generation,
-                                       taken=ring.newest_seq(), need_fid=first)
-        self.reader = ring.reader(policy="next" if lossless else spec["policy"], member=member)
+        inputs = list(spec.get("inputs") or ()) or [spec["input"]]
+        readers = []
+        for name in inputs:
+            ring = self.rings[name]
+            first = ring.last_frame_id + 1
+            member = ring.members.register(consumer=True, backpressure=lossless, generation=self.generation,
+                                           taken=ring.newest_seq(), need_fid=first)
+            readers.append(ring.reader(policy="next" if lossless else spec["policy"], member=member))
+        if len(readers) == 1:
+            self.reader = readers[0]
+        else:
+            from pipeline.runtime.streams import MultiReader
+
+            self.reader = MultiReader(readers)  # one per stream, in stream order: fair rounds
         names = worker.hold_reads if worker.hold_reads is not None else spec["reads"]
         for name in names:
             if name in self.rings:
@@ -241,7 +251,9 @@ class Runner:
                     return 1
                 self.stop_event.wait(0.05)
                 continue
-            if on_demand and not worker.out.wait_for_demand(
+            # Several input rings: one demand per round, answered with a record per stream.
+            round_start = getattr(reader, "round_start", None)
+            if on_demand and (round_start is None or round_start()) and not worker.out.wait_for_demand(
                     self._lead_ns(), int(self.expected_ms * 1e6), after_take=worker.demand_after_take,
                     upstream=reader.member if reader is not None else None):
                 continue  # no consumer wants a record yet: do not make one it would skip

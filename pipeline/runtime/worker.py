@@ -327,7 +327,9 @@ class Worker:
     def hold_input(self, item, output_seq) -> None:
         """Keep the input slot of `item` (read in place) until the consumers of our output have
         passed record `output_seq` made from it: the next stage reads the same pixels."""
-        member = getattr(getattr(self.ctx.runner, "reader", None), "member", None)
+        reader = getattr(self.ctx.runner, "reader", None)
+        member_for = getattr(reader, "member_for", None)  # several input rings: the item's own
+        member = member_for(item) if member_for is not None else getattr(reader, "member", None)
         if member is not None and output_seq is not None and self.out is not None and member.pin_claimed(item.seq):
             self.out.hold(member, item.seq, output_seq)
 

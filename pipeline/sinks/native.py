@@ -2,7 +2,7 @@
 
 Part 1 is a msgpack header::
 
-    {"v": 1, "frame_id", "t_capture_ns", "generation", "source_epoch", "frame_height",
+    {"v": 1, "frame_id", "t_capture_ns", "generation", "source_epoch", "stream", "frame_height",
      "frame_width", "model", "backend", "precision", "untrained", "n_found",
      "stamps": {stage: ns}, "persons": [{"track_id", "box", "score",
                                         "arrays": {field: [byte offset, shape]}}]}
@@ -49,7 +49,7 @@ def encode_frame(frame: PosesFrame) -> tuple[bytes, bytes]:
                         "score": float(p.score), "arrays": arrays})
     header = {
         "v": VERSION, "frame_id": frame.frame_id, "t_capture_ns": frame.t_capture_ns,
-        "generation": frame.generation, "source_epoch": frame.source_epoch,
+        "generation": frame.generation, "source_epoch": frame.source_epoch, "stream": frame.stream,
         "frame_height": frame.frame_height, "frame_width": frame.frame_width,
         "model": frame.model, "backend": frame.backend, "precision": frame.precision,
         "untrained": bool(frame.untrained), "n_found": frame.n_found,

@@ -54,7 +54,9 @@ FRAME_FIELDS = {
     "source_epoch": np.int32, "frame_height": np.int32, "frame_width": np.int32,
     "n_found": np.int32, "n_persons": np.int32, "untrained": np.bool_,
     "model": "U24", "backend": "U24", "precision": "U8",
+    "stream": "U24",   # the source's name (several sources in one pipeline); absent in older files
 }
+OPTIONAL_FRAME_FIELDS = ("stream",)   # a recording without them still loads (stream: main)
 PERSON_FIELDS = {
     "track_id": (np.int32, ()), "box": (np.float32, (4,)), "score": (np.float32, ()),
     "global_orient": (np.float32, (3,)), "body_pose": (np.float32, (69,)),
@@ -425,7 +427,7 @@ class Recording:
             model=str(a["model"][i]), backend=str(a["backend"][i]), precision=str(a["precision"][i]),
             untrained=bool(a["untrained"][i]), n_found=int(a["n_found"][i]),
             stamps_ns={s: int(v) for s, v in zip(stages, a["stamps_ns"][i]) if v},
-            persons=persons,
+            persons=persons, stream=str(a["stream"][i]) if "stream" in a else "main",
         )
 
     def frames(self):
@@ -456,7 +458,8 @@ def load_recording(path) -> Recording:
         arrays, complete = _load_parts(parts_dir(path)), False
     else:
         raise FileNotFoundError(f"no recording at {str(path)!r} (nor an interrupted one at {str(parts_dir(path))!r})")
-    missing = [k for k in list(FRAME_FIELDS) + list(PERSON_FIELDS) + ["person_frame", "stamps_ns"] if k not in arrays]
+    missing = [k for k in list(FRAME_FIELDS) + list(PERSON_FIELDS) + ["person_frame", "stamps_ns"]
+               if k not in arrays and k not in OPTIONAL_FRAME_FIELDS]
     if missing:
         raise ValueError(f"{str(path)!r} is not a posepipe recording: missing arrays {missing}")
     return Recording(arrays=arrays, path=path, complete=complete)

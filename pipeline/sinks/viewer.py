@@ -213,6 +213,7 @@ class ViewerSink(Sink):
         self._rate = _Rate()
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._nodes: dict[str, dict[str, _PersonNodes]] = {}
+        self._node_streams: dict[str, dict[str, str]] = {}   # variant -> node key -> its stream
         self._gui: dict = {}
         self._counts = collections.Counter()
         self._warned: set[str] = set()
@@ -278,6 +279,7 @@ class ViewerSink(Sink):
                 log.exception("viewer server stop failed")
             self.server = None
         self._nodes.clear()
+        self._node_streams.clear()
         self._mesh_pool.clear()
         self._gui.clear()
 
@@ -312,8 +314,10 @@ class ViewerSink(Sink):
         now = time.monotonic_ns()
         publish = frame.stamps_ns.get("publish", now)
         capture = frame.stamps_ns.get("capture", frame.t_capture_ns)
+        stream = getattr(frame, "stream", "main")
         with self._lock:
-            self._pending[variant] = frame
+            # several sources: each stream's newest frame waits for the draw thread apart
+            self._pending[variant if stream == "main" else (variant, stream)] = frame
             self._counts[f"received_{variant}"] += 1
             if variant == "A":
                 self._rate.add(now)
@@ -382,19 +386,26 @@ class ViewerSink(Sink):
         if server is None:
             return
         with server.atomic():
-            for variant, frame in pending.items():
+            for key, frame in pending.items():
+                variant = key if isinstance(key, str) else key[0]
                 self._draw_persons(variant, frame)
                 with self._lock:
                     self._counts[f"drawn_{variant}"] += 1
             if image is not None:
                 self._draw_image(*image)
-            self._update_panel(pending.get("A"))
+            self._update_panel(pending.get("A") or next((f for k, f in pending.items() if k[0] == "A"), None))
 
     def _draw_persons(self, variant: str, frame: PosesFrame) -> None:
         nodes = self._nodes.setdefault(variant, {})
+        # Several sources: a person's node is named by its stream too ("cam1-3"), so the people
+        # of two cameras never share a node, and a frame only removes its own stream's people.
+        stream = getattr(frame, "stream", "main")
+        prefix = "" if stream == "main" else f"{stream}-"
+        streams = self._node_streams.setdefault(variant, {})
         seen = set()
         for index, person in enumerate(frame.persons):
-            key = str(person.track_id) if person.track_id >= 0 else f"u{index}"
+            key = prefix + (str(person.track_id) if person.track_id >= 0 else f"u{index}")
+            streams[key] = stream
             if key in seen:  # a duplicate id in one frame: keep the first, say so once
                 self._warn_once(f"dup-{variant}-{key}", "viewer: track id %s appears twice in frame %d",
                                 key, frame.frame_id)
@@ -408,7 +419,8 @@ class ViewerSink(Sink):
             # scene updates and would otherwise hold it for a whole switch interval (5 ms).
             time.sleep(0)
         for key in list(nodes):
-            if key not in seen:
+            if key not in seen and streams.get(key, "main") == stream:
+                streams.pop(key, None)
                 gone = nodes.pop(key)
                 gone.remove()
                 if gone.mesh is not None:

@@ -19,6 +19,7 @@ import sys
 import time
 
 from pipeline.config import PipelineConfig
+from pipeline.config_streams import ring_kind
 from pipeline.runtime import rundir
 from pipeline.runtime.control import ControlServer, make_endpoints, new_token
 from pipeline.runtime.messages import Reply
@@ -103,12 +104,13 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
             "poses": (poses_dtype(r.max_persons), r.poses.slots),
             "published": (poses_dtype(r.max_persons), r.published.slots),
         }
-        used = set()
+        used = []
         for wc in self.cfg.enabled_workers().values():
-            used.update(x for x in (wc.input, wc.output, *wc.reads) if x)
+            used += [x for x in (wc.input, *wc.inputs, wc.output, *wc.reads) if x and x not in used]
         try:
-            for name in (n for n in dtypes if n in used):
-                dtype, slots = dtypes[name]
+            # frames.<stream> (several sources) has the layout of frames
+            for name in sorted((n for n in used if ring_kind(n) in dtypes), key=lambda n: (ring_kind(n), n)):
+                dtype, slots = dtypes[ring_kind(name)]
                 self.rings[name] = Ring.create(name, dtype, slots, self.run_dir.run_id)
         except RingError as exc:
             raise StartError(str(exc)) from exc
@@ -179,7 +181,10 @@ class Supervisor(Lifecycle, Health, Commands, Swaps, ABTests):
                    "progress": "", "seconds": round(now - h.t0, 2)} for n, h in self._handoffs.items()]
         return {"run_id": self.run_dir.run_id if self.run_dir else None, "pid": os.getpid(),
                 "state": self.state, "uptime_s": round(now - self.started, 2),
-                "source": str(self.cfg.source.spec), "every_frame": bool(self.cfg.source.every_frame),
+                "source": str(self.cfg.source.spec) if len(self.cfg.streams) <= 1
+                else ", ".join(f"{s.name}={s.source.spec}" for s in self.cfg.streams),
+                "streams": [s.name for s in self.cfg.streams],
+                "every_frame": bool(self.cfg.source.every_frame),
                 "workers": workers, "side_workers": side,
                 "swaps": swaps, "ab": {"worker": self._ab["worker"], "changes": self._ab["changes"]}
                 if self._ab else None}

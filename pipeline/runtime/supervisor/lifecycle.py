@@ -62,7 +62,8 @@ class Lifecycle:
             "rings": {n: r.shm_name for n, r in self.rings.items()},
             "input": ws.cfg.input, "policy": ws.cfg.policy, "output": ws.cfg.output,
             "reads": list(ws.cfg.reads), "params": ws.cfg.params or {},
-            "shared": ws.shared if ws.shared is not None else self._shared(),
+            "shared": ws.shared if ws.shared is not None else self._shared(ws),
+            **({"inputs": list(ws.cfg.inputs)} if ws.cfg.inputs else {}),
             **ws.spec_extra,
         }
         env = dict(os.environ)
@@ -90,13 +91,21 @@ class Lifecycle:
         c = self.cfg.cpu
         if ws.name in c.threads:
             return int(c.threads[ws.name])
+        base = ws.name.split(".", 1)[0]  # capture.<stream>: the setting for capture
+        if base in c.threads:
+            return int(c.threads[base])
         cores = cpu.machine_cores() if c.cores == "auto" else int(c.cores)
         role = getattr(load_worker_class(ws.cfg.module, f"workers.{ws.name}"), "cpu_role", "light")
         return cpu.threads_for(role, cores)
 
-    def _shared(self) -> dict:
+    def _shared(self, ws: WorkerState | None = None) -> dict:
+        """Pipeline-wide settings for a worker; a per-stream worker (capture.<stream>) gets its
+        stream's source and index."""
         c = self.cfg
-        return {"source": {"spec": c.source.spec, "options": c.source.options, "at_end": c.source.at_end},
+        stream = c.streams[ws.cfg.stream] if ws is not None and ws.cfg.stream is not None else c.streams[0]
+        src = stream.source
+        return {"source": {"spec": src.spec, "options": src.options, "at_end": src.at_end},
+                "stream": stream.index, "streams": [s.name for s in c.streams],
                 "sinks": c.sinks, "max_persons": c.rings.max_persons, "run_id": self.run_dir.run_id,
                 "every_frame": bool(c.source.every_frame),
                 "data_dir": c.data_dir, "output_dir": c.output_dir}

@@ -83,7 +83,7 @@ class Swaps:
         source_keys = {k: changes.pop(k) for k in _SOURCE_KEYS if k in changes} if ws.cfg.input is None else {}
         try:
             if source_keys:
-                src = self.cfg.source
+                src = self._stream_of(ws).source
                 raw = {"spec": src.spec, "options": dict(src.options), "at_end": src.at_end}
                 if "source" in source_keys:
                     # Options belong to a kind of source (width/fps of `sample`, ...): a new
@@ -91,7 +91,7 @@ class Swaps:
                     raw.update(spec=source_keys["source"], options={})
                 raw.update({k: v for k, v in source_keys.items() if k in ("at_end", "options")})
                 new_src = build_dataclass(SourceConfig, raw, "source")
-                shared = {**self._shared(), "source": {"spec": new_src.spec, "options": new_src.options,
+                shared = {**self._shared(ws), "source": {"spec": new_src.spec, "options": new_src.options,
                                                        "at_end": new_src.at_end}}
             params = deep_merge(copy.deepcopy(ws.cfg.params or {}), changes)
             cls = load_worker_class(ws.cfg.module, f"workers.{ws.name}")
@@ -159,8 +159,8 @@ class Swaps:
             # one the owner so a stale writer of any older generation can never write again.
             if ring is not None:
                 ring.set_owner(h.new.generation)
-            if h.new.name == "capture" and h.new.shared is not None:
-                self._adopt_source(h.new.shared["source"])
+            if h.new.cfg.input is None and h.new.shared is not None and "source" in h.new.shared:
+                self._adopt_source(h.new, h.new.shared["source"])
             del self._handoffs[name]
             result = {"worker": name, "old_generation": h.old.generation, "generation": h.new.generation,
                       "ready_s": round(h.t_ready - h.t0, 3), "seconds": round(now - h.t0, 3),
@@ -169,11 +169,20 @@ class Swaps:
                 self.server.send(h.client, Reply(h.cid, True, result))
             self._publish("swapped", **result)
 
-    def _adopt_source(self, source: dict) -> None:
+    def _stream_of(self, ws: WorkerState):
+        """The stream a source worker captures (capture.<stream>, or the one stream)."""
+        return self.cfg.streams[ws.cfg.stream if ws.cfg.stream is not None else 0]
+
+    def _adopt_source(self, ws: WorkerState, source: dict) -> None:
         from pipeline.config import SourceConfig
 
-        self.cfg.source = SourceConfig(spec=source["spec"], options=source["options"], at_end=source["at_end"])
-        self.workers["capture"].shared = None  # restarts open the new source through _shared()
+        stream = self._stream_of(ws)
+        old = stream.source
+        stream.source = SourceConfig(spec=source["spec"], options=source["options"], at_end=source["at_end"],
+                                     every_frame=old.every_frame)
+        if stream.index == 0:
+            self.cfg.source = stream.source
+        self.workers[ws.name].shared = None  # restarts open the new source through _shared()
 
 
 # Workers that cannot run two generations side by side, and why.
