@@ -99,6 +99,16 @@ def start_on_ray(kwargs: dict, ray_address, ray_pipelines, ray_cpus, ray_sources
         check_ray()
     except RayUnavailable as exc:
         _fail(str(exc))
+    from pipeline.scaleout.plan import parse_sources
+
+    if ray_pipelines is not None and ray_pipelines < 1:
+        _fail(f"--ray-pipelines {ray_pipelines} — expected an integer >= 1")
+    if ray_cpus < 1:
+        _fail(f"--ray-cpus {ray_cpus} — expected an integer >= 1")
+    try:
+        parse_sources(ray_sources)  # a typo fails here, before a cluster is started
+    except PlanError as exc:
+        _fail(str(exc))
     cfg = _load(kwargs)
     raw = cfg.raw
     record = ((raw.get("sinks") or {}).get("recording") or {}).get("path") if isinstance(

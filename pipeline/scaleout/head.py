@@ -196,6 +196,8 @@ class Head:
         if not t.actor_pids or t.actor_pids[-1] != row["actor_pid"]:
             t.actor_pids.append(row["actor_pid"])
         t.row = row
+        if "actors_s" not in self.timings and all(x.row.get("actor_pid") for x in self.tracked.values()):
+            self.timings["actors_s"] = time.monotonic() - self.t0  # every actor constructed (Ray worker up)
         if row.get("endpoint") and row.get("state") == "running":
             self.merger.follow(t.plan.name, row["endpoint"], row["node_ip"], row.get("run_id"))
 
