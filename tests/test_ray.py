@@ -138,6 +138,16 @@ def test_merger_tags_streams_and_drops_malformed(tmp_path):
     assert list(load_recording(tmp_path / "rec.p0.npz")["frame_id"]) == [0, 1, 2]
 
 
+def test_scaleout_sockets_carry_no_pickle():
+    import ast
+
+    for path in sorted((REPO / "pipeline" / "scaleout").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve"}, path
+
+
 def test_ray_flag_without_ray_says_how_to_install(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from pipeline.cli.main import main; "
             "main(['start', '--ray', 'local', '--no-check'])")
@@ -217,6 +227,30 @@ def _processes_of(tag: str) -> list[str]:
     return found
 
 
+def _listening_off_loopback(tag: str) -> list:
+    """(pid, address, port) of every listening socket of our processes not on loopback."""
+    import psutil
+
+    found = []
+    for entry in _processes_of(tag):
+        pid = int(entry.split()[0])
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        found += [(entry, c.laddr.ip, c.laddr.port) for c in conns
+                  if c.status == psutil.CONN_LISTEN and not _is_loopback(c.laddr.ip)]
+    return found
+
+
+def _is_loopback(text: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(text.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)  # gRPC listens on ::ffff:127.0.0.1
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 def _kill_tagged(tag: str) -> None:
     """After a failed run: Ray's processes are not our children once the head is gone."""
     for entry in _processes_of(tag):
@@ -253,6 +287,8 @@ def test_two_pipelines_on_a_local_ray_head(pipeline_env, tmp_path, request):
         assert status["local"] and status["auth"] == "token" and status["cluster"].startswith("127.0.0.1:")
         rows = {r["pipeline"]: r for r in status["pipelines"]}
         assert set(rows) == {"p0", "p1"} and all(r["node"] == "127.0.0.1" for r in rows.values())
+        public = _listening_off_loopback(tag)
+        assert not public, f"processes of the local head listen beyond loopback: {public}"
         shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--ray"], check=False,
                                capture_output=True, text=True, timeout=60, cwd=REPO, env=dict(os.environ))
         assert shown.returncode == 0 and "p0" in shown.stdout and "p1" in shown.stdout, shown.stderr
