@@ -345,3 +345,21 @@ def test_two_pipelines_on_a_local_ray_head(pipeline_env, tmp_path, request):
     assert not list((runtime / "posepipe").glob("ray-*")), list((runtime / "posepipe").iterdir())
     assert (Path.home() / ".ray").exists() == home_ray_before
     assert Path("/tmp/ray").exists() == tmp_ray_before
+
+
+@pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed: pip install 'posepipe[ray]' (issue 20 item 2)")
+def test_a_pipeline_that_cannot_start_is_reported_with_its_error(pipeline_env, tmp_path, request):
+    """Ray's restarts used up (here none): the head stops with the node's own error, leaving nothing."""
+    runtime, tag = pipeline_env["runtime"], pipeline_env["tag"]
+    request.addfinalizer(lambda: _kill_tagged(tag))
+    config = write_pipeline_config(tmp_path / "p.yaml", settings="restart: never")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "start", "--ray", "local", "--ray-pipelines", "1",
+                           "--ray-cpus", "1", "--ray-max-restarts", "0", "--ray-source", "p0=/nonexistent/clip.mp4",
+                           "--config", str(config), "workers.metrics.enabled=false"],
+                          check=False, capture_output=True, text=True, timeout=180, cwd=REPO, env=dict(os.environ))
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    assert "pipeline p0" in proc.stderr and "/nonexistent/clip.mp4" in proc.stderr, proc.stderr[-3000:]
+    assert "dead" in proc.stdout
+    _wait(lambda: not _processes_of(tag), 20, "the local head's processes to exit")
+    assert not leftover_rings(tag)
+    assert not list((runtime / "posepipe").glob("ray-*")), list((runtime / "posepipe").iterdir())

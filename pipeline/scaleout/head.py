@@ -106,10 +106,10 @@ class Head:
             self.step(0.1)
             waiting = [t.plan.name for t in self.tracked.values() if t.row.get("state") != "running"
                        or t.first_frame_s is None]
-            failed = [t for t in self.tracked.values() if t.dead or t.row.get("state") == "exited"]
-            if failed and all(t.dead for t in failed):
+            dead = [t for t in self.tracked.values() if t.dead]
+            if dead:  # Ray's restarts used up before the first frame: the config or the node is wrong
                 raise RayUnavailable("; ".join(f"pipeline {t.plan.name}: {t.row.get('error') or 'died'}"
-                                               for t in failed))
+                                               for t in dead))
             if not waiting:
                 self.timings["running_s"] = time.monotonic() - self.t0
                 return
@@ -162,7 +162,7 @@ class Head:
 
     def _poll_actors(self) -> None:
         ray = require_ray()
-        from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+        from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayError
 
         now = time.monotonic()
         for t in self.tracked.values():
@@ -181,14 +181,20 @@ class Head:
             try:
                 row = ray.get(ref, timeout=1.0)
             except ActorDiedError as exc:
-                # Ray gave up on this actor (restarts used up, or its node is gone for good).
+                # Ray gave up on this actor (restarts used up, or its node is gone for good); the
+                # last error the pipeline reported says why, Ray's own message says what happened.
                 t.dead = True
-                t.row.update(state="dead", error=str(exc).splitlines()[0][:200])
+                last = t.row.get("error") if t.row.get("state") == "exited" else ""
+                t.row.update(state="dead", error="; ".join(filter(None, [last, str(exc).splitlines()[0][:200]])))
                 self.merger.forget(t.plan.name)
                 continue
             except (RayActorError, GetTimeoutError) as exc:
                 # The actor is down and Ray is restarting it (or the call raced the restart).
-                t.row.update(state="restarting", error=type(exc).__name__)
+                t.row.update(state="restarting")
+                log.debug("pipeline %s: %s", t.plan.name, type(exc).__name__)
+                continue
+            except RayError as exc:  # status() itself failed: show it, ask again next period
+                t.row.update(state="error", error=str(exc).splitlines()[0][:200])
                 continue
             self._take_row(t, row)
 

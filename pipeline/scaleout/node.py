@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # Variables a head may hand its actors: ours only, never Ray's or the shell's.
 ENV_PREFIX = "POSEPIPE_"
 STATUS_TIMEOUT_S = 1.0
+EXIT_GRACE_S = 3.0     # > the head's status period: it sees "exited" and the error before Ray restarts us
 
 
 class NodePipeline:
@@ -60,7 +62,27 @@ class NodePipeline:
                                          close_fds=True)
         self.proc.stdin.write(json.dumps(cfg).encode())
         self.proc.stdin.close()
+        self._stopping = False
+        threading.Thread(target=self._follow_supervisor, name="follow-supervisor", daemon=True).start()
         log.info("pipeline %s: supervisor pid %d on node %s", name, self.proc.pid, self.node_ip)
+
+    def _follow_supervisor(self) -> None:
+        """A supervisor that ends without being asked (it could not start, every worker gave up, the
+        OOM killer took it) takes its actor with it, so that Ray restarts the pipeline by its own
+        rule (`max_restarts`) and reports it dead when they are used up. The head gets a few status
+        polls first, to show the supervisor's last error."""
+        code = self.proc.wait()
+        if self._stopping:
+            return
+        log.error("pipeline %s: supervisor exited with code %s: %s", self.name, code, _tail(self.log_path))
+        time.sleep(EXIT_GRACE_S)
+        if self._stopping:
+            return
+        from pipeline.runtime import rundir
+
+        rundir.cleanup_stale()  # the next incarnation may land on another node: leave nothing here
+        shutil.rmtree(self.runtime, ignore_errors=True)
+        os._exit(1)  # a crash in Ray's eyes: the actor is restarted (an orderly exit would not be)
 
     def status(self) -> dict:
         """This pipeline as the head shows it; never waits more than about a second."""
@@ -96,6 +118,7 @@ class NodePipeline:
         from pipeline.runtime import rundir
         from pipeline.runtime.control import ControlClient, ControlError
 
+        self._stopping = True
         if self.proc.poll() is None:
             try:
                 _, endpoints = rundir.current_run()
