@@ -162,7 +162,12 @@ class Head:
 
     def _poll_actors(self) -> None:
         ray = require_ray()
-        from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayError
+        from ray.exceptions import (
+            ActorDiedError,
+            GetTimeoutError,
+            RayActorError,
+            RayError,
+        )
 
         now = time.monotonic()
         for t in self.tracked.values():
