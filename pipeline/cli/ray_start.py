@@ -113,6 +113,10 @@ def start_on_ray(kwargs: dict, ray_address, ray_pipelines, ray_cpus, ray_sources
     raw = cfg.raw
     record = ((raw.get("sinks") or {}).get("recording") or {}).get("path") if isinstance(
         (raw.get("sinks") or {}).get("recording"), dict) else None
+    skipped = sorted(k for k, v in (raw.get("sinks") or {}).items() if v and k not in ("native", "recording"))
+    if skipped:
+        click.echo(f"note: with --ray the head serves the merged native stream (and recording) only; "
+                   f"{', '.join(skipped)} not started: point them at the merged stream", err=True)
     opts = HeadOptions(address=ray_address, pipelines=ray_pipelines, cpus_per_pipeline=ray_cpus,
                        sources=tuple(ray_sources), max_restarts=ray_max_restarts,
                        seconds=cfg.supervisor.seconds, record=record)
