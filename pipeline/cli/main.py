@@ -11,6 +11,7 @@ import time
 
 import click
 
+from pipeline.cli.ray_start import ray_options
 from pipeline.config import ConfigError, load_config, parse_override
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def cli(verbose):
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @_sink_options
+@ray_options
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML (merged over the defaults).")
 @click.option("--detach", is_flag=True, help="Run in the background; stop it with `pipeline stop`.")
 @click.option("--seconds", type=float, help="Stop after N seconds and print a summary.")
@@ -312,10 +314,15 @@ def stop(timeout):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(as_json):
+@click.option("--ray", "on_ray", is_flag=True, help="The `pipeline start --ray` head's pipelines, per node.")
+def status(as_json, on_ray):
     """Show the workers of the running pipeline."""
     from pipeline.cli.progress import progress_line, status_table
 
+    if on_ray:
+        from pipeline.cli.ray_start import show_head_status
+
+        return show_head_status(as_json)
     _, result = _request("status")
     if as_json:
         click.echo(json.dumps(result, indent=2))
