@@ -68,8 +68,11 @@ def test_node_config_keeps_only_the_native_sink(tmp_path):
     out = node_config(cfg.raw, PipelinePlan("p0", ["clip.mp4"], num_cpus=3))
     assert out["source"]["spec"] == "clip.mp4" and set(out["sinks"]) == {"native"}
     assert out["cpu"]["cores"] == 3 and out["workers"]["metrics"]["params"]["prometheus_port"] == 0
-    with pytest.raises(PlanError, match="one source"):
-        node_config(cfg.raw, PipelinePlan("p0", ["a", "b"]))
+    # Two sources on one node: one pipeline with two streams (issue 20 item 1 inside item 2).
+    two = node_config(cfg.raw, PipelinePlan("p0", ["a.mp4", "b.mp4"]))
+    assert two["sources"] == [{"name": "cam0", "spec": "a.mp4"}, {"name": "cam1", "spec": "b.mp4"}]
+    with pytest.raises(PlanError, match="p0"):
+        node_config(cfg.raw, PipelinePlan("p0", [f"{i}.mp4" for i in range(40)]))  # past MAX_STREAMS
 
 
 # -- merge ----------------------------------------------------------------------------------

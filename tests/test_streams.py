@@ -207,9 +207,16 @@ class _Runner:
 
 
 @pytest.mark.timeout(300)
-def test_inference_batches_the_persons_of_several_streams_in_one_network_call(run_id):
+@pytest.mark.parametrize("backend,device", [("torch", "cpu"),
+                                            pytest.param("cudagraph", "cuda", marks=pytest.mark.gpu)])
+def test_inference_batches_the_persons_of_several_streams_in_one_network_call(run_id, backend, device):
     from pipeline.runtime.worker import Output, WorkerContext
     from workers.inference import Inference, Params
+
+    if device == "cuda":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU (run on the device machine)")
 
     h, w = 120, 160
     frames = [Ring.create(f"frames.{n}", frames_dtype(h, w), 4, run_id) for n in ("a", "b")]
@@ -218,7 +225,7 @@ def test_inference_batches_the_persons_of_several_streams_in_one_network_call(ru
     rings = {"frames.a": frames[0], "frames.b": frames[1], "detections": dets, "poses": poses}
     ctx = WorkerContext("inference", 1, rings, {"max_persons": 2, "streams": ["a", "b"], "data_dir": "/nonexistent"},
                         runner=_Runner(dets))
-    worker = Inference(Params(model="poco-pare", smpl="off", backend="torch", threads=1,
+    worker = Inference(Params(model="poco-pare", smpl="off", backend=backend, device=device, threads=1,
                               backend_options={"calibrate_bn": False, "seed": 0}), ctx)
     poses.set_owner(1)
     worker.out = Output(poses, 1)

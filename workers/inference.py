@@ -46,7 +46,7 @@ class Params:
     # auto: poco-cliff when its checkpoint is found (checkpoint or <data_dir>/poco_cliff.pt), else landmarks-ik
     model: Literal["poco-cliff", "poco-pare", "cliff", "pare", "landmarks-ik", "auto"] = "auto"
     checkpoint: Union[str, None] = None   # default: <data_dir>/poco_<variant>.pt if it exists, else random init
-    # auto: onnx on a CPU (the fastest CPU backend), torch on a GPU (pipeline.backends.AUTO_BACKEND)
+    # auto: onnx on a CPU (the fastest CPU backend), cudagraph on a GPU (pipeline.backends.AUTO_BACKEND)
     backend: Literal["auto", "torch", "compile", "cudagraph", "trt", "onnx"] = "auto"
     device: str = "auto"                  # auto (cuda when present) | cpu | cuda | cuda:N
     # auto: what the backend does best on the device (fp16 on CUDA; fp32 on a CPU, where

@@ -12,8 +12,9 @@ from pipeline.backends.base import Backend, BackendConfig, BackendUnavailable
 
 BACKEND_NAMES = ("torch", "compile", "cudagraph", "trt", "onnx")
 # What `backend: auto` runs: on a CPU the fastest CPU backend (onnx: tools/bench_model.py
-# measures it against eager torch), on a GPU eager torch as before (docs/architecture.md §6).
-AUTO_BACKEND = {"cpu": "onnx", "cuda": "torch"}
+# measures it against eager torch); on a GPU cudagraph, 10.9x eager per crop on an H100
+# (tools/device/results/h100_cliff_run4.md) for ~20 s of capture at start (docs/architecture.md §6).
+AUTO_BACKEND = {"cpu": "onnx", "cuda": "cudagraph"}
 
 __all__ = ["Backend", "BackendConfig", "BackendUnavailable", "BACKEND_NAMES", "get_backend",
            "resolve_backend", "cuda_available"]

@@ -127,7 +127,7 @@ def cli(verbose):
 @click.option("--source", multiple=True, metavar="[NAME=]SPEC",
               help="Webcam index, video file, image folder/glob, stream URL or 'sample'. Repeat it for several "
                    "streams in one pipeline (named cam0, cam1, ... unless NAME= is given).")
-@click.option("--backend", help="Inference backend: auto (onnx on a CPU, torch on a GPU), torch, compile, cudagraph, trt, "
+@click.option("--backend", help="Inference backend: auto (onnx on a CPU, cudagraph on a GPU), torch, compile, cudagraph, trt, "
                                "onnx (workers.inference.params.backend).")
 @click.option("--model", help="Model: auto (POCO-CLIFF when data/poco_cliff.pt exists, else landmarks-ik), "
                               "poco-cliff, poco-pare or landmarks-ik (workers.inference.params.model).")

@@ -67,8 +67,11 @@ def _load(kwargs: dict):
     if kwargs.get("every_frame"):
         _fail("--every-frame is not supported with --ray: lossless runs end with their file, one per node")
     flags = {k: kwargs.get(k) for k in FLAG_NAMES}
-    if flags["source"] is not None:
-        flags["source"] = source_value(flags["source"])
+    given = [s for s in (flags["source"] or ()) if s is not None]
+    if len(given) > 1:
+        _fail("with --ray, --source names the one source every pipeline plays; spread several over the "
+              "pipelines with --ray-source [PIPELINE=]SOURCE (repeatable)")
+    flags["source"] = source_value(given[0]) if given else None
     flags["every_frame"] = None
     overrides = kwargs.get("overrides", ())
     try:

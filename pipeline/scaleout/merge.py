@@ -4,7 +4,7 @@ Every message is validated (`pipeline.client.decode`) before it is passed on; th
 goes out untouched, the header gets four keys (still a version-1 header: clients ignore keys
 they do not know):
 
-* `stream`: the pipeline's name (`p0`), or `p0/<stream>` when the node's header names a stream;
+* `stream`: the pipeline's name (`p0`), or `p0/<stream>` when the node runs several named streams;
 * `pipeline`, `node`: the pipeline and the node address it runs on;
 * `node_frame_id`: the frame id the node gave; `frame_id` is the head's, strictly increasing
   per stream across restarts of the pipeline.
@@ -31,6 +31,7 @@ from pathlib import Path
 import msgpack
 
 from pipeline.client import StreamError, decode
+from pipeline.config_streams import DEFAULT_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ class Merger:
             log.warning("pipeline %s sent a malformed frame: %s", feed.name, exc)
             return 0
         inner = header.get("stream")
-        stream = f"{feed.name}/{inner}" if isinstance(inner, str) and inner else feed.name
+        # A single-source pipeline's one stream ("main") adds nothing to the pipeline's name.
+        named = isinstance(inner, str) and inner and inner != DEFAULT_STREAM
+        stream = f"{feed.name}/{inner}" if named else feed.name
         state = self.streams.setdefault(stream, StreamState())
         frame_id = state.next_id(frame.frame_id, feed.serial)
         if frame_id is None:

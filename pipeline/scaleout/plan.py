@@ -106,9 +106,11 @@ def node_config(raw: dict, p: PipelinePlan) -> dict:
 
     out = copy.deepcopy(raw)
     if len(p.sources) > 1:
-        raise PlanError(f"pipeline {p.name} got {len(p.sources)} sources; one pipeline runs one source here: "
-                        f"give at most one source per pipeline (raise --ray-pipelines)")
-    if p.sources:
+        # Several sources on one node: one pipeline with a stream each (cross-stream batching
+        # on the node's GPU); the head names them <pipeline>/cam<i>.
+        out["sources"] = [{"name": f"cam{i}", "spec": spec} for i, spec in enumerate(p.sources)]
+    elif p.sources:
+        out.pop("sources", None)
         out.setdefault("source", {})["spec"] = p.sources[0]
     sinks = out.get("sinks") or {}
     out["sinks"] = {k: v for k, v in sinks.items() if k in NODE_SINKS}

@@ -65,7 +65,7 @@ def test_onnx_bad_inputs_and_devices(shared_config):
 def test_auto_backend_and_auto_precision_mean_what_the_backend_runs():
     from pipeline.backends import get_backend, resolve_backend
     assert resolve_backend("auto", "cpu") == "onnx"
-    assert resolve_backend("auto", "cuda:1") == "torch"      # on a GPU the default stays eager torch
+    assert resolve_backend("auto", "cuda:1") == "cudagraph"  # on a GPU: CUDA graphs
     assert resolve_backend("TRT", "cpu") == "trt"           # a named backend is never replaced
     # `--backend onnx` on a GPU host: auto precision used to become fp16, which onnx refuses
     assert OnnxBackend.auto_precision("cuda") == OnnxBackend.auto_precision("cpu") == "fp32"

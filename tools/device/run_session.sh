@@ -4,6 +4,8 @@
 # short still returns what it has). Needs .whl/ carried along (tools/device/NOTES.md).
 #   STEPS="probe tests progress detect" bash tools/device/run_session.sh        (~8 min)
 #   STEPS="e2e swap" bash tools/device/run_session.sh                           (~8 min)
+#   STEPS="probe tests default" bash tools/device/run_session.sh                (~5 min)
+#   STEPS="streams" bash tools/device/run_session.sh                            (~9 min)
 #   env: TESTS_TIMEOUT PROGRESS_SECONDS E2E_DETECTORS E2E_PERSONS SECONDS_PER_ROW
 set -o pipefail
 cd "$(dirname "$0")/../.."
@@ -53,6 +55,19 @@ if has swap; then
   timeout ${SWAP_TIMEOUT:-150} python3 tools/measure_swap.py --kills 2 --swaps 1 backend=torch \
       --start-arg=--backend=cudagraph --start-arg=--device=cuda --start-arg=metrics.prometheus_port=0 \
       2>&1 | tee "$OUT/swap.log"
+fi
+if has default; then
+  # What `pipeline start` gives on this machine: the built-in sample at its own rate, defaults
+  # (a fresh machine: landmarks-ik, no POCO weights), then POCO-CLIFF (random weights) on the
+  # default backend. tools/measure_cpu.py's pipeline driving, without its CPU bare-model part.
+  step default
+  timeout ${DEFAULT_TIMEOUT:-200} python3 -c "
+import sys; sys.path.insert(0, 'tools')
+from measure_cpu import run_source
+for extra in ([], ['inference.model=poco-cliff']):
+    print('== pipeline start', *extra, flush=True)
+    run_source(None, ${DEFAULT_SECONDS:-15}, 12, extra)
+" 2>&1 | tee "$OUT/default.log"
 fi
 if has streams; then
   step streams
