@@ -143,7 +143,7 @@ def run_source(source, seconds: float, warmup: float, start_args) -> dict:
     lat = pub.get("extras", {})
     # Frames with nobody skip the model: only frames with persons are compared with it.
     result = {"fps": len(with_people) / elapsed, "persons": statistics.mean(with_people) if with_people else 0.0,
-              "max_persons": max(rows, default=0)}
+              "max_persons": max(rows, default=0), "counts": with_people}
     print(f"  published {len(rows) / elapsed:.2f} fps, {result['fps']:.2f} fps with persons ({len(rows)} frames in "
           f"{elapsed:.1f} s, {len(rows) - len(with_people)} without persons, {result['persons']:.2f} persons per "
           f"frame with persons); capture->publish p50 {lat.get('latency_p50_ms')} ms, p99 "
@@ -177,10 +177,13 @@ def main() -> int:
     print(f"\ngoals (issue 18): published fps >= {RATIO_GOAL} x the bare model rate for the same persons per frame, "
           f">= {FPS_GOAL} fps absolute")
     for src, r in results.items():
-        n = min(max(1, round(r["persons"])), most)
-        bare_fps = 1000.0 / bare[n]
+        # The bare rate on the same mix of person counts the pipeline published (a frame of n
+        # persons costs one batch-n call), not on the rounded mean, which flatters the ratio.
+        counts = r["counts"] or [1]
+        bare_fps = 1000.0 / statistics.mean(bare[min(c, most)] for c in counts)
         ratio = r["fps"] / bare_fps
-        print(f"  {src}: {r['fps']:.2f} fps vs bare {bare_fps:.2f} fps (batch {n}) = {ratio:.2f}x  "
+        mix = ", ".join(f"{n} persons x{counts.count(n)}" for n in sorted(set(counts)))
+        print(f"  {src}: {r['fps']:.2f} fps vs bare {bare_fps:.2f} fps ({mix}) = {ratio:.2f}x  "
               f"{'PASS' if ratio >= RATIO_GOAL else 'MISS'}; absolute {'PASS' if r['fps'] >= FPS_GOAL else 'MISS'}")
     return 0
 
