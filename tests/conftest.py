@@ -123,6 +123,17 @@ def _cmdline(p):
 
 
 @pytest.fixture
+def run_id():
+    """A fresh run id for tests that make rings themselves; their shared memory is gone after."""
+    from pipeline.runtime.ring import Ring
+
+    rid = "t" + uuid.uuid4().hex[:10]
+    yield rid
+    Ring.cleanup_stale(run_id=rid)
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"posepipe-{rid}-")]
+
+
+@pytest.fixture
 def small_video(tmp_path) -> Path:
     return write_clip(tmp_path / "clip.avi", 45)
 

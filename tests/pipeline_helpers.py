@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,3 +218,36 @@ def write_clip(path: Path, frames: int) -> Path:
         writer.write(img)
     writer.release()
     return path
+
+
+class SubscriberThread:
+    """A ZeroMQ SUB socket on `endpoint` read on a background thread: each message goes to
+    `on_message(parts, arrival monotonic time)` of the subclass; `close()` stops and frees it."""
+
+    def __init__(self, endpoint: str, name: str = "subscriber"):
+        import zmq
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sock.connect(endpoint)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def on_message(self, parts: list, t: float) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._sock.poll(50):
+                parts = self._sock.recv_multipart()
+                self.on_message(parts, time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._sock.close(0)
+        self._ctx.term()

@@ -96,17 +96,23 @@ def test_output_keeps_the_slow_stage_rate_however_fast_the_source(run_cli, tmp_p
         assert run_cli("stop").returncode == 0
 
 
+def _published_window(n: int):
+    """After the first published frames: the counts before and after `n` more were published,
+    (t0, counts0, t1, counts1, published)."""
+    wait_for(lambda: workers(request("status"))["publisher"]["frames_out"] >= 2, timeout=60,
+             what="first published frames")
+    t0, c0 = _counts()
+    wait_for(lambda: _counts()[1]["publisher"][1] - c0["publisher"][1] >= n, timeout=90,
+             what=f"{n} more published frames")
+    t1, c1 = _counts()
+    return t0, c0, t1, c1, c1["publisher"][1] - c0["publisher"][1]
+
+
 def test_detection_runs_on_demand_when_inference_is_slow(run_cli, tmp_path):
     detection, inference = CASES["inference"]
     run_cli("start", "--detach", "--config", write_config(tmp_path, detection, inference), timeout=120, check=True)
     try:
-        wait_for(lambda: workers(request("status"))["publisher"]["frames_out"] >= 2, timeout=60,
-                 what="first published frames")
-        t0, c0 = _counts()
-        wait_for(lambda: _counts()[1]["publisher"][1] - c0["publisher"][1] >= 8, timeout=90,
-                 what="8 more published frames")
-        t1, c1 = _counts()
-        published = c1["publisher"][1] - c0["publisher"][1]
+        t0, c0, t1, c1, published = _published_window(8)
         detected = c1["detection"][1] - c0["detection"][1]
         captured = c1["capture"][1] - c0["capture"][1]
         # One detection per published frame (+1 prepared ahead, + heartbeat slack), while
@@ -126,13 +132,7 @@ def test_a_paced_source_renders_only_the_frames_detection_will_read(run_cli, tmp
     run_cli("start", "--detach", "--config", write_config(tmp_path, detection, inference, source=paced),
             timeout=120, check=True)
     try:
-        wait_for(lambda: workers(request("status"))["publisher"]["frames_out"] >= 2, timeout=60,
-                 what="first published frames")
-        t0, c0 = _counts()
-        wait_for(lambda: _counts()[1]["publisher"][1] - c0["publisher"][1] >= 6, timeout=90,
-                 what="6 more published frames")
-        t1, c1 = _counts()
-        published = c1["publisher"][1] - c0["publisher"][1]
+        t0, c0, t1, c1, published = _published_window(6)
         rendered = c1["capture"][1] - c0["capture"][1]
         due = 30 * (t1 - t0)
         # POCO takes ~0.5-3 s a frame here: 15-90 frames fall due per published one, and only

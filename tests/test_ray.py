@@ -14,14 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-from pipeline_helpers import free_port, leftover_rings, write_pipeline_config
+from pipeline_helpers import SubscriberThread, free_port, leftover_rings, write_pipeline_config
 
 from pipeline.scaleout.merge import Merger, StreamState
 from pipeline.scaleout.plan import (
@@ -160,44 +159,24 @@ def test_ray_flag_without_ray_says_how_to_install(tmp_path):
 
 
 # -- a local Ray head, two pipelines ------------------------------------------------------
-class MergedLog:
+class MergedLog(SubscriberThread):
     """Every header on the merged stream: (arrival time, stream, frame_id, node_frame_id, segment)."""
 
     def __init__(self, endpoint):
-        import zmq
-
         self.items = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.SUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sock.connect(endpoint)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(endpoint, name="merged")
 
-    def _run(self):
+    def on_message(self, parts, t):
         from pipeline.client import decode
 
-        while not self._stop.is_set():
-            if not self._sock.poll(50):
-                continue
-            parts = self._sock.recv_multipart()
-            decode(parts)  # the merged stream is a valid native stream
-            h = msgpack.unpackb(parts[0], raw=False)
-            with self._lock:
-                self.items.append((time.monotonic(), h["stream"], h["frame_id"], h["node_frame_id"], h["segment"]))
+        decode(parts)  # the merged stream is a valid native stream
+        h = msgpack.unpackb(parts[0], raw=False)
+        with self._lock:
+            self.items.append((t, h["stream"], h["frame_id"], h["node_frame_id"], h["segment"]))
 
     def of(self, stream):
         with self._lock:
             return [i for i in self.items if i[1] == stream]
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close(0)
-        self._ctx.term()
 
 
 def _wait(predicate, timeout, what):

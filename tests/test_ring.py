@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -17,13 +16,6 @@ SIMPLE = np.dtype([("frame_id", "<i8"), ("value", "<f8"), ("payload", "<u4", (16
 
 def _shm_entries(run_id: str) -> list[str]:
     return [e for e in os.listdir("/dev/shm") if e.startswith(f"posepipe-{run_id}-")]
-
-
-@pytest.fixture
-def run_id():
-    rid = "t" + uuid.uuid4().hex[:10]
-    yield rid
-    Ring.cleanup_stale(run_id=rid)
 
 
 @pytest.fixture

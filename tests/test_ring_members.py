@@ -6,7 +6,6 @@ import multiprocessing as mp
 import os
 import signal
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -17,14 +16,6 @@ from pipeline.runtime.worker import HOLD_CAP, Output
 
 DTYPE = np.dtype([("frame_id", "<i8"), ("generation", "<i4"), ("payload", "<u4", (4096,))], align=True)
 CTX = mp.get_context("spawn")
-
-
-@pytest.fixture
-def run_id():
-    rid = "m" + uuid.uuid4().hex[:10]
-    yield rid
-    Ring.cleanup_stale(run_id=rid)
-    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"posepipe-{rid}-")]
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ import multiprocessing as mp
 import os
 import signal
 import time
-import uuid
 
 import numpy as np
-import pytest
 
 from pipeline.runtime.ring import Ring
 
@@ -62,14 +60,6 @@ def _reader_proc(shm_name: str, policy: str, seconds: float, ready, out) -> None
         last = item.seq
     out.put((policy, reads, mismatches, r.overruns, r.skipped, order_ok))
     ring.close()
-
-
-@pytest.fixture
-def run_id():
-    rid = "p" + uuid.uuid4().hex[:10]
-    yield rid
-    Ring.cleanup_stale(run_id=rid)
-    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"posepipe-{rid}-")]
 
 
 def test_concurrent_full_speed_never_tears(run_id):

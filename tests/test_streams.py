@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -95,13 +94,6 @@ def test_cpu_threads_for_capture_apply_to_every_capture():
 
 
 # ------------------------------------------------------------------------------ rings
-@pytest.fixture
-def run_id():
-    rid = "t" + uuid.uuid4().hex[:10]
-    yield rid
-    Ring.cleanup_stale(run_id=rid)
-
-
 def _write(ring, writer, stream: int, fid: int):
     rec = writer.begin()
     rec["frame_id"], rec["stream"], rec["height"] = fid, stream, 1

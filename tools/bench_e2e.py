@@ -160,6 +160,15 @@ def status(env) -> dict:
     return json.loads(cli("status", "--json", env=env).stdout)
 
 
+def stop(env) -> None:
+    """`pipeline stop`, whatever state the run is in (a failed row still leaves nothing behind)."""
+    cli("stop", env=env, check=False, timeout=120)
+
+
+def write_json(path: Path, results: list, meta: dict) -> None:
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+
+
 def wait_ready(env, timeout: float) -> dict:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -257,11 +266,11 @@ def run_one(args, backend, persons, video, env, port, profile_dir=None, detector
         result.update(backend=backend, persons=persons, ready_s=ready_s, detector=detector)
         return result
     finally:
-        cli("stop", env=env, check=False, timeout=120)
+        stop(env)
 
 
 def write_report(out: Path, results: list, meta: dict) -> None:
-    (out / "e2e.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json(out / "e2e.json", results, meta)
     base = {}
     for r in results:  # eager fp32 ("torch") with fixed boxes is the reference where it ran, else the first row
         if (r["backend"] == "torch" and r.get("detector", "fixed") == "fixed") or r["persons"] not in base:

@@ -35,16 +35,24 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import numpy as np
+import numpy as np  # noqa: E402
+
+
+def _bench_e2e():
+    """tools/bench_e2e.py, loaded by path (this folder is kept off sys.path: see above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_e2e", Path(__file__).with_name("bench_e2e.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# One way to drive `pipeline` for both benches: a free port, the CLI, its status.
+free_port, cli, status, stop, write_json = (getattr(_bench_e2e(), name)
+                                            for name in ("free_port", "cli", "status", "stop", "write_json"))
 
 FIXED_BOX = [[0.38, 0.15, 0.62, 0.95]]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -94,19 +102,6 @@ def write_config(path: Path, args, n: int, detector: str, port: int) -> Path:
         cfg["sources"] = sources
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def cli(*args, env=None, timeout=900, check=True):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"pipeline {' '.join(map(str, args))} failed ({proc.returncode}): "
-                           f"{proc.stderr.strip()[-2000:]}")
-    return proc
-
-
-def status(env) -> dict:
-    return json.loads(cli("status", "--json", env=env).stdout)
 
 
 def wait_serving(env, timeout: float) -> dict:
@@ -197,11 +192,11 @@ def run_one(args, n: int, detector: str, env) -> dict:
                             if isinstance(v, (str, int, float, bool, type(None)))})
         return result
     finally:
-        cli("stop", env=env, check=False, timeout=120)
+        stop(env)
 
 
 def report(out: Path, results: list, meta: dict) -> str:
-    (out / "streams.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json(out / "streams.json", results, meta)
     base = {}
     for r in results:
         base.setdefault(r["detector"], r)  # the first row of a detector (1 stream when asked) is the reference

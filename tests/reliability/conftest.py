@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.runtime import rundir
-from pipeline_helpers import leftover_rings, leftover_run_files, write_pipeline_config
+from pipeline_helpers import SubscriberThread, leftover_rings, leftover_run_files, write_pipeline_config
 from real_workers import INFERENCE_FAST
 
 POLICY = ("restart: always, max_restarts: 1000, restart_window: 60, restart_delay: 0.05, "
@@ -42,38 +42,23 @@ def reliable_config(tmp_path) -> Path:
     return make_config(tmp_path / "reliable.yaml")
 
 
-class EventLog:
+class EventLog(SubscriberThread):
     """Every event the supervisor publishes, with the local monotonic time it arrived."""
 
     def __init__(self, endpoint: str):
-        import zmq
-
         self.events: list[tuple[float, str, dict]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.SUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sock.connect(endpoint)
-        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
-        self._thread.start()
+        super().__init__(endpoint, name="events")
 
-    def _run(self) -> None:
+    def on_message(self, parts: list, t: float) -> None:
         from pipeline.runtime.messages import Event, MessageError, decode
 
-        while not self._stop.is_set():
-            if not self._sock.poll(50):
-                continue
-            data = self._sock.recv()
-            t = time.monotonic()
-            try:
-                ev = decode(data)
-            except MessageError:
-                continue
-            if isinstance(ev, Event):
-                with self._lock:
-                    self.events.append((t, ev.kind, dict(ev.data)))
+        try:
+            ev = decode(parts[0])
+        except MessageError:
+            return
+        if isinstance(ev, Event):
+            with self._lock:
+                self.events.append((t, ev.kind, dict(ev.data)))
 
     def wait_ready(self, worker: str, after_generation: int, timeout: float, kind: str = "ready"):
         """(arrival time, generation) of the first `kind` event ("ready", "restarted") of
@@ -87,12 +72,6 @@ class EventLog:
                         return t, gen
             time.sleep(0.01)
         return None
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self._sock.close(0)
-        self._ctx.term()
 
 
 class PublishedLog:
