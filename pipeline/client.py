@@ -31,6 +31,11 @@ class StreamError(ValueError):
 
 
 def decode(parts: list) -> PosesFrame:
+    return decode_with_header(parts)[1]
+
+
+def decode_with_header(parts: list) -> tuple[dict, PosesFrame]:
+    """The checked header map (unknown keys kept, for a relay that passes it on) and the frame."""
     if len(parts) != 2:
         raise StreamError(f"expected 2 message parts (header, buffer), got {len(parts)}")
     try:
@@ -72,7 +77,7 @@ def decode(parts: list) -> PosesFrame:
             pred_cam=arrays.get("pred_cam", np.zeros(3, np.float32)),
             joint_uncertainty=arrays.get("joint_uncertainty", np.zeros(24, np.float32)),
             joints=arrays.get("joints")))
-    return PosesFrame(
+    return header, PosesFrame(
         frame_id=header["frame_id"], t_capture_ns=header["t_capture_ns"], generation=header["generation"],
         source_epoch=header["source_epoch"], frame_height=header["frame_height"],
         frame_width=header["frame_width"], model=header["model"], backend=header["backend"],

@@ -52,12 +52,9 @@ def cli(*args, timeout=900):
 
 def request(cmd, args=None, timeout_s=5.0):
     """A control request to the running pipeline."""
-    from pipeline.runtime import rundir
-    from pipeline.runtime.control import ControlClient
+    from pipeline.runtime.control import request_current
 
-    _, endpoints = rundir.current_run()
-    with ControlClient.of(endpoints) as c:
-        return c.request(cmd, args, timeout_s=timeout_s)
+    return request_current(cmd, args, timeout_s=timeout_s)
 
 
 class Stream:

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from pipeline.config import ConfigError, is_loopback
+from pipeline.config import ConfigError, is_loopback, load_config
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -89,3 +89,17 @@ def listen_warning(cfg, host: str) -> str:
     return (f"warning: --listen {host}: {', '.join(parts) or 'no server'} can be reached from other "
             f"machines; anyone who can connect reads the poses (and the viewer's camera images). "
             f"The control socket stays local.")
+
+
+def load_start_config(config_path, overrides, flags: dict, listen: str | None, warn):
+    """The config `pipeline start` (local or --ray) runs: without --listen, one with a public
+    server is refused; with it, the config again with every server on HOST, and `warn(text)`
+    told who can reach what. ConfigError for the caller to report."""
+    cfg = load_config(config_path, overrides, flags=flags)
+    if listen is None:
+        refuse_non_loopback(cfg)
+        return cfg
+    host = check_host(listen)
+    cfg = load_config(config_path, (*overrides, *listen_overrides(cfg, host)), flags=flags)
+    warn(listen_warning(cfg, host))
+    return cfg

@@ -162,13 +162,8 @@ def start(config_path, detach, seconds, source, backend, model, checkpoint, devi
     if allow_unsafe_checkpoint:
         click.echo(f"warning: --allow-unsafe-checkpoint: {UNSAFE_WARNING}", err=True)
     try:
-        cfg = load_config(config_path, overrides, flags=flags)
-        if listen is None:
-            listening.refuse_non_loopback(cfg)
-        else:
-            host = listening.check_host(listen)
-            cfg = load_config(config_path, (*overrides, *listening.listen_overrides(cfg, host)), flags=flags)
-            click.echo(listening.listen_warning(cfg, host), err=True)
+        cfg = listening.load_start_config(config_path, overrides, flags, listen,
+                                          warn=lambda text: click.echo(text, err=True))
     except ConfigError as exc:
         fail(str(exc))
     try:
@@ -230,7 +225,7 @@ def _start_foreground(cfg) -> None:
 
 def _start_detached(cfg) -> None:
     from pipeline.runtime import rundir
-    from pipeline.runtime.control import ControlClient, ControlError
+    from pipeline.runtime.control import ControlError, request_current
 
     log_path = rundir.base_dir() / "detached.log"
     with open(log_path, "wb") as logf:
@@ -245,9 +240,7 @@ def _start_detached(cfg) -> None:
             fail(tail[-1][7:] if tail else f"the supervisor exited with code {proc.returncode}; see {log_path}",
                  EXIT_START)
         try:
-            _, endpoints = rundir.current_run()
-            with ControlClient.of(endpoints) as client:
-                status = client.request("status", timeout_s=1.0)
+            status = request_current("status", timeout_s=1.0)
             if status["state"] == "running" and status.get("pid") == proc.pid:
                 click.echo(f"started run {status['run_id']} (supervisor pid {proc.pid}); "
                            f"`pipeline status` / `pipeline stop`")
@@ -432,12 +425,10 @@ def watch(endpoint, count, timeout):
 
 def _running_native_endpoint():
     from pipeline.runtime import rundir
-    from pipeline.runtime.control import ControlClient, ControlError
+    from pipeline.runtime.control import ControlError, request_current
 
     try:
-        _, endpoints = rundir.current_run()
-        with ControlClient.of(endpoints) as client:
-            status = client.request("status", timeout_s=2.0)
+        status = request_current("status", timeout_s=2.0)
     except (rundir.NotRunning, ControlError):
         return None
     for w in status["workers"]:

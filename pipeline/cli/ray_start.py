@@ -59,7 +59,7 @@ def _fail(message: str, code: int = 1):
 
 def _load(kwargs: dict):
     from pipeline.cli import listen as listening
-    from pipeline.config import ConfigError, load_config
+    from pipeline.config import ConfigError
     from pipeline.scaleout.plan import source_value
 
     if kwargs.get("detach"):
@@ -73,17 +73,9 @@ def _load(kwargs: dict):
               "pipelines with --ray-source [PIPELINE=]SOURCE (repeatable)")
     flags["source"] = source_value(given[0]) if given else None
     flags["every_frame"] = None
-    overrides = kwargs.get("overrides", ())
     try:
-        cfg = load_config(kwargs.get("config_path"), overrides, flags=flags)
-        listen = kwargs.get("listen")
-        if listen is None:
-            listening.refuse_non_loopback(cfg)
-        else:
-            host = listening.check_host(listen)
-            cfg = load_config(kwargs.get("config_path"), (*overrides, *listening.listen_overrides(cfg, host)),
-                              flags=flags)
-            click.echo(listening.listen_warning(cfg, host), err=True)
+        cfg = listening.load_start_config(kwargs.get("config_path"), kwargs.get("overrides", ()), flags,
+                                          kwargs.get("listen"), warn=lambda text: click.echo(text, err=True))
     except ConfigError as exc:
         _fail(str(exc))
     return cfg
@@ -114,9 +106,10 @@ def start_on_ray(kwargs: dict, ray_address, ray_pipelines, ray_cpus, ray_sources
         _fail(str(exc))
     cfg = _load(kwargs)
     raw = cfg.raw
-    record = ((raw.get("sinks") or {}).get("recording") or {}).get("path") if isinstance(
-        (raw.get("sinks") or {}).get("recording"), dict) else None
-    skipped = sorted(k for k, v in (raw.get("sinks") or {}).items() if v and k not in ("native", "recording"))
+    sinks = raw.get("sinks") or {}
+    recording = sinks.get("recording")
+    record = recording.get("path") if isinstance(recording, dict) else None
+    skipped = sorted(k for k, v in sinks.items() if v and k not in ("native", "recording"))
     if skipped:
         click.echo(f"note: with --ray the head serves the merged native stream (and recording) only; "
                    f"{', '.join(skipped)} not started: point them at the merged stream", err=True)

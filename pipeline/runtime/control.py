@@ -231,3 +231,13 @@ class ControlClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def request_current(cmd: str, args: dict | None = None, timeout_s: float = 5.0):
+    """One request to the pipeline running now (`rundir.current_run()`): its result, else
+    rundir.NotRunning when none runs, or ControlError when it refuses or does not answer."""
+    from pipeline.runtime import rundir
+
+    _, endpoints = rundir.current_run()
+    with ControlClient.of(endpoints) as client:
+        return client.request(cmd, args, timeout_s=timeout_s)

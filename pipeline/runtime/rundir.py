@@ -124,6 +124,15 @@ def write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def replace_private(path: Path, text: str) -> None:
+    """Replace `path` at once with a new 0600 file holding `text`: a reader sees the old file or
+    the new one, never a half-written one (a temp file beside it, named by this process)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    write_private(tmp, text)
+    tmp.replace(path)
+
+
 @dataclass
 class RunDir:
     run_id: str
@@ -144,10 +153,7 @@ class RunDir:
         (self.path / PID_FILE).write_text(str(pid or os.getpid()))
 
     def write_control(self, endpoints: dict) -> None:
-        tmp = self.path / (CONTROL_FILE + ".tmp")
-        tmp.unlink(missing_ok=True)
-        write_private(tmp, json.dumps(endpoints))
-        tmp.replace(self.path / CONTROL_FILE)
+        replace_private(self.path / CONTROL_FILE, json.dumps(endpoints))
 
     def make_current(self) -> None:
         link = self.path.parent / CURRENT

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from pipeline.client import DEFAULT_ENDPOINT
 from pipeline.scaleout import RayUnavailable, require_ray
 from pipeline.scaleout.plan import PipelinePlan, node_config, pipeline_count, plan
 
@@ -78,7 +79,7 @@ class Head:
         gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         plans = plan(count, self.opts.sources, gpus_per_pipeline=gpus, cpus_per_pipeline=self.opts.cpus_per_pipeline)
         configs = {p.name: node_config(self.raw, p) for p in plans}
-        endpoint = ((self.raw.get("sinks") or {}).get("native") or {}).get("endpoint", "tcp://127.0.0.1:5560")
+        endpoint = ((self.raw.get("sinks") or {}).get("native") or {}).get("endpoint", DEFAULT_ENDPOINT)
         self.merger = Merger(endpoint, record_path=self.opts.record)
         self._create_actors(ray, plans, configs)
         self.timings["placed_s"] = time.monotonic() - self.t0
@@ -148,9 +149,10 @@ class Head:
     def step(self, timeout_s: float) -> None:
         self.merger.pump(timeout_s)
         self._poll_actors()
-        for name, stats in self.merger.stream_stats().items():
+        # Frame counts only: the full stream_stats() (windows, sorted latencies) is for status().
+        for name, state in self.merger.streams.items():
             t = self.tracked.get(name.split("/", 1)[0])
-            if t is not None and t.first_frame_s is None and stats["frames"]:
+            if t is not None and t.first_frame_s is None and state.frames:
                 t.first_frame_s = time.monotonic() - self.t0
         now = time.monotonic()
         if now >= self._next_tick:
@@ -239,11 +241,7 @@ class Head:
         from pipeline.runtime import rundir
 
         try:
-            base = rundir.base_dir()
-            tmp = base / f".{STATUS_FILE}.{os.getpid()}"
-            tmp.unlink(missing_ok=True)
-            rundir.write_private(tmp, json.dumps(status))
-            tmp.replace(base / STATUS_FILE)
+            rundir.replace_private(rundir.base_dir() / STATUS_FILE, json.dumps(status))
         except (OSError, rundir.RuntimeDirError) as exc:
             log.debug("could not write the head status: %s", exc)
 

@@ -1,6 +1,6 @@
 """The head's merged native stream: one SUB per pipeline in, one PUB out.
 
-Every message is validated (`pipeline.client.decode`) before it is passed on; the buffer part
+Every message is validated (`pipeline.client.decode_with_header`) before it is passed on; the buffer part
 goes out untouched, the header gets four keys (still a version-1 header: clients ignore keys
 they do not know):
 
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import msgpack
 
-from pipeline.client import StreamError, decode
+from pipeline.client import StreamError, decode_with_header
+from pipeline.config import is_loopback
 from pipeline.config_streams import DEFAULT_STREAM
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 FPS_WINDOW_S = 2.0
 
 
@@ -94,7 +94,7 @@ class Merger:
                              f"(e.g. tcp://127.0.0.1:5561)") from exc
         self.endpoint = self._pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         host = self.endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]") if self.endpoint.startswith("tcp://") else ""
-        if host and host not in LOOPBACK_HOSTS:
+        if host and not is_loopback(host):
             log.warning("the merged stream listens on %s, reachable from other machines", self.endpoint)
         self._poller = zmq.Poller()
         self.feeds: dict[str, _Feed] = {}
@@ -146,8 +146,7 @@ class Merger:
 
     def _forward(self, feed: _Feed, parts: list) -> int:
         try:
-            frame = decode(parts)
-            header = msgpack.unpackb(bytes(parts[0]), raw=False)
+            header, frame = decode_with_header(parts)
         except StreamError as exc:
             self.malformed += 1
             log.warning("pipeline %s sent a malformed frame: %s", feed.name, exc)

@@ -95,12 +95,10 @@ class NodePipeline:
             row.update(state="exited", error=f"supervisor exited with code {code}: {_tail(self.log_path)}")
             return row
         from pipeline.runtime import rundir
-        from pipeline.runtime.control import ControlClient, ControlError
+        from pipeline.runtime.control import ControlError, request_current
 
         try:
-            _, endpoints = rundir.current_run()
-            with ControlClient.of(endpoints) as client:
-                status = client.request("status", timeout_s=STATUS_TIMEOUT_S)
+            status = request_current("status", timeout_s=STATUS_TIMEOUT_S)
         except (rundir.NotRunning, ControlError, OSError):
             return row
         workers = {w["name"]: w for w in status.get("workers", [])}
@@ -116,14 +114,12 @@ class NodePipeline:
         """Stop the pipeline in order (control `stop`, then SIGTERM, then SIGKILL) and remove what
         it left on this node; {"exit_code", "clean"}."""
         from pipeline.runtime import rundir
-        from pipeline.runtime.control import ControlClient, ControlError
+        from pipeline.runtime.control import ControlError, request_current
 
         self._stopping = True
         if self.proc.poll() is None:
             try:
-                _, endpoints = rundir.current_run()
-                with ControlClient.of(endpoints) as client:
-                    client.request("stop", timeout_s=2.0)
+                request_current("stop", timeout_s=2.0)
             except (rundir.NotRunning, ControlError, OSError):
                 self.proc.send_signal(signal.SIGTERM)
             try:
