@@ -101,6 +101,9 @@ class Detection(Worker):
         except DetectorError as exc:
             raise WorkerError(str(exc)) from exc
         self.frames = self.out.ring
+        streams = self.ctx.shared.get("streams") or ["main"]
+        self.frame_rings = ["frames"] if len(streams) <= 1 else [f"frames.{n}" for n in streams]
+        self.extras["direct_upload"] = self._register_frames(self.detector)
         # Several sources: one detector per stream, so no tracker or video-mode state crosses
         # from one camera to another (made when a stream's first frame arrives).
         self.detectors: dict = {}   # stream index (>= 1) -> its detector; stream 0 has self.detector
@@ -137,9 +140,19 @@ class Detection(Worker):
                 det.setup()
             except self._detector_error as exc:
                 raise WorkerError(str(exc)) from exc
+            self._register_frames(det)
             self.detectors[stream] = det
             self.extras["detectors"] = len(self.detectors) + 1
         return det
+
+    def _register_frames(self, detector) -> bool:
+        """Page-lock the frames rings for a GPU detector: each frame then goes up by DMA straight
+        from its ring slot, with no host copy (the slot is claimed until the boxes are back)."""
+        if str(getattr(detector, "device", "cpu")) == "cpu":
+            return False
+        done = [detector.register_host(*self.rings[name].host_region())
+                for name in self.frame_rings if name in self.rings]
+        return bool(done) and all(done)
 
     def process(self, item):
         t0 = time.monotonic_ns()
@@ -263,5 +276,5 @@ class Detection(Worker):
     def stop(self) -> None:
         for det in [getattr(self, "detector", None), *getattr(self, "detectors", {}).values()]:
             if det is not None:
-                det.close()
+                det.close()  # unregisters the frames rings before the runner unmaps them
 

@@ -45,45 +45,23 @@ class GpuCropper:
         self._consumed = [torch.cuda.Event() for _ in range(2)] if cuda else []
         self._turn = 0
         self._upload_stream = torch.cuda.Stream(self.device) if cuda else None
-        from pipeline.backends.pinned import PinnedUploader
+        from pipeline.backends.pinned import PageLocked, PinnedUploader
         self._small = PinnedUploader(self.device)  # crop matrices, without waiting for queued work
-        self._registered: list = []  # (address, size) of page-locked caller memory (one per frames ring)
+        self._locked = PageLocked(self.device)     # caller memory (one frames ring per stream)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0)
 
     def register_host(self, address: int, size: int) -> bool:
         """Page-lock [address, address+size) (e.g. a shared-memory ring) for direct DMA uploads.
         Returns False (and keeps the staging path) when CUDA refuses or there is no GPU."""
-        import torch
-        if self.device.type != "cuda" or size <= 0:
-            return False
-        try:
-            rc = torch.cuda.cudart().cudaHostRegister(int(address), int(size), 0)
-        except Exception as exc:  # noqa: BLE001 - an optional fast path
-            log.info("cudaHostRegister unavailable (%s): frames go through the pinned staging buffer", exc)
-            return False
-        if int(rc) != 0:
-            log.info("cudaHostRegister refused (error %s): frames go through the pinned staging buffer", int(rc))
-            return False
-        self._registered.append((int(address), int(size)))
-        return True
+        return self._locked.register(address, size)
 
     def unregister_host(self) -> None:
         """Unlock every region `register_host` locked."""
-        regions, self._registered = self._registered, []
-        if regions:
-            import torch
-            for address, _ in regions:
-                try:
-                    torch.cuda.cudart().cudaHostUnregister(address)
-                except Exception:  # noqa: BLE001 - teardown
-                    pass
+        self._locked.release()
 
     def _in_registered(self, frame: np.ndarray) -> bool:
-        if not self._registered or not frame.flags.c_contiguous:
-            return False
-        a, n = frame.ctypes.data, frame.nbytes
-        return any(start <= a and a + n <= start + size for start, size in self._registered)
+        return self._locked.contains(frame)
 
     def crops(self, frame_rgb: np.ndarray, centres, sides, width: int | None = None):
         """frame_rgb (H,W,3) uint8 RGB; centres (N,2), sides (N,) in frame pixels ->

@@ -38,3 +38,55 @@ class PinnedUploader:
         out = staged.view(array.shape).to(self.device, non_blocking=True)
         self._events[i].record(torch.cuda.current_stream(self.device))
         return out
+
+
+class PageLocked:
+    """Caller memory (a shared-memory frames ring) page-locked with cudaHostRegister, so a frame
+    in it goes to the GPU by DMA straight from the ring slot, with no host copy.
+
+    Registering is a one-off (milliseconds per ring); `contains` tells per frame whether the
+    fast path applies (the frame must be one contiguous block inside a registered region).
+    Everything registered must be unregistered before the ring is unmapped (`release`)."""
+
+    def __init__(self, device) -> None:
+        import torch
+        self.cuda = torch.device(device).type == "cuda"
+        self.regions: list[tuple[int, int]] = []
+
+    def register(self, address: int, size: int) -> bool:
+        """Page-lock [address, address+size). False (the caller keeps its staging copy) when
+        there is no GPU or CUDA refuses."""
+        import logging
+
+        import torch
+        log = logging.getLogger(__name__)
+        if not self.cuda or size <= 0:
+            return False
+        if any(start == int(address) for start, _ in self.regions):
+            return True
+        try:
+            rc = torch.cuda.cudart().cudaHostRegister(int(address), int(size), 0)
+        except Exception as exc:  # noqa: BLE001 - an optional fast path
+            log.info("cudaHostRegister unavailable (%s): frames go through a pinned staging buffer", exc)
+            return False
+        if int(rc) != 0:
+            log.info("cudaHostRegister refused (error %s): frames go through a pinned staging buffer", int(rc))
+            return False
+        self.regions.append((int(address), int(size)))
+        return True
+
+    def contains(self, frame: np.ndarray) -> bool:
+        if not self.regions or not frame.flags.c_contiguous:
+            return False
+        a, n = frame.ctypes.data, frame.nbytes
+        return any(start <= a and a + n <= start + size for start, size in self.regions)
+
+    def release(self) -> None:
+        regions, self.regions = self.regions, []
+        if regions:
+            import torch
+            for address, _ in regions:
+                try:
+                    torch.cuda.cudart().cudaHostUnregister(address)
+                except Exception:  # noqa: BLE001 - teardown
+                    pass

@@ -121,6 +121,14 @@ class Detector(ABC):
     def info(self) -> dict:
         """kind, model file, device, half, single_person, thresholds, tracker."""
 
+    def register_host(self, address: int, size: int) -> bool:
+        """Page-lock caller memory the frames will live in (a frames ring), so a GPU detector
+        uploads them by DMA straight from it. False: not used (a CPU detector, or CUDA refused)."""
+        return False
+
+    def unregister_host(self) -> None:
+        """Undo `register_host`; call before that memory is unmapped."""
+
     def close(self) -> None:
         self._ready = False
 

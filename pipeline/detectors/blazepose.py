@@ -21,7 +21,9 @@ Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a
 OpenCV's area resize; `torch` runs the same weights as a torch module
 (`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
 frame is uploaded once and every view is letterboxed on the device (antialiased bilinear) and
-run as one batch, captured in a CUDA graph per frame size. Default (`runtime="auto"`, `device`
+run as one batch, captured in a CUDA graph per frame size (a second graph runs the masked
+rounds, the mask drawn on the device); the frame goes up by DMA straight from the frames ring
+when the detection worker page-locked it (`register_host`). Default (`runtime="auto"`, `device`
 unset): torch on the GPU when torch sees one, else LiteRT on the CPU.
 """
 from __future__ import annotations
@@ -199,7 +201,17 @@ class BlazePoseDetector(Detector):
                 "thresholds": {"min_score": self.min_score, "nms_iou": self.nms_iou, "merge_iou": self.merge_iou},
                 **self.post.as_dict()}
 
+    def register_host(self, address: int, size: int) -> bool:
+        locked = getattr(self._net, "locked", None)
+        return locked is not None and locked.register(address, size)
+
+    def unregister_host(self) -> None:
+        locked = getattr(self._net, "locked", None)
+        if locked is not None:
+            locked.release()
+
     def close(self) -> None:
+        self.unregister_host()
         self._net = None
         super().close()
 
@@ -265,12 +277,18 @@ class _LiteRtNet:
 
 
 class _TorchNet:
-    """The same weights as a torch module on `device`; all views of a frame in one batch, the
-    upload + letterbox + network of the first pass in one CUDA graph per frame size."""
+    """The same weights as a torch module on `device`; all views of a frame in one batch. On a
+    GPU, one CUDA graph per frame size holds the upload's consumer, the letterbox and the
+    network of the first pass, and a second graph the masked rounds: the boxes to black out go
+    up as a small (views, MASK_BOXES, 4) tensor and the mask is drawn on the device, so a round
+    costs one tiny upload and one replay instead of an eager network call."""
+
+    MASK_BOXES = 16     # boxes blacked out per view (cumulative over rounds); more are rare
 
     def __init__(self, path, device: str, threads: int):
         import torch
 
+        from pipeline.backends.pinned import PageLocked
         from pipeline.models.tflite_torch import build_module
         self.torch = torch
         self.device = torch.device("cuda:0" if device == "cuda" else device)
@@ -282,6 +300,7 @@ class _TorchNet:
         _check_model_file(path)
         self.net = build_module(path, nchw_input=True).to(self.device)
         self.cuda = self.device.type == "cuda"
+        self.locked = PageLocked(self.device)   # frames rings the detection worker registered
         self._graphs: dict = {}
 
     def first_pass(self, rgb, views):
@@ -295,11 +314,16 @@ class _TorchNet:
                 raw, logits = self.net(batch)
                 return batch, self._to_host(raw, logits, range(len(views)))
             cap = self._graphs.get(key) or self._capture(key, h, w, views)
-            np.copyto(cap.host_np, rgb)
-            cap.frame.copy_(cap.host, non_blocking=True)
+            if self.locked.contains(rgb):
+                # straight from the page-locked ring slot (claimed until the read-back below)
+                cap.frame.copy_(torch.from_numpy(rgb), non_blocking=True)
+            else:
+                np.copyto(cap.host_np, rgb)
+                cap.frame.copy_(cap.host, non_blocking=True)
             cap.graph.replay()
-            # later rounds mask a copy: the graph's own input must stay untouched
-            return cap.batch.clone(), self._to_host(cap.raw, cap.logits, range(len(views)))
+            cap.mask_np[:] = 0.0     # an all-zero box covers no pixel
+            cap.masked[:] = 0
+            return cap, self._to_host(cap.raw, cap.logits, range(len(views)))
 
     def _capture(self, key, h, w, views):
         torch = self.torch
@@ -309,18 +333,28 @@ class _TorchNet:
         cap.host = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=True)
         cap.host_np = cap.host.numpy()
         cap.frame = torch.zeros((h, w, 3), dtype=torch.uint8, device=self.device)
+        cap.mask_host = torch.zeros((len(views), self.MASK_BOXES, 4), dtype=torch.float32, pin_memory=True)
+        cap.mask_np = cap.mask_host.numpy()
+        cap.masked = np.zeros(len(views), int)
+        cap.mask_dev = torch.zeros((len(views), self.MASK_BOXES, 4), dtype=torch.float32, device=self.device)
+        cap.pixels = torch.arange(INPUT_SIZE, dtype=torch.float32, device=self.device)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self.net(self._letterbox(cap.frame, views))
+                batch = self._letterbox(cap.frame, views)
+                self.net(batch)
+                self.net(_mask_on_device(batch, cap.mask_dev, cap.pixels))
         torch.cuda.current_stream(self.device).wait_stream(stream)
         cap.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(cap.graph):
             cap.batch = self._letterbox(cap.frame, views)
             cap.raw, cap.logits = self.net(cap.batch)
+        cap.round_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cap.round_graph):
+            cap.raw2, cap.logits2 = self.net(_mask_on_device(cap.batch, cap.mask_dev, cap.pixels))
         self._graphs[key] = cap
-        log.info("blazepose: captured a CUDA graph for %dx%d frames, %d views", w, h, len(views))
+        log.info("blazepose: captured CUDA graphs for %dx%d frames, %d views", w, h, len(views))
         return cap
 
     def _letterbox(self, frame, views):
@@ -340,6 +374,10 @@ class _TorchNet:
         torch = self.torch
         idx = list(which)
         with torch.inference_mode():
+            if isinstance(inputs, _Graph):
+                inputs.mask_dev.copy_(inputs.mask_host, non_blocking=True)
+                inputs.round_graph.replay()
+                return self._to_host(inputs.raw2, inputs.logits2, idx)
             raw, logits = self.net(inputs[idx])
         return self._to_host(raw, logits, range(len(idx)))
 
@@ -349,10 +387,27 @@ class _TorchNet:
         return [(raw[i], logits[i]) for i in which]
 
     def mask(self, inputs, i, boxes_input_px) -> None:
+        boxes = np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(np.float32).reshape(-1, 4)
+        if isinstance(inputs, _Graph):
+            n = int(inputs.masked[i])
+            take = boxes[:max(0, self.MASK_BOXES - n)]
+            inputs.mask_np[i, n:n + len(take)] = take
+            inputs.masked[i] = n + len(take)
+            return
         # inputs were made under inference_mode: torch allows in-place writes to them only there
         with self.torch.inference_mode():
-            for x1, y1, x2, y2 in np.clip(np.round(boxes_input_px), 0, INPUT_SIZE).astype(int):
+            for x1, y1, x2, y2 in boxes.astype(int):
                 inputs[i, :, y1:y2, x1:x2] = -1.0
+
+
+def _mask_on_device(batch, boxes, pixels):
+    """batch (V,3,S,S) with every pixel inside any of boxes (V,K,4: x1,y1,x2,y2 in whole input
+    pixels, end exclusive, as the host's slice mask) set to -1 (black)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)                                        # (V, K) each
+    in_x = (pixels >= x1[..., None]) & (pixels < x2[..., None])              # (V, K, S)
+    in_y = (pixels >= y1[..., None]) & (pixels < y2[..., None])
+    inside = (in_y[..., :, None] & in_x[..., None, :]).any(1)                # (V, S, S)
+    return batch.masked_fill(inside[:, None], -1.0)
 
 
 class _Graph:

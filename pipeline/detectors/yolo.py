@@ -272,7 +272,15 @@ class YoloDetector(Detector):
                 "thresholds": {"conf": self.conf, "iou": self.iou, "min_score": self.min_score},
                 **self.post.as_dict()}
 
+    def register_host(self, address: int, size: int) -> bool:
+        return self._runner is not None and self._runner.locked.register(address, size)
+
+    def unregister_host(self) -> None:
+        if self._runner is not None:
+            self._runner.locked.release()
+
     def close(self) -> None:
+        self.unregister_host()
         self._model = None
         self._runner = None
         self._ul_tracker = None

@@ -1,7 +1,8 @@
 """A YOLO detect network at model speed: letterbox, network, decode and NMS on the device.
 
-Per frame the host does a fixed amount of work whatever the image size: one copy of the
-frame into a page-locked buffer and one asynchronous upload (on a GPU), a graph replay, and
+Per frame the host does a fixed amount of work whatever the image size: one asynchronous
+upload (on a GPU; by DMA straight from the frames ring when the detection worker page-locked
+it with `register_host`, else after one copy into a page-locked buffer), a graph replay, and
 NMS over at most `candidates` boxes. On the device, in one CUDA graph per frame size:
 uint8 HWC -> float CHW, bilinear resize into the letterbox (grey 114 border, as ultralytics
 pads): the long side `imgsz`, the short side padded to the model's stride, as ultralytics'
@@ -89,6 +90,8 @@ class YoloRunner:
             self._net = net
             self._forward = self._torch_forward
         self._graphs: dict = {}      # (h, w) -> _Captured
+        from pipeline.backends.pinned import PageLocked
+        self.locked = PageLocked(self.device)   # frames rings the detection worker registered
 
     # -- the network --------------------------------------------------------------------------
     def _torch_forward(self, x):
@@ -124,8 +127,13 @@ class YoloRunner:
         if cap is None:
             cap = self._capture(h, w)
         # the previous frame's results were read back (a sync), so its upload from here is done
-        np.copyto(cap.host_np, rgb)                           # the one host copy (a memcpy)
-        cap.frame.copy_(cap.host, non_blocking=True)          # DMA from page-locked memory
+        if self.locked.contains(rgb):
+            # straight from the page-locked ring slot: no host copy; the slot stays claimed
+            # until the results are read back, which waits for this DMA too
+            cap.frame.copy_(self.torch.from_numpy(rgb), non_blocking=True)
+        else:
+            np.copyto(cap.host_np, rgb)                       # the one host copy (a memcpy)
+            cap.frame.copy_(cap.host, non_blocking=True)      # DMA from page-locked memory
         if cap.graph is not None:
             cap.graph.replay()
         else:

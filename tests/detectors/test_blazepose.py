@@ -197,3 +197,57 @@ def test_a_masked_round_finds_the_next_person(bus_rgb):
         assert len(d) >= 2 and matched.any(axis=0).sum() >= 2, d.boxes
     finally:
         det.close()
+
+
+def test_device_mask_matches_the_host_slices():
+    """The masked rounds on a GPU draw the mask on the device; it must black out exactly the
+    pixels the host's slice mask does (boxes in whole input pixels, end exclusive)."""
+    import torch
+
+    from pipeline.detectors.blazepose import INPUT_SIZE, _mask_on_device
+    rng = np.random.default_rng(3)
+    batch = torch.from_numpy(rng.uniform(-1, 1, (2, 3, INPUT_SIZE, INPUT_SIZE)).astype(np.float32))
+    boxes = np.zeros((2, 4, 4), np.float32)           # all-zero rows cover nothing
+    boxes[0, 0] = [10, 20, 50, 200]
+    boxes[0, 1] = [40, 0, 224, 30]
+    boxes[1, 0] = [0, 0, 1, 1]
+    got = _mask_on_device(batch, torch.from_numpy(boxes), torch.arange(INPUT_SIZE, dtype=torch.float32))
+    want = batch.clone()
+    for v in range(2):
+        for x1, y1, x2, y2 in boxes[v].astype(int):
+            want[v, :, y1:y2, x1:x2] = -1.0
+    assert torch.equal(got, want)
+
+
+@pytest.mark.gpu
+@needs_model
+def test_cuda_rounds_and_direct_upload_match_the_cpu(bus_rgb, zidane_rgb):
+    """The CUDA-graph path with a masked round, fed from page-locked shared memory (as the
+    detection worker's ring), finds the same people as the eager CPU torch path."""
+    import torch
+    from multiprocessing import shared_memory
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    cpu = make_detector("blazepose", runtime="torch", device="cpu", rounds=1)
+    gpu = make_detector("blazepose", device="cuda", rounds=1)
+    shm = shared_memory.SharedMemory(create=True, size=bus_rgb.nbytes + zidane_rgb.nbytes)
+    try:
+        cpu.setup()
+        gpu.setup()
+        assert gpu.info()["rounds"] == 1
+        whole = np.frombuffer(shm.buf, np.uint8)
+        assert gpu.register_host(whole.ctypes.data, whole.nbytes)
+        for img in (bus_rgb, zidane_rgb, bus_rgb):
+            view = whole[:img.nbytes].reshape(img.shape)
+            view[:] = img
+            want, got = cpu.detect(img), gpu.detect(view)
+            assert len(got) == len(want) >= 1
+            assert (iou_matrix(got.boxes, want.boxes).max(axis=1) > 0.9).all(), (got.boxes, want.boxes)
+            assert gpu.passes == cpu.passes
+        del view
+    finally:
+        gpu.close()   # unregisters before the memory goes
+        cpu.close()
+        del whole
+        shm.close()
+        shm.unlink()
