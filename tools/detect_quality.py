@@ -141,7 +141,15 @@ def detectors(args):
             ("blazepose 1 pass (whole frame only)",
              lambda: make_detector("blazepose", views="full", rounds=0, threads=args.threads)),
             ("blazepose views + 1 round (GPU default)",
-             lambda: make_detector("blazepose", rounds=1, threads=args.threads))]
+             lambda: make_detector("blazepose", rounds=1, threads=args.threads)),
+            ("blazepose views, refine=landmarks",
+             lambda: make_detector("blazepose", refine="landmarks", threads=args.threads)),
+            ("blazepose views, refine=mask",
+             lambda: make_detector("blazepose", refine="mask", threads=args.threads)),
+            ("blazepose views + 1 round, refine=landmarks",
+             lambda: make_detector("blazepose", rounds=1, refine="landmarks", threads=args.threads)),
+            ("blazepose views + 1 round, refine=mask",
+             lambda: make_detector("blazepose", rounds=1, refine="mask", threads=args.threads))]
     if args.torch:
         rows.append((f"blazepose torch {args.device or 'cpu'}",
                      lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))
