@@ -162,6 +162,31 @@ def distinct_bodies(scores, centres, torso, same_within: float = SAME_BODY) -> n
     return np.array(keep, np.int64)
 
 
+def transfer_shapes(keypoint_then, fitted_then, keypoint_now) -> np.ndarray:
+    """Fitted boxes (K,4) for this frame's keypoint boxes: each earlier fitted box expressed in
+    its keypoint box's own coordinates (offset and size), then put on the new keypoint box."""
+    then = np.asarray(keypoint_then, np.float64).reshape(-1, 4)
+    now = np.asarray(keypoint_now, np.float64).reshape(-1, 4)
+    size_then = np.maximum(then[:, 2:] - then[:, :2], 1e-6)
+    size_now = now[:, 2:] - now[:, :2]
+    rel = (np.asarray(fitted_then, np.float64).reshape(-1, 4) - np.tile(then[:, :2], 2)) / np.tile(size_then, 2)
+    return (np.tile(now[:, :2], 2) + rel * np.tile(size_now, 2)).astype(np.float32)
+
+
+def match_one_to_one(iou: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) index of the column each row matches (greedy by IoU, each column once), -1 if none."""
+    out = np.full(iou.shape[0], -1, np.int64)
+    used: set[int] = set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < threshold:
+            break
+        if out[r] < 0 and c not in used:
+            out[r] = c
+            used.add(c)
+    return out
+
+
 @dataclass
 class Refined:
     """The refinement of K detections."""
