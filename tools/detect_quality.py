@@ -137,11 +137,15 @@ def reference_boxes(det, frames) -> dict:
 
 def detectors(args):
     from pipeline.detectors import make_detector
-    rows = [("blazepose CPU default (views, no rounds)", lambda: make_detector("blazepose", threads=args.threads)),
-            ("blazepose 1 pass (whole frame only)",
-             lambda: make_detector("blazepose", views="full", rounds=0, threads=args.threads)),
-            ("blazepose views + 1 round (GPU default)",
-             lambda: make_detector("blazepose", rounds=1, threads=args.threads))]
+    blaze = lambda **kw: lambda: make_detector("blazepose", threads=args.threads, **kw)  # noqa: E731
+    rows = [("blazepose CPU default (views, mask every 5th)", blaze()),
+            ("blazepose views, no refine (old CPU default)", blaze(refine="none")),
+            ("blazepose 1 pass (whole frame only)", blaze(views="full", rounds=0, refine="none")),
+            ("blazepose views, refine=landmarks", blaze(refine="landmarks", refine_every=1)),
+            ("blazepose views, refine=mask every frame", blaze(refine="mask", refine_every=1)),
+            ("blazepose views + 1 round, no refine (old GPU)", blaze(rounds=1, refine="none")),
+            ("blazepose views + 1 round, landmarks", blaze(rounds=1, refine="landmarks", refine_every=1)),
+            ("blazepose views + 1 round, mask (GPU default)", blaze(rounds=1, refine="mask", refine_every=1))]
     if args.torch:
         rows.append((f"blazepose torch {args.device or 'cpu'}",
                      lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))

@@ -56,6 +56,7 @@ class Landmarks:
     visibility: np.ndarray   # (B, 33) probability
     presence: np.ndarray     # (B, 33) probability
     person: np.ndarray       # (B,) pose presence probability
+    mask: np.ndarray | None = None   # (B, 256, 256) the crop's person segmentation, logits
 
 
 def _sigmoid(x):
@@ -72,10 +73,12 @@ class LandmarkNetwork:
         self.model = TfliteModel(self.path, threads=threads, inputs={"input_1": (1, CROP_RES, CROP_RES, 3)},
                                  outputs=5)
         shapes = self.model.output_shapes
-        if shapes[0] != (1, NUM_RAW * 5) or shapes[1] != (1, 1) or shapes[4] != (1, NUM_RAW * 3):
+        if (shapes[0] != (1, NUM_RAW * 5) or shapes[1] != (1, 1) or shapes[2] != (1, CROP_RES, CROP_RES, 1)
+                or shapes[4] != (1, NUM_RAW * 3)):
             from pipeline.models.tflite import TfliteError
-            raise TfliteError(f"{self.path} has outputs {shapes}; expected (1, 195) landmarks, (1, 1) presence "
-                              f"and (1, 117) world landmarks: not MediaPipe's pose landmark model")
+            raise TfliteError(f"{self.path} has outputs {shapes}; expected (1, 195) landmarks, (1, 1) presence, "
+                              f"(1, 256, 256, 1) segmentation and (1, 117) world landmarks: not MediaPipe's pose "
+                              f"landmark model")
 
     @staticmethod
     def crops(frame_rgb: np.ndarray, centres, sides) -> np.ndarray:
@@ -95,10 +98,12 @@ class LandmarkNetwork:
         raw = np.empty((b, NUM_RAW, 5), np.float32)
         world = np.empty((b, NUM_RAW, 3), np.float32)
         person = np.empty(b, np.float32)
+        mask = np.empty((b, CROP_RES, CROP_RES), np.float32)
         for i in range(b):
             out = self.model(crops[i:i + 1])
             raw[i] = out[0].reshape(NUM_RAW, 5)
             person[i] = out[1].reshape(())
+            mask[i] = out[2].reshape(CROP_RES, CROP_RES)
             world[i] = out[4].reshape(NUM_RAW, 3)
         c = np.asarray(centres, np.float64).reshape(b, 1, 2)
         scale = (np.asarray(sides, np.float64) / CROP_RES).reshape(b, 1, 1)
@@ -106,7 +111,7 @@ class LandmarkNetwork:
         return Landmarks(world=world[:, :ik.NUM_LANDMARKS].astype(np.float64), image=image,
                          visibility=_sigmoid(raw[:, :ik.NUM_LANDMARKS, 3].astype(np.float64)),
                          presence=_sigmoid(raw[:, :ik.NUM_LANDMARKS, 4].astype(np.float64)),
-                         person=np.nan_to_num(person.astype(np.float64), nan=0.0))
+                         person=np.nan_to_num(person.astype(np.float64), nan=0.0), mask=mask)
 
 
 def landmark_confidence(lm: Landmarks, img_wh) -> np.ndarray:

@@ -251,3 +251,122 @@ def test_cuda_rounds_and_direct_upload_match_the_cpu(bus_rgb, zidane_rgb):
         del whole
         shm.close()
         shm.unlink()
+# -- refinement: boxes that fit the body, from MediaPipe's pose landmark model ---------------
+
+def _standing_landmarks(hip=(200.0, 300.0), torso=100.0) -> np.ndarray:
+    """(1,33,2) a person standing upright facing the camera: torso `torso` px, head above it."""
+    from pipeline.detectors import landmark_boxes as lb
+    x, y = hip
+    xy = np.zeros((1, lb.NUM_LANDMARKS, 2))
+    xy[0, list(lb._HEAD)] = (x, y - 1.4 * torso)
+    xy[0, list(lb._SHOULDERS)] = [(x - 0.4 * torso, y - torso), (x + 0.4 * torso, y - torso)]
+    xy[0, list(lb._HIPS)] = [(x - 0.2 * torso, y), (x + 0.2 * torso, y)]
+    xy[0, list(lb._ARMS)] = [(x - 0.3 * torso, y - 0.5 * torso), (x + 0.3 * torso, y - 0.5 * torso)] * 2
+    xy[0, list(lb._HANDS)] = (x, y)
+    xy[0, list(lb._KNEES) + list(lb._ANKLES) + list(lb._FEET)] = (x, y + torso)
+    return xy
+
+
+def test_box_from_landmarks_grows_each_part_by_its_radius():
+    from pipeline.detectors.landmark_boxes import PART_RADII, boxes_from_landmarks, torso_lengths
+    xy = _standing_landmarks(torso=100.0)
+    torso = torso_lengths(xy)
+    assert torso[0] == pytest.approx(100.0)
+    boxes, ok = boxes_from_landmarks(xy, np.ones((1, 33), bool), torso)
+    head, shoulder, foot = PART_RADII[0], PART_RADII[11], PART_RADII[29]
+    assert ok.tolist() == [True]
+    # top: the head points grown by the head radius; sides: the shoulders; bottom: the feet
+    # (ankles have the larger radius at the same point)
+    np.testing.assert_allclose(boxes[0], [160 - 100 * shoulder, 160 - 100 * head, 240 + 100 * shoulder,
+                                          400 + 100 * PART_RADII[27]], rtol=1e-6)
+    assert head > shoulder > foot
+
+
+def test_box_from_landmarks_uses_only_the_seen_ones():
+    from pipeline.detectors.landmark_boxes import boxes_from_landmarks
+    xy = _standing_landmarks()
+    seen = np.zeros((1, 33), bool)
+    seen[0, [11, 12, 23, 24]] = True                  # just the torso
+    boxes, ok = boxes_from_landmarks(xy, seen, np.array([100.0]))
+    assert ok[0] and boxes[0, 1] == pytest.approx(200 - 15) and boxes[0, 3] == pytest.approx(300 + 15)
+    few = np.zeros((1, 33), bool)
+    few[0, :2] = True
+    assert not boxes_from_landmarks(xy, few, np.array([100.0]))[1][0]
+
+
+def test_landmarks_cut_by_the_frame_still_reach_its_border():
+    from pipeline.detectors.landmark_boxes import onto_frame, seen_landmarks
+    xy = np.array([[[50.0, 50.0], [50.0, 150.0], [50.0, 160.0], [50.0, 90.0]]])
+    vis = np.array([[0.9, 0.9, 0.1, 0.9]])
+    pres = np.array([[0.9, 0.1, 0.1, 0.2]])
+    # inside: both probabilities; outside (y >= 100): either one, moved onto the border
+    assert seen_landmarks(xy, vis, pres, 100, 100).tolist() == [[True, True, False, False]]
+    np.testing.assert_allclose(onto_frame(xy, 100, 100)[0, 1], [50, 100])
+
+
+def test_box_from_mask_maps_the_crop_to_the_frame():
+    from pipeline.detectors.landmark_boxes import boxes_from_masks
+    mask = np.full((2, 256, 256), -5.0, np.float32)
+    mask[0, 64:192, 100:120] = 3.0                    # rows 64..191, columns 100..119
+    boxes, ok = boxes_from_masks(mask, np.array([[500.0, 400.0], [0.0, 0.0]]), np.array([512.0, 512.0]))
+    assert ok.tolist() == [True, False]
+    # 2 frame px per crop px, crop origin at (244, 144)
+    np.testing.assert_allclose(boxes[0], [244 + 200, 144 + 128, 244 + 240, 144 + 384])
+
+
+def test_regions_of_interest_are_mediapipes():
+    from pipeline.detectors.landmark_boxes import regions_of_interest
+    kps = np.array([[[100, 200], [100, 120], [0, 0], [0, 0]]], np.float32)   # body radius 80
+    centres, sides = regions_of_interest(kps)
+    np.testing.assert_allclose(centres[0], [100, 200])
+    assert sides[0] == pytest.approx(2 * 80 * 1.25)
+
+
+def test_one_body_per_torso_even_where_boxes_overlap():
+    from pipeline.detectors.landmark_boxes import distinct_bodies
+    # 0 and 2: one body seen in two views (torsos 5 px apart); 1: a neighbour 80 px away
+    centres = np.array([[[100, 100], [100, 200]], [[180, 100], [180, 200]], [[104, 102], [103, 203]]], float)
+    keep = distinct_bodies(np.array([0.7, 0.8, 0.9]), centres, np.array([100.0, 100.0, 100.0]))
+    assert keep.tolist() == [2, 1]
+
+
+def test_refine_option_is_checked():
+    with pytest.raises(DetectorError, match="blazepose refine must be one of"):
+        make_detector("blazepose", refine="segment")
+    assert make_detector("blazepose", refine="mask").refine == "mask"
+
+
+def test_a_fitted_shape_moves_and_scales_with_its_keypoint_box():
+    from pipeline.detectors.landmark_boxes import transfer_shapes
+    then_kp = np.array([[100, 100, 200, 300]], np.float32)
+    then_fit = np.array([[110, 90, 190, 300]], np.float32)
+    now_kp = np.array([[300, 100, 500, 500]], np.float32)          # moved right, twice the size
+    np.testing.assert_allclose(transfer_shapes(then_kp, then_fit, now_kp)[0], [320, 80, 480, 500])
+
+
+def test_each_earlier_body_matches_one_detection_at_most():
+    from pipeline.detectors.landmark_boxes import match_one_to_one
+    iou = np.array([[0.9, 0.1], [0.8, 0.2], [0.0, 0.6]])
+    assert match_one_to_one(iou, 0.5).tolist() == [0, -1, 1]
+
+
+def test_refine_every_is_checked_and_resolved_by_device():
+    for bad in (0, 301, 2.5, True):
+        with pytest.raises(DetectorError, match="blazepose refine_every"):
+            make_detector("blazepose", refine_every=bad)
+    assert make_detector("blazepose").refine == "mask"
+
+
+@needs_model
+def test_refinement_fits_the_man_on_the_left_of_bus(bus_rgb):
+    """The mask outline hugs the body (IoU 0.8+ with the hand-drawn box, measured) and a
+    refitted shape carries over to the next frames."""
+    det = make_detector("blazepose", refine="mask", refine_every=3)
+    det.setup()
+    try:
+        assert det.info()["refine_every"] == 3
+        for _ in range(3):
+            d = det.detect(bus_rgb)
+            assert iou_matrix(d.boxes, np.array([BUS_LEFT_MAN], np.float32)).max() >= 0.7, d.boxes
+    finally:
+        det.close()
