@@ -137,7 +137,9 @@ def test_a_paced_source_renders_only_the_frames_detection_will_read(run_cli, tmp
         due = 30 * (t1 - t0)
         # POCO takes ~0.5-3 s a frame here: 15-90 frames fall due per published one, and only
         # the few rendered just before detection looks are made (2 per frame, + heartbeat slack).
-        assert rendered <= 3 * published + 4 and rendered < due / 4, (rendered, published, due)
+        # The first bound is the property; the second only says most due frames were never
+        # rendered (at ~1.2 published/s on a quiet CI host, 3 per published is ~a quarter of due).
+        assert rendered <= 3 * published + 4 and rendered < due / 2, (rendered, published, due)
         w = workers(request("status"))
         assert w["inference"]["extras"].get("stale_frames", 0) == 0
     finally:
