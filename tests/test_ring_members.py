@@ -243,7 +243,14 @@ def test_a_slow_member_finishes_every_item_it_starts_behind_a_full_speed_writer(
     ring.unlink()
     written, _ = results["writer"]
     ids, torn, overruns = results[policy]
-    assert torn == 0 and overruns == 0
+    assert torn == 0  # the property: an item once claimed is never overwritten under the member
+    if lossless:
+        assert overruns == 0
+    else:
+        # A live read can lose the race between seeing the newest seq and claiming it when a
+        # descheduled member lets the writer lap the ring: that read is dropped (an overrun), it
+        # never started, and the next read takes the then-newest item.
+        assert overruns <= max(2, len(ids) // 10)
     assert len(ids) >= 40  # ~2 s at 20 ms each: the slow member never starves
     if lossless:
         assert ids == list(range(len(ids))) and written <= len(ids) + 4  # in order, none lost, writer held back
