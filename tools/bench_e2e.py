@@ -9,7 +9,8 @@ that ship inside ultralytics) played as fast as possible (`realtime: false`, loo
 the chosen backend, the publisher and the metrics worker. Detectors (`--detectors`):
   fixed      exactly N boxes from the config (detection cost ~0; the person count is exact),
   blazepose  the offline multi-person default (BlazePose's detector: torch on the GPU when there is
-             one, else LiteRT on the CPU); blazepose-cpu forces LiteRT on the CPU,
+             one, else LiteRT on the CPU); blazepose-cpu forces LiteRT on the CPU;
+             blazepose-every5 refits boxes every 5th frame only, blazepose-norefine never,
   mediapipe  the legacy one-person MediaPipe solution (CPU),
   yolo       ultralytics YOLO on --device: --yolo FILE, else yolo11n built from its yaml with
              random weights and the person logit raised so it reports boxes: its person count
@@ -106,10 +107,15 @@ def detection_params(detector: str, persons: int, device: str, yolo: Path | None
         return {"kind": detector}      # blazepose: torch on the GPU when there is one, else LiteRT
     if detector == "blazepose-cpu":
         return {"kind": "blazepose", "device": "cpu"}
+    if detector == "blazepose-every5":      # the refit every 5th frame, as on the CPU
+        return {"kind": "blazepose", "refine_every": 5}
+    if detector == "blazepose-norefine":    # keypoint boxes only
+        return {"kind": "blazepose", "refine": "none"}
     if detector == "yolo":
         return {"kind": "yolo", "model": str(yolo), "device": device, "tracker": "bytetrack",
                 "min_box_size": 0.0}
-    raise SystemExit(f"--detectors takes fixed, blazepose, blazepose-cpu, mediapipe, yolo; got {detector!r}")
+    raise SystemExit(f"--detectors takes fixed, blazepose, blazepose-cpu, blazepose-every5, blazepose-norefine, "
+                     f"mediapipe, yolo; got {detector!r}")
 
 
 def untrained_yolo(folder: Path) -> Path:

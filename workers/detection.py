@@ -51,6 +51,8 @@ class Params:
     engine: str = "auto"                   # yolo: auto | trt | cudagraph | eager | ultralytics
     views: Union[str, None] = None         # blazepose: full | tiles | both
     rounds: Union[int, None] = None        # blazepose: extra masked passes per view
+    refine: Union[str, None] = None        # blazepose: mask | landmarks | none (box refit by the landmark model)
+    refine_every: Union[int, None] = None  # blazepose: refit every Nth frame (default 1 on a GPU, 5 on the CPU)
     min_box_size: float = 16.0             # px; smaller boxes are dropped
     order: Literal["area", "score"] = "area"
     size: float = 1.0                      # center: side as a fraction of min(height, width)
@@ -87,7 +89,8 @@ class Detection(Worker):
             from pipeline.runtime.cpu import worker_threads
 
             # LiteRT threads: this worker's CPU budget (pipeline/runtime/cpu.py)
-            blaze = {"views": p.views, "rounds": p.rounds, "device": p.device, "threads": worker_threads()}
+            blaze = {"views": p.views, "rounds": p.rounds, "refine": p.refine, "refine_every": p.refine_every,
+                     "device": p.device, "threads": worker_threads()}
             options.update({k: v for k, v in blaze.items() if v is not None})
         if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton

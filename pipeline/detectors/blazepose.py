@@ -24,7 +24,9 @@ the model's own box is not the body.
   segmentation ("mask") or of its seen landmarks grown by body proportions ("landmarks");
   regions where it sees no pose (presence < 0.5) are dropped, and one body seen in several
   views is kept once (by its torso landmarks, not box overlap). It costs one landmark pass
-  (LiteRT, CPU, ~15 ms) per person and frame, so `refine_every` N > 1 refits all persons every
+  per person and frame: ~15 ms each on LiteRT (CPU); on a GPU all persons of a frame are one
+  replay of the landmark model's CUDA graph (`landmarks_ik.GraphedLandmarks`, the same torch
+  conversion as the detector). `refine_every` N > 1 refits all persons every
   Nth frame only; in between a person whose keypoint box overlaps one refitted before keeps
   that fitted box's shape relative to its keypoint box, and only new persons are refitted.
   Default: "mask", every frame on a GPU, every 5th on the CPU. Measured on the sample clip
@@ -157,12 +159,12 @@ class BlazePoseDetector(Detector):
             raise
         self.runtime = runtime
         if self.refine != "none":
-            self._refiner = _landmark_refiner(self.threads, self.refine)
+            self._refiner = _landmark_refiner(self.threads, self.refine, self.device)
         if self.refine_every is None:
-            # one landmark pass per person and frame is ~15 ms on one CPU core (LiteRT, also
-            # beside a GPU detector): refit every 5th frame and move the fitted shapes with the
-            # keypoints between, so the refit does not decide the frame rate
-            self.refine_every = 5
+            # one landmark pass per person is ~15 ms on one CPU core (LiteRT): there, refit every
+            # 5th frame and move the fitted shapes with the keypoints between, so the refit does
+            # not decide the frame rate. On a GPU all persons are one graph replay: every frame.
+            self.refine_every = 1 if self.device.startswith("cuda") else 5
         if self.rounds is None:
             # a masked round doubles the passes: cheap in one GPU batch, too dear on a small CPU
             self.rounds = 1 if self.device.startswith("cuda") else 0
@@ -297,11 +299,11 @@ class BlazePoseDetector(Detector):
         super().close()
 
 
-def _landmark_refiner(threads: int, outline: str):
+def _landmark_refiner(threads: int, outline: str, device: str = "cpu"):
     from pipeline.detectors.landmark_boxes import LandmarkRefiner
     from pipeline.models.tflite import TfliteError
     try:
-        return LandmarkRefiner(threads=threads, outline=outline)
+        return LandmarkRefiner(threads=threads, outline=outline, device=device)
     except TfliteError as exc:
         raise DetectorError(f"blazepose refine={outline!r} needs MediaPipe's pose landmark model: {exc}") from exc
 

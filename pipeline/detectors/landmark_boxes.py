@@ -200,12 +200,12 @@ class LandmarkRefiner:
     """Runs the landmark model on each detection's region and returns the fitted boxes."""
 
     def __init__(self, threads: int = 1, outline: str = "landmarks", min_presence: float = MIN_PRESENCE,
-                 min_probability: float = MIN_PROBABILITY):
+                 min_probability: float = MIN_PROBABILITY, device: str = "cpu"):
         from pipeline.models.landmarks_ik import LandmarkNetwork
 
         if outline not in OUTLINES:
             raise ValueError(f"outline must be one of {OUTLINES}, got {outline!r}")
-        self.network = LandmarkNetwork(threads=threads)
+        self.network = LandmarkNetwork(threads=threads, device=device)
         self.outline = outline
         self.min_presence = float(min_presence)
         self.min_probability = float(min_probability)

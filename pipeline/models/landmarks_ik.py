@@ -63,22 +63,95 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
-class LandmarkNetwork:
-    """MediaPipe's pose landmark network on square crops (LiteRT, CPU)."""
+class GraphedLandmarks:
+    """The landmark model as a torch module on a CUDA device. Crops go up from one page-locked
+    buffer; a batch of B crops replays the CUDA graph captured for the smallest bucket >= B
+    (1, 2, 4, 8, 16; more crops run in chunks), so any person count costs one upload, one
+    replay and one read-back, never a Python loop over the network's ~140 operators."""
 
-    def __init__(self, threads: int = 1, name: str = LANDMARK_MODEL):
-        from pipeline.models.tflite import TfliteModel, mediapipe_model_path
+    BUCKETS = (1, 2, 4, 8, 16)
+    WANTED = (0, 1, 2, 4)    # landmarks, presence, segmentation, world (not the heatmap)
+
+    def __init__(self, path, device: str):
+        import torch
+
+        from pipeline.models.tflite_torch import build_module
+        self.torch = torch
+        self.device = torch.device("cuda:0" if device == "cuda" else device)
+        if self.device.type != "cuda":
+            raise ValueError(f"GraphedLandmarks runs on a CUDA device, not {device!r}")
+        self.net = build_module(path).to(self.device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        top = self.BUCKETS[-1]
+        self.host_in = torch.empty((top, CROP_RES, CROP_RES, 3), dtype=torch.float32, pin_memory=True)
+        self.host_in_np = self.host_in.numpy()
+        self._graphs: dict = {}
+
+    def _capture(self, bucket: int):
+        torch = self.torch
+        cap = _LandmarkGraph()
+        cap.input = torch.zeros((bucket, CROP_RES, CROP_RES, 3), dtype=torch.float32, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            for _ in range(2):   # cuDNN picks its kernels outside the graph
+                self.net(cap.input)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        cap.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(cap.graph):
+            outs = self.net(cap.input)
+            cap.outputs = [outs[i] for i in self.WANTED]
+        cap.host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in cap.outputs]
+        self._graphs[bucket] = cap
+        log.info("landmark model: captured a CUDA graph for %d crops on %s", bucket, self.device)
+        return cap
+
+    def __call__(self, crops: np.ndarray):
+        """(raw (B,195), presence (B,1), segmentation (B,256,256,1), world (B,117)) float32."""
+        b = len(crops)
+        top = self.BUCKETS[-1]
+        if b > top:
+            parts = [self(crops[i:i + top]) for i in range(0, b, top)]
+            return tuple(np.concatenate(p) for p in zip(*parts))
+        bucket = next(k for k in self.BUCKETS if k >= b)
+        cap = self._graphs.get(bucket) or self._capture(bucket)
+        np.copyto(self.host_in_np[:b], crops)
+        with self.torch.inference_mode():
+            cap.input[:b].copy_(self.host_in[:b], non_blocking=True)
+            cap.graph.replay()
+            for dev, host in zip(cap.outputs, cap.host):
+                host[:b].copy_(dev[:b], non_blocking=True)
+            self.torch.cuda.current_stream(self.device).synchronize()
+        # copies: the pinned buffers are reused by the next call
+        return tuple(h[:b].numpy().copy() for h in cap.host)
+
+
+class _LandmarkGraph:
+    """One bucket's input buffer, graph and outputs."""
+
+
+class LandmarkNetwork:
+    """MediaPipe's pose landmark network on square crops: LiteRT on the CPU, or (device "cuda")
+    the same weights as a torch module (`pipeline.models.tflite_torch`) run batched in CUDA graphs."""
+
+    def __init__(self, threads: int = 1, name: str = LANDMARK_MODEL, device: str = "cpu"):
+        from pipeline.models.tflite import TfliteError, TfliteModel, mediapipe_model_path
 
         self.path = mediapipe_model_path(name)
+        self.device = str(device)
         self.model = TfliteModel(self.path, threads=threads, inputs={"input_1": (1, CROP_RES, CROP_RES, 3)},
                                  outputs=5)
         shapes = self.model.output_shapes
         if (shapes[0] != (1, NUM_RAW * 5) or shapes[1] != (1, 1) or shapes[2] != (1, CROP_RES, CROP_RES, 1)
                 or shapes[4] != (1, NUM_RAW * 3)):
-            from pipeline.models.tflite import TfliteError
             raise TfliteError(f"{self.path} has outputs {shapes}; expected (1, 195) landmarks, (1, 1) presence, "
                               f"(1, 256, 256, 1) segmentation and (1, 117) world landmarks: not MediaPipe's pose "
                               f"landmark model")
+        self._gpu = None
+        if self.device != "cpu":
+            self._gpu = GraphedLandmarks(self.path, self.device)
+            self.model = None   # the GPU runs every crop; LiteRT's interpreter is not kept
 
     @staticmethod
     def crops(frame_rgb: np.ndarray, centres, sides) -> np.ndarray:
@@ -92,19 +165,24 @@ class LandmarkNetwork:
         return out
 
     def __call__(self, crops: np.ndarray, centres, sides) -> Landmarks:
-        """Run every crop (the network takes one at a time: batching it through LiteRT measured
-        no faster per crop on CPU) and map image landmarks back to the frame."""
+        """Run every crop and map image landmarks back to the frame. LiteRT takes one crop at a
+        time (batching it measured no faster per crop on CPU); the GPU takes them all at once."""
         b = len(crops)
-        raw = np.empty((b, NUM_RAW, 5), np.float32)
-        world = np.empty((b, NUM_RAW, 3), np.float32)
-        person = np.empty(b, np.float32)
-        mask = np.empty((b, CROP_RES, CROP_RES), np.float32)
-        for i in range(b):
-            out = self.model(crops[i:i + 1])
-            raw[i] = out[0].reshape(NUM_RAW, 5)
-            person[i] = out[1].reshape(())
-            mask[i] = out[2].reshape(CROP_RES, CROP_RES)
-            world[i] = out[4].reshape(NUM_RAW, 3)
+        if self._gpu is not None:
+            raw, person, mask, world = self._gpu(crops)
+            raw, world = raw.reshape(b, NUM_RAW, 5), world.reshape(b, NUM_RAW, 3)
+            person, mask = person.reshape(b), mask.reshape(b, CROP_RES, CROP_RES)
+        else:
+            raw = np.empty((b, NUM_RAW, 5), np.float32)
+            world = np.empty((b, NUM_RAW, 3), np.float32)
+            person = np.empty(b, np.float32)
+            mask = np.empty((b, CROP_RES, CROP_RES), np.float32)
+            for i in range(b):
+                out = self.model(crops[i:i + 1])
+                raw[i] = out[0].reshape(NUM_RAW, 5)
+                person[i] = out[1].reshape(())
+                mask[i] = out[2].reshape(CROP_RES, CROP_RES)
+                world[i] = out[4].reshape(NUM_RAW, 3)
         c = np.asarray(centres, np.float64).reshape(b, 1, 2)
         scale = (np.asarray(sides, np.float64) / CROP_RES).reshape(b, 1, 1)
         image = c + (raw[:, :ik.NUM_LANDMARKS, :2] - CROP_RES / 2.0) * scale

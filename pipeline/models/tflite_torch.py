@@ -4,9 +4,10 @@ The graph (operators, their options, tensor shapes) is read from the .tflite fla
 schema module that ships in `ai-edge-litert`; the constant weights are taken from LiteRT itself
 after one run without delegates (the mediapipe models store fp16 and block-sparse weights that
 LiteRT densifies and dequantizes: reading them back is exact and needs no format code here).
-Supported operators are the ones BlazePose's detector uses: CONV_2D, DEPTHWISE_CONV_2D, ADD,
-PAD, RESHAPE, DEPTH_TO_SPACE, RESIZE_BILINEAR, CONCATENATION (+ DEQUANTIZE / DENSIFY of
-constants). A file with any other operator is refused with its name.
+Supported operators are the ones BlazePose's detector and its pose landmark model use: CONV_2D,
+DEPTHWISE_CONV_2D, ADD, PAD, RESHAPE, DEPTH_TO_SPACE, RESIZE_BILINEAR, CONCATENATION,
+MAX_POOL_2D, LOGISTIC (+ DEQUANTIZE / DENSIFY of constants). A file with any other operator is
+refused with its name.
 
 4-D activations are kept NCHW inside the module (torch's layout); a RESHAPE goes back to the
 file's NHWC order first, so outputs are exactly the TFLite outputs. Input: (N, H, W, C) float
@@ -23,7 +24,7 @@ from pipeline.models.tflite import TfliteError
 
 CONSTANT_OPS = {"DEQUANTIZE", "DENSIFY"}
 SUPPORTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "RESHAPE", "DEPTH_TO_SPACE", "RESIZE_BILINEAR",
-             "CONCATENATION"} | CONSTANT_OPS
+             "CONCATENATION", "MAX_POOL_2D", "LOGISTIC"} | CONSTANT_OPS
 SAME, VALID = 0, 1
 NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 
@@ -123,6 +124,11 @@ def build_module(path: str | os.PathLike, nchw_input: bool = False):
                 step["size"] = tuple(shapes[out][1:3])
             elif name == "CONCATENATION":
                 step["axis"] = opt.axis
+            elif name == "MAX_POOL_2D":
+                step["kernel"] = (opt.filterHeight, opt.filterWidth)
+                step["stride"] = (opt.strideH, opt.strideW)
+                step["pad"] = _same_padding(shapes[ins[0]][1:3], step["kernel"], step["stride"], (1, 1)) \
+                    if opt.padding == SAME else (0, 0, 0, 0)
             return step
 
         def forward(self, x):
@@ -157,6 +163,12 @@ def build_module(path: str | os.PathLike, nchw_input: bool = False):
                         n, c // (b * b), h * b, w * b)
                 elif op == "RESIZE_BILINEAR":
                     y = F.interpolate(a, size=s["size"], mode="bilinear", align_corners=False)
+                elif op == "MAX_POOL_2D":
+                    if any(s["pad"]):   # TensorFlow's SAME pooling ignores the padded cells
+                        a = F.pad(a, s["pad"], value=float("-inf"))
+                    y = F.max_pool2d(a, s["kernel"], s["stride"])
+                elif op == "LOGISTIC":
+                    y = torch.sigmoid(a)
                 else:  # CONCATENATION
                     axis = s["axis"] % (4 if four else a.dim())
                     y = torch.cat([t[i] for i in ins], dim=NHWC_TO_NCHW_AXIS[axis] if four else axis)

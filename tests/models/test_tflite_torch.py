@@ -1,4 +1,5 @@
-"""The TFLite -> torch conversion gives LiteRT's own outputs for BlazePose's detector."""
+"""The TFLite -> torch conversion gives LiteRT's own outputs for BlazePose's detector and its
+pose landmark model."""
 import importlib.util
 
 import numpy as np
@@ -32,11 +33,54 @@ def test_detector_outputs_match_litert():
     np.testing.assert_allclose(two[0][:1].numpy(), got[0], atol=1e-3)
 
 
-def test_unsupported_operator_is_named():
+def test_landmark_model_outputs_match_litert(bus_crops):
+    """The pose landmark model (MAX_POOL_2D, LOGISTIC besides the detector's operators), on real
+    person crops, batched: landmarks, presence and world landmarks within 1e-3 of LiteRT's; the
+    segmentation logits (up to ~1e3) within 1e-3 relative, with the same sign almost everywhere."""
+    import torch
+
+    from pipeline.models.tflite import TfliteModel, mediapipe_model_path
+    from pipeline.models.tflite_torch import build_module
+    path = mediapipe_model_path("pose_landmark_full")
+    net = build_module(path)
+    lite = TfliteModel(path)
+    ref = [lite(bus_crops[i:i + 1]) for i in range(len(bus_crops))]
+    with torch.no_grad():
+        got = [t.numpy() for t in net(torch.from_numpy(bus_crops))]
+    for k in (0, 1, 3, 4):
+        want = np.concatenate([r[k] for r in ref])
+        assert got[k].shape == want.shape
+        assert np.abs(got[k] - want).max() <= 1e-3 * max(1.0, np.abs(want).max()), k
+    seg, want = got[2], np.concatenate([r[2] for r in ref])
+    assert np.abs(seg - want).max() <= 1e-3 * np.abs(want).max()
+    assert ((seg > 0) == (want > 0)).mean() > 0.999
+
+
+@pytest.fixture(scope="module")
+def bus_crops():
+    from pipeline.models.landmarks_ik import LandmarkNetwork
+    from pipeline.sources.sample import load_photos
+    rgb = load_photos()[0]    # bus.jpg
+    return LandmarkNetwork.crops(rgb, [(300, 500), (700, 500), (100, 600)], [500, 500, 450])
+
+
+def test_unsupported_operator_is_named(tmp_path):
+    """A file with an operator the converter lacks is refused with the operator's name."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
     from pipeline.models.tflite import mediapipe_model_path
     from pipeline.models.tflite_torch import build_module
-    with pytest.raises(TfliteError, match=r"pose_landmark_full\.tflite uses the TFLite operator MAX_POOL_2D"):
-        build_module(mediapipe_model_path("pose_landmark_full"))
+    model = schema.ModelT.InitFromPackedBuf(bytearray(mediapipe_model_path("pose_landmark_full").read_bytes()), 0)
+    for code in model.operatorCodes:
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.LOGISTIC:
+            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    patched = tmp_path / "patched.tflite"
+    patched.write_bytes(bytes(builder.Output()))
+    with pytest.raises(TfliteError, match=r"patched\.tflite uses the TFLite operator TANH"):
+        build_module(patched)
 
 
 def test_not_a_tflite_file(tmp_path):
@@ -45,3 +89,27 @@ def test_not_a_tflite_file(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(TfliteError, match="model.tflite is not a TFLite model"):
         build_module(junk)
+
+
+@pytest.mark.gpu
+def test_landmark_model_in_cuda_graphs_matches_litert(bus_crops):
+    """The refit's GPU runtime: any crop count through the bucketed graphs (3 -> bucket 4, then 1,
+    then 17 = 16 + 1 in two chunks) gives LiteRT's landmarks and presence for each crop."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from pipeline.models.landmarks_ik import GraphedLandmarks
+    from pipeline.models.tflite import TfliteModel, mediapipe_model_path
+    path = mediapipe_model_path("pose_landmark_full")
+    lite = TfliteModel(path)
+    ref = [lite(bus_crops[i:i + 1]) for i in range(len(bus_crops))]
+    gpu = GraphedLandmarks(path, "cuda")
+    for picks in ([0, 1, 2], [1], [i % 3 for i in range(17)]):
+        raw, person, seg, world = gpu(bus_crops[picks])
+        assert raw.shape == (len(picks), 195) and seg.shape == (len(picks), 256, 256, 1)
+        for row, i in enumerate(picks):
+            # TF32 convolutions on the GPU: a little looser than the CPU's 1e-3
+            assert np.abs(raw[row] - ref[i][0][0]).max() <= 5e-3 * np.abs(ref[i][0]).max()
+            assert abs(person[row, 0] - ref[i][1][0, 0]) <= 5e-3
+            assert np.abs(world[row] - ref[i][4][0]).max() <= 5e-3
+            assert ((seg[row] > 0) == (ref[i][2][0] > 0)).mean() > 0.995
