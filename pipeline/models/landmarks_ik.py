@@ -94,14 +94,21 @@ class GraphedLandmarks:
         cap.input = torch.zeros((bucket, CROP_RES, CROP_RES, 3), dtype=torch.float32, device=self.device)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for _ in range(2):   # cuDNN picks its kernels outside the graph
-                self.net(cap.input)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        cap.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(cap.graph):
-            outs = self.net(cap.input)
-            cap.outputs = [outs[i] for i in self.WANTED]
+        # Full fp32 convolutions, as LiteRT computes: with TF32 the landmarks' depth moved by up
+        # to 1.8 (of ~250) on an H100. The graph keeps the kernels chosen here; the flag goes back.
+        tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            with torch.inference_mode(), torch.cuda.stream(stream):
+                for _ in range(2):   # cuDNN picks its kernels outside the graph
+                    self.net(cap.input)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            cap.graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(cap.graph):
+                outs = self.net(cap.input)
+                cap.outputs = [outs[i] for i in self.WANTED]
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32
         cap.host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in cap.outputs]
         self._graphs[bucket] = cap
         log.info("landmark model: captured a CUDA graph for %d crops on %s", bucket, self.device)

@@ -108,7 +108,7 @@ def test_landmark_model_in_cuda_graphs_matches_litert(bus_crops):
         raw, person, seg, world = gpu(bus_crops[picks])
         assert raw.shape == (len(picks), 195) and seg.shape == (len(picks), 256, 256, 1)
         for row, i in enumerate(picks):
-            # TF32 convolutions on the GPU: a little looser than the CPU's 1e-3
+            # fp32 on another device's kernels: a little looser than the CPU's 1e-3
             assert np.abs(raw[row] - ref[i][0][0]).max() <= 5e-3 * np.abs(ref[i][0]).max()
             assert abs(person[row, 0] - ref[i][1][0, 0]) <= 5e-3
             assert np.abs(world[row] - ref[i][4][0]).max() <= 5e-3

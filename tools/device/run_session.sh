@@ -6,7 +6,7 @@
 #   STEPS="e2e swap" bash tools/device/run_session.sh                           (~8 min)
 #   STEPS="probe tests default" bash tools/device/run_session.sh                (~5 min)
 #   STEPS="streams" bash tools/device/run_session.sh                            (~9 min)
-#   env: TESTS_TIMEOUT PROGRESS_SECONDS E2E_DETECTORS E2E_PERSONS SECONDS_PER_ROW
+#   env: TESTS_TIMEOUT TESTS_PATHS PROGRESS_SECONDS E2E_DETECTORS E2E_PERSONS SECONDS_PER_ROW
 set -o pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/device}; mkdir -p "$OUT"
@@ -24,11 +24,13 @@ if has probe; then
     python3 -c "import os, torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'cores', os.cpu_count())"
     for m in ultralytics ai_edge_litert zmq smplx tensorrt torch_tensorrt pynvml; do
       python3 -c "import $m" 2>/dev/null && echo "$m OK" || echo "$m MISSING"; done
+    command -v nvidia-cuda-mps-control >/dev/null && echo "nvidia-cuda-mps-control present" || echo "no MPS control"
+    nvidia-smi --query-gpu=compute_mode --format=csv,noheader
   } 2>&1 | tee "$OUT/probe.log"
 fi
 if has tests; then
   step tests
-  timeout ${TESTS_TIMEOUT:-220} python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rs tests \
+  timeout ${TESTS_TIMEOUT:-220} python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rs ${TESTS_PATHS:-tests} \
       2>&1 | grep -v -E "warnings.warn|Warning:" | tee "$OUT/gpu_tests.log"
 fi
 if has progress; then
