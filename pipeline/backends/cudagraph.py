@@ -166,19 +166,14 @@ class CudaGraphBackend(Backend):
         from pipeline.backends import network as net
         img = torch.randn(size, 3, net.CROP, net.CROP, device=self._device)
         bbox = torch.randn(size, 3, device=self._device) * 0.3
-        main = torch.cuda.current_stream(self._device)
-        side = torch.cuda.Stream(self._device)
-        side.wait_stream(main)
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                self._module(img, bbox)
-        main.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode=mode):
-            out = self._module(img, bbox)
+        from pipeline.backends.graphs import capture_graph
+
+        with torch.inference_mode():
+            graph, out = capture_graph(lambda: self._module(img, bbox), self._device,
+                                       warmup_calls=WARMUP_CALLS, capture_error_mode=mode)
         # Only this thread's streams: a device-wide sync would also wait for the frames the
         # serving thread has queued meanwhile.
-        main.synchronize()
+        torch.cuda.current_stream(self._device).synchronize()
         return _Captured(graph, img, bbox, out)
 
     def _run(self, img, bbox):

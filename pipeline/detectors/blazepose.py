@@ -430,21 +430,19 @@ class _TorchNet:
         cap.masked = np.zeros(len(views), int)
         cap.mask_dev = torch.zeros((len(views), self.MASK_BOXES, 4), dtype=torch.float32, device=self.device)
         cap.pixels = torch.arange(INPUT_SIZE, dtype=torch.float32, device=self.device)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                batch = self._letterbox(cap.frame, views)
-                self.net(batch)
-                self.net(_mask_on_device(batch, cap.mask_dev, cap.pixels))
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        cap.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cap.graph):
-            cap.batch = self._letterbox(cap.frame, views)
-            cap.raw, cap.logits = self.net(cap.batch)
-        cap.round_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cap.round_graph):
-            cap.raw2, cap.logits2 = self.net(_mask_on_device(cap.batch, cap.mask_dev, cap.pixels))
+        from pipeline.backends.graphs import capture_graph
+
+        def first():
+            batch = self._letterbox(cap.frame, views)
+            return (batch, *self.net(batch))
+
+        def both():   # the warm-up covers the masked round's kernels too
+            batch, *_ = first()
+            self.net(_mask_on_device(batch, cap.mask_dev, cap.pixels))
+
+        cap.graph, (cap.batch, cap.raw, cap.logits) = capture_graph(first, self.device, warmup=both)
+        cap.round_graph, (cap.raw2, cap.logits2) = capture_graph(
+            lambda: self.net(_mask_on_device(cap.batch, cap.mask_dev, cap.pixels)), self.device, warmup_calls=0)
         self._graphs[key] = cap
         log.info("blazepose: captured CUDA graphs for %dx%d frames, %d views", w, h, len(views))
         return cap

@@ -166,15 +166,11 @@ class YoloRunner:
         cap.done = torch.cuda.Event()
         cap.graph = None
         if self.engine == "cudagraph":
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):   # warm-up outside the graph: cuDNN picks its kernels, anchors are built
-                    self._device_steps(cap.frame, h, w, cap.canvas)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            cap.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(cap.graph):
-                cap.boxes, cap.scores = self._device_steps(cap.frame, h, w, cap.canvas)
+            from pipeline.backends.graphs import capture_graph
+
+            # the warm-up also builds the head's anchors, which must exist before the capture
+            cap.graph, (cap.boxes, cap.scores) = capture_graph(
+                lambda: self._device_steps(cap.frame, h, w, cap.canvas), self.device)
             log.info("yolo: captured a CUDA graph for %dx%d frames at imgsz %d (%s)", w, h, self.imgsz,
                      "fp16" if self.half else "fp32")
         self._graphs[(h, w)] = cap

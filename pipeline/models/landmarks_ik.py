@@ -89,24 +89,19 @@ class GraphedLandmarks:
         self._graphs: dict = {}
 
     def _capture(self, bucket: int):
+        from pipeline.backends.graphs import capture_graph
+
         torch = self.torch
         cap = _LandmarkGraph()
         cap.input = torch.zeros((bucket, CROP_RES, CROP_RES, 3), dtype=torch.float32, device=self.device)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
         # Full fp32 convolutions, as LiteRT computes: with TF32 the landmarks' depth moved by up
         # to 1.8 (of ~250) on an H100. The graph keeps the kernels chosen here; the flag goes back.
         tf32 = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False
         try:
-            with torch.inference_mode(), torch.cuda.stream(stream):
-                for _ in range(2):   # cuDNN picks its kernels outside the graph
-                    self.net(cap.input)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            cap.graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(cap.graph):
-                outs = self.net(cap.input)
-                cap.outputs = [outs[i] for i in self.WANTED]
+            with torch.inference_mode():
+                cap.graph, outs = capture_graph(lambda: self.net(cap.input), self.device)
+            cap.outputs = [outs[i] for i in self.WANTED]
         finally:
             torch.backends.cudnn.allow_tf32 = tf32
         cap.host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in cap.outputs]
