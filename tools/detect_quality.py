@@ -138,14 +138,14 @@ def reference_boxes(det, frames) -> dict:
 def detectors(args):
     from pipeline.detectors import make_detector
     blaze = lambda **kw: lambda: make_detector("blazepose", threads=args.threads, **kw)  # noqa: E731
-    rows = [("blazepose CPU default (views, mask every 5th)", blaze()),
+    rows = [("blazepose CPU default (mask every 5th, follow)", blaze()),
+            ("blazepose CPU default without follow", blaze(follow=False)),
             ("blazepose views, no refine (old CPU default)", blaze(refine="none")),
             ("blazepose 1 pass (whole frame only)", blaze(views="full", rounds=0, refine="none")),
             ("blazepose views, refine=landmarks", blaze(refine="landmarks", refine_every=1)),
-            ("blazepose views, refine=mask every frame", blaze(refine="mask", refine_every=1)),
             ("blazepose views + 1 round, no refine (old GPU)", blaze(rounds=1, refine="none")),
-            ("blazepose views + 1 round, landmarks", blaze(rounds=1, refine="landmarks", refine_every=1)),
-            ("blazepose views + 1 round, mask (GPU default)", blaze(rounds=1, refine="mask", refine_every=1))]
+            ("blazepose GPU default (+1 round, mask, follow)", blaze(rounds=1, refine="mask", refine_every=1)),
+            ("blazepose GPU default without follow", blaze(rounds=1, refine="mask", refine_every=1, follow=False))]
     if args.torch:
         rows.append((f"blazepose torch {args.device or 'cpu'}",
                      lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))

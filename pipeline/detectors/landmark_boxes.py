@@ -72,6 +72,17 @@ def regions_of_interest(keypoints_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return kp[:, HIP].copy(), 2.0 * radius * ROI_SCALE
 
 
+def keypoints_from_anchors(anchors) -> np.ndarray:
+    """Detector-style keypoints (K,4,2) from the landmark model's two region points (K,2,2),
+    so a person found earlier gets the region MediaPipe itself would track them in: the points
+    are the mid-hip centre and the end of the body radius, the detector's keypoints 0 and 1."""
+    a = np.asarray(anchors, np.float64).reshape(-1, 2, 2)
+    kp = np.zeros((len(a), 4, 2))
+    kp[:, HIP], kp[:, BODY_SCALE] = a[:, 0], a[:, 1]
+    kp[:, 2:] = a        # unused by the region; keeps the array finite
+    return kp
+
+
 def torso_lengths(image_xy: np.ndarray, floor: np.ndarray | float = 0.0) -> np.ndarray:
     """(B,) image distance from the shoulder centre to the hip centre, at least `floor`."""
     xy = np.asarray(image_xy, np.float64)
@@ -194,6 +205,7 @@ class Refined:
     person: np.ndarray       # (K,) pose presence probability
     centres: np.ndarray      # (K,2,2) shoulder and hip centres
     torso: np.ndarray        # (K,) torso length, pixels
+    anchors: np.ndarray      # (K,2,2) the landmark model's region points for the next frame
 
 
 class LandmarkRefiner:
@@ -214,7 +226,8 @@ class LandmarkRefiner:
         """A fitted box where the model outlines a person, the given box where it sees too little."""
         height, width = rgb.shape[:2]
         if not len(boxes):
-            return Refined(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 2, 2)), np.zeros(0))
+            return Refined(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 2, 2)), np.zeros(0),
+                           np.zeros((0, 2, 2)))
         centres, sides = regions_of_interest(keypoints_px)
         lm = self.network(self.network.crops(rgb, centres, sides), centres, sides)
         torso = torso_lengths(lm.image, floor=MIN_TORSO_OF_RADIUS * sides / (2.0 * ROI_SCALE))
@@ -226,4 +239,4 @@ class LandmarkRefiner:
         out = np.where(ok[:, None], fitted, boxes).astype(np.float32)
         np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
         np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
-        return Refined(out, lm.person.astype(np.float32), torso_centres(lm.image), torso)
+        return Refined(out, lm.person.astype(np.float32), torso_centres(lm.image), torso, lm.anchors)

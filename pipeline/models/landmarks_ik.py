@@ -57,6 +57,9 @@ class Landmarks:
     presence: np.ndarray     # (B, 33) probability
     person: np.ndarray       # (B,) pose presence probability
     mask: np.ndarray | None = None   # (B, 256, 256) the crop's person segmentation, logits
+    # (B, 2, 2) full-frame pixels: the two auxiliary points MediaPipe builds the next frame's
+    # region from (the mid-hip centre and the end of the body radius), as the detector's kp 0, 1
+    anchors: np.ndarray | None = None
 
 
 def _sigmoid(x):
@@ -188,10 +191,12 @@ class LandmarkNetwork:
         c = np.asarray(centres, np.float64).reshape(b, 1, 2)
         scale = (np.asarray(sides, np.float64) / CROP_RES).reshape(b, 1, 1)
         image = c + (raw[:, :ik.NUM_LANDMARKS, :2] - CROP_RES / 2.0) * scale
+        anchors = c + (raw[:, ik.NUM_LANDMARKS:ik.NUM_LANDMARKS + 2, :2] - CROP_RES / 2.0) * scale
         return Landmarks(world=world[:, :ik.NUM_LANDMARKS].astype(np.float64), image=image,
                          visibility=_sigmoid(raw[:, :ik.NUM_LANDMARKS, 3].astype(np.float64)),
                          presence=_sigmoid(raw[:, :ik.NUM_LANDMARKS, 4].astype(np.float64)),
-                         person=np.nan_to_num(person.astype(np.float64), nan=0.0), mask=mask)
+                         person=np.nan_to_num(person.astype(np.float64), nan=0.0), mask=mask,
+                         anchors=anchors)
 
 
 def landmark_confidence(lm: Landmarks, img_wh) -> np.ndarray:

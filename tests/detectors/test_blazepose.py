@@ -371,3 +371,60 @@ def test_refinement_fits_the_man_on_the_left_of_bus(bus_rgb):
             assert iou_matrix(d.boxes, np.array([BUS_LEFT_MAN], np.float32)).max() >= 0.7, d.boxes
     finally:
         det.close()
+
+
+def test_keypoints_from_anchors_give_mediapipes_tracking_region():
+    from pipeline.detectors.landmark_boxes import keypoints_from_anchors, regions_of_interest
+    anchors = np.array([[[100, 200], [100, 120]]], float)   # mid-hip, end of an 80 px body radius
+    centres, sides = regions_of_interest(keypoints_from_anchors(anchors))
+    np.testing.assert_allclose(centres[0], [100, 200])
+    assert sides[0] == pytest.approx(2 * 80 * 1.25)
+
+
+def test_covered_is_the_share_of_a_box_inside_the_others():
+    from pipeline.detectors.blazepose import covered
+    box = np.array([[0, 0, 100, 100]], float)
+    assert covered(box, np.array([[0, 0, 50, 100]], float))[0] == pytest.approx(0.5)
+    assert covered(box, np.array([[0, 0, 50, 100], [50, 0, 100, 100]], float))[0] == pytest.approx(1.0)
+    assert covered(box, np.zeros((0, 4)))[0] == 0.0
+    assert covered(np.zeros((0, 4)), box).shape == (0,)
+
+
+def test_follow_option_is_checked():
+    with pytest.raises(DetectorError, match="blazepose follow"):
+        make_detector("blazepose", follow="yes")
+    assert make_detector("blazepose", refine="none").follow is False   # nothing to follow with
+
+
+@needs_model
+@pytest.mark.parametrize("refine_every", [1, 5])
+def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every):
+    """BlazePose's detector is face-anchored: with the faces blacked out it finds nobody on
+    bus.jpg (measured). A person found on the first frame is followed in the landmark model's
+    own region while it still sees a pose there, as MediaPipe tracks; without following the
+    person is lost. A scene cut (reset) forgets them."""
+    faceless = bus_rgb.copy()
+    faceless[390:520, 60:330] = 0
+    runs = {}
+    for follow in (True, False):
+        det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0)
+        det.setup()
+        try:
+            counts, ids, last = [], [], None
+            for k in range(7):
+                last = det.detect(bus_rgb if k == 0 else faceless)
+                counts.append(len(last.boxes))
+                ids.append(last.track_ids.tolist())
+            runs[follow] = (counts, last, ids)
+            if follow:
+                det.reset()
+                assert len(det.detect(faceless).boxes) == 0
+        finally:
+            det.close()
+    counts, last, ids = runs[True]
+    assert counts == [1] * 7, counts
+    assert all(i == ids[0] for i in ids), ids     # one track throughout
+    # the box still fits the man's body below the blacked-out head
+    man = np.array([[BUS_LEFT_MAN[0], 520, BUS_LEFT_MAN[2], BUS_LEFT_MAN[3]]], np.float32)
+    assert iou_matrix(last.boxes, man).max() >= 0.7, last.boxes
+    assert runs[False][0] == [1, 0, 0, 0, 0, 0, 0], runs[False][0]
