@@ -22,7 +22,7 @@ if has probe; then
   step probe
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import os, torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'cores', os.cpu_count())"
-    for m in ultralytics ai_edge_litert zmq smplx tensorrt torch_tensorrt pynvml; do
+    for m in ultralytics ai_edge_litert zmq smplx msgpack click psutil yaml scipy prometheus_client pythonosc hypothesis pytest_timeout tensorrt torch_tensorrt pynvml; do
       python3 -c "import $m" 2>/dev/null && echo "$m OK" || echo "$m MISSING"; done
     command -v nvidia-cuda-mps-control >/dev/null && echo "nvidia-cuda-mps-control present" || echo "no MPS control"
     nvidia-smi --query-gpu=compute_mode --format=csv,noheader
