@@ -145,6 +145,8 @@ def detectors(args):
             ("blazepose views, refine=landmarks", blaze(refine="landmarks", refine_every=1)),
             ("blazepose views + 1 round, no refine (old GPU)", blaze(rounds=1, refine="none")),
             ("blazepose GPU default (+1 round, mask, follow)", blaze(rounds=1, refine="mask", refine_every=1)),
+            ("blazepose GPU default, scores 0.5/0.7", blaze(rounds=1, refine="mask", refine_every=1,
+                                                           min_score=0.5, round_min_score=0.7)),
             ("blazepose GPU default without follow", blaze(rounds=1, refine="mask", refine_every=1, follow=False))]
     if args.torch:
         rows.append((f"blazepose torch {args.device or 'cpu'}",

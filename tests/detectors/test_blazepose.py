@@ -407,7 +407,8 @@ def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every):
     faceless[390:520, 60:330] = 0
     runs = {}
     for follow in (True, False):
-        det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0)
+        # at min_score 0.5 the detector misses both faceless men (at 0.3 it finds them)
+        det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0, min_score=0.5)
         det.setup()
         try:
             counts, ids, last = [], [], None
@@ -428,3 +429,19 @@ def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every):
     man = np.array([[BUS_LEFT_MAN[0], 520, BUS_LEFT_MAN[2], BUS_LEFT_MAN[3]]], np.float32)
     assert iou_matrix(last.boxes, man).max() >= 0.7, last.boxes
     assert runs[False][0] == [1, 0, 0, 0, 0, 0, 0], runs[False][0]
+
+
+@needs_model
+def test_score_thresholds_follow_how_often_the_landmark_model_checks():
+    """Weaker detections are let through only where every person is refitted every frame."""
+    cases = [(dict(refine_every=1), (0.3, 0.5)), (dict(refine_every=5), (0.5, 0.7)),
+             (dict(refine="none", refine_every=1), (0.5, 0.7)),
+             (dict(refine_every=1, min_score=0.6), (0.6, 0.6)), (dict(round_min_score=0.9), (0.5, 0.9))]
+    for kw, (first, rounds) in cases:
+        det = make_detector("blazepose", rounds=0, **kw)
+        det.setup()
+        try:
+            t = det.info()["thresholds"]
+            assert (t["min_score"], t["round_min_score"]) == (first, rounds), (kw, t)
+        finally:
+            det.close()
