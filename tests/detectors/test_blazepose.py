@@ -397,18 +397,24 @@ def test_follow_option_is_checked():
 
 
 @needs_model
-@pytest.mark.parametrize("refine_every", [1, 5])
-def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every):
+@pytest.mark.parametrize("refine_every,device", [(1, "cpu"), (5, "cpu"),
+                                                 pytest.param(1, "cuda", marks=pytest.mark.gpu)])
+def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every, device):
     """BlazePose's detector is face-anchored: with the faces blacked out it finds nobody on
     bus.jpg (measured). A person found on the first frame is followed in the landmark model's
     own region while it still sees a pose there, as MediaPipe tracks; without following the
     person is lost. A scene cut (reset) forgets them."""
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU")
     faceless = bus_rgb.copy()
     faceless[390:520, 60:330] = 0
     runs = {}
     for follow in (True, False):
         # at min_score 0.5 the detector misses both faceless men (at 0.3 it finds them)
-        det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0, min_score=0.5)
+        det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0, min_score=0.5,
+                            device=device)
         det.setup()
         try:
             counts, ids, last = [], [], None
