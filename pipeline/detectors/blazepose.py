@@ -382,6 +382,8 @@ class BlazePoseDetector(Detector):
     def close(self) -> None:
         self.unregister_host()
         self._net = None
+        if self._refiner is not None:
+            self._refiner.close()
         self._refiner = None
         super().close()
 

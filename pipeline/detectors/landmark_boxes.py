@@ -222,6 +222,9 @@ class LandmarkRefiner:
         self.min_presence = float(min_presence)
         self.min_probability = float(min_probability)
 
+    def close(self) -> None:
+        self.network.close()
+
     def __call__(self, rgb: np.ndarray, keypoints_px: np.ndarray, boxes: np.ndarray) -> Refined:
         """A fitted box where the model outlines a person, the given box where it sees too little."""
         height, width = rgb.shape[:2]

@@ -28,6 +28,8 @@ from pipeline.detectors.yolo_runner import ENGINES
 
 log = logging.getLogger(__name__)
 
+TRACKED_PER_PERSON = 2   # boxes given to ByteTrack/BoT-SORT per published person
+
 PERSON = 0
 TRACKERS = ("auto", "iou", "bytetrack", "botsort", "none")
 # The seed's YOLOv3: 256 px input, confidence 0.8, NMS IoU 0.4, then score > 0.7.
@@ -233,7 +235,12 @@ class YoloDetector(Detector):
         boxes, scores = self._runner(rgb, self.conf, self.iou)
         ids = None
         if self._ul_tracker is not None:
-            boxes, scores, ids = self._track(boxes, scores, height, width)
+            # ByteTrack's time grows with the boxes it gets (2 ms per frame for ~300 on an H200
+            # host, tools/device/results/h200_session8_yolo_breakdown.log); only max_persons are
+            # ever published, so it gets the best few (boxes come best first), with room for
+            # its second, low-score association round
+            keep = TRACKED_PER_PERSON * self.post.max_persons
+            boxes, scores, ids = self._track(boxes[:keep], scores[:keep], height, width)
         keep = scores > self.min_score
         boxes, scores = boxes[keep], scores[keep]
         ids = ids[keep] if ids is not None else None

@@ -28,6 +28,7 @@ A landmark projected outside the frame (a person cut by the image border) counts
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -70,7 +71,13 @@ class GraphedLandmarks:
     """The landmark model as a torch module on a CUDA device. Crops go up from one page-locked
     buffer; a batch of B crops replays the CUDA graph captured for the smallest bucket >= B
     (1, 2, 4, 8, 16; more crops run in chunks), so any person count costs one upload, one
-    replay and one read-back, never a Python loop over the network's ~140 operators."""
+    replay and one read-back, never a Python loop over the network's ~140 operators.
+
+    Bucket 1 is captured when this is made; the others on a background thread right after.
+    The first run of a new batch shape can cost cuDNN seconds (5.8-6.2 s per bucket measured on
+    an H200 host, tools/device/results/h200_session8_blazepose_breakdown.log), which a frame
+    must not wait for: until its bucket is ready a batch runs padded into a larger captured
+    bucket, or in chunks of the largest one."""
 
     BUCKETS = (1, 2, 4, 8, 16)
     WANTED = (0, 1, 2, 4)    # landmarks, presence, segmentation, world (not the heatmap)
@@ -90,37 +97,58 @@ class GraphedLandmarks:
         self.host_in = torch.empty((top, CROP_RES, CROP_RES, 3), dtype=torch.float32, pin_memory=True)
         self.host_in_np = self.host_in.numpy()
         self._graphs: dict = {}
+        self._capture(self.BUCKETS[0])
+        self._stop = threading.Event()
+        self._background = threading.Thread(target=self._capture_rest, name="landmark-graphs", daemon=True)
+        self._background.start()
 
-    def _capture(self, bucket: int):
+    def _capture_rest(self) -> None:
+        for bucket in self.BUCKETS[1:]:
+            if self._stop.is_set():
+                return
+            try:
+                self._capture(bucket, mode="thread_local")
+            except Exception as exc:  # noqa: BLE001 - the captured buckets still serve every batch
+                log.warning("landmark model: no CUDA graph for %d crops (%s: %s); larger batches run in "
+                            "chunks of %d", bucket, type(exc).__name__, exc, max(self._graphs))
+                return
+
+    def close(self) -> None:
+        """Waits for a capture in flight: a CUDA call on a thread the interpreter is tearing down
+        can crash the exit."""
+        self._stop.set()
+        if self._background.is_alive():
+            self._background.join(timeout=30.0)
+
+    def _capture(self, bucket: int, mode: str = "global"):
         from pipeline.backends.graphs import capture_graph
 
         torch = self.torch
+        t0 = time.perf_counter()
         cap = _LandmarkGraph()
         cap.input = torch.zeros((bucket, CROP_RES, CROP_RES, 3), dtype=torch.float32, device=self.device)
         # Full fp32 convolutions, as LiteRT computes: with TF32 the landmarks' depth moved by up
-        # to 1.8 (of ~250) on an H100. The graph keeps the kernels chosen here; the flag goes back.
-        tf32 = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            with torch.inference_mode():
-                cap.graph, outs = capture_graph(lambda: self.net(cap.input), self.device)
-            cap.outputs = [outs[i] for i in self.WANTED]
-        finally:
-            torch.backends.cudnn.allow_tf32 = tf32
+        # to 1.8 (of ~250) on an H100. The graph keeps the kernels chosen here.
+        with torch.inference_mode():
+            cap.graph, outs = capture_graph(lambda: self.net(cap.input), self.device, capture_error_mode=mode,
+                                            cudnn_tf32=False)
+        cap.outputs = [outs[i] for i in self.WANTED]
         cap.host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in cap.outputs]
         self._graphs[bucket] = cap
-        log.info("landmark model: captured a CUDA graph for %d crops on %s", bucket, self.device)
+        log.info("landmark model: captured a CUDA graph for %d crops on %s in %.0f ms", bucket, self.device,
+                 (time.perf_counter() - t0) * 1e3)
         return cap
 
     def __call__(self, crops: np.ndarray):
         """(raw (B,195), presence (B,1), segmentation (B,256,256,1), world (B,117)) float32."""
         b = len(crops)
-        top = self.BUCKETS[-1]
-        if b > top:
-            parts = [self(crops[i:i + top]) for i in range(0, b, top)]
+        ready = sorted(self._graphs)          # a snapshot: the background thread adds to it
+        bucket = next((k for k in ready if k >= b), None)
+        if bucket is None:
+            step = ready[-1]
+            parts = [self(crops[i:i + step]) for i in range(0, b, step)]
             return tuple(np.concatenate(p) for p in zip(*parts))
-        bucket = next(k for k in self.BUCKETS if k >= b)
-        cap = self._graphs.get(bucket) or self._capture(bucket)
+        cap = self._graphs[bucket]
         np.copyto(self.host_in_np[:b], crops)
         with self.torch.inference_mode():
             cap.input[:b].copy_(self.host_in[:b], non_blocking=True)
@@ -157,6 +185,10 @@ class LandmarkNetwork:
         if self.device != "cpu":
             self._gpu = GraphedLandmarks(self.path, self.device)
             self.model = None   # the GPU runs every crop; LiteRT's interpreter is not kept
+
+    def close(self) -> None:
+        if self._gpu is not None:
+            self._gpu.close()
 
     @staticmethod
     def crops(frame_rgb: np.ndarray, centres, sides) -> np.ndarray:

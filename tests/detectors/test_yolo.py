@@ -204,3 +204,26 @@ def test_tensorrt_engine_through_ultralytics_export(random_weights, bus_rgb, tmp
     check_well_formed(det.detect(bus_rgb), 8)
     assert list((tmp_path / "engines").glob("*.engine"))
     det.close()
+
+
+def test_the_tracker_gets_only_the_best_boxes_it_could_publish():
+    """ByteTrack's time grows with its boxes: it sees 2 x max_persons of them, best first."""
+    from types import SimpleNamespace
+
+    from pipeline.detectors.postprocess import PostConfig
+    from pipeline.detectors.yolo import TRACKED_PER_PERSON, YoloDetector
+    n = 300
+    boxes = np.stack([np.arange(n) * 5.0, np.zeros(n), np.arange(n) * 5.0 + 40, np.full(n, 80.0)], 1).astype(np.float32)
+    scores = np.linspace(0.9, 0.3, n).astype(np.float32)
+    seen = []
+
+    def track(b, s, h, w):
+        seen.append(s.copy())
+        return b, s, np.arange(len(b), dtype=np.int32)
+
+    det = SimpleNamespace(_runner=lambda rgb, conf, iou: (boxes, scores), conf=0.25, iou=0.45,
+                          _ul_tracker=object(), _track=track, min_score=0.0, tracker="bytetrack",
+                          iou_tracker=None, post=PostConfig(max_persons=4))
+    out = YoloDetector._detect_fast(det, np.zeros((100, 2000, 3), np.uint8), 100, 2000)
+    assert len(seen[0]) == TRACKED_PER_PERSON * 4 and np.allclose(seen[0], scores[:8])
+    assert len(out) == 4

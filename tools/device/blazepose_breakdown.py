@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Where a BlazePose frame's time goes (standalone, batch 1): each step of `detect()` timed with
+the wall clock by wrapping it, on the 1080p clip with N real people (tools/people_clip.py).
+
+    python tools/device/blazepose_breakdown.py --device cuda --persons 1,5
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+
+def timed(obj, name, table, label=None):
+    fn = getattr(obj, name)
+
+    def wrapper(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            table[label or name].append(time.perf_counter() - t0)
+    setattr(obj, name, wrapper)
+
+
+class TimedCall:
+    """Times calls of a callable object (dunder __call__ is looked up on the type, so an
+    instance attribute cannot wrap it) and passes every other attribute through."""
+
+    def __init__(self, inner, table, label):
+        self._inner, self._table, self._label = inner, table, label
+
+    def __call__(self, *a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return self._inner(*a, **kw)
+        finally:
+            self._table[self._label].append(time.perf_counter() - t0)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--persons", default="1,5")
+    ap.add_argument("--frames", type=int, default=60)
+    args = ap.parse_args()
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)8.0f ms %(name)s: %(message)s")
+    for name in ("pipeline.models.landmarks_ik", "pipeline.detectors.blazepose"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    from bench_detect import read_video
+    from people_clip import make_people_video
+
+    from pipeline.detectors import make_detector
+    tmp = Path(tempfile.mkdtemp(prefix="blaze-breakdown-"))
+    for n in [int(v) for v in args.persons.split(",")]:
+        frames = read_video(make_people_video(tmp / f"p{n}.mp4", n, frames=args.frames), args.frames)
+        det = make_detector("blazepose", device=args.device)
+        det.setup()
+        table = collections.defaultdict(list)
+        net, ref = det._net, det._refiner
+        timed(net, "first_pass", table, "first pass (upload, views, read-back)")
+        if args.device != "cpu":
+            timed(net, "run", table, "masked round")
+        timed(ref.network, "crops", table, "refit: crops on the CPU")
+        ref.network = TimedCall(ref.network, table, "refit: landmark network + frame mapping")
+        if getattr(ref.network, "_gpu", None) is not None:
+            ref.network._inner._gpu = TimedCall(ref.network._gpu, table, "refit: network (upload, replay, read-back)")
+        det._refiner = TimedCall(ref, table, "refit: refiner (crops, network, boxes)")
+        timed(det, "_refine", table, "refit: all (with matching, follow)")
+        timed(det, "detect", table, "detect() total")
+        found = []
+        for rgb in frames[:5]:
+            det.detect(rgb)
+        table.clear()
+        for rgb in frames:
+            found.append(len(det.detect(rgb)))
+        print(f"{n} person(s) on {args.device}: {np.mean(found):.2f} found per frame; ms per frame "
+              f"(total / frames), median ms per call, calls per frame:")
+        for label, v in table.items():
+            print(f"  {label:<44} {1e3 * np.sum(v) / len(frames):7.2f} {1e3 * np.median(v):7.2f} "
+                  f"{len(v) / len(frames):5.1f}", flush=True)
+        det.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    sys.exit(main())
