@@ -99,7 +99,13 @@ class GraphedLandmarks:
         self._graphs: dict = {}
         self._capture(self.BUCKETS[0])
         self._stop = threading.Event()
-        self._background = threading.Thread(target=self._capture_rest, name="landmark-graphs", daemon=True)
+        # not a daemon: the interpreter joins it before it finalises (a daemon thread inside a
+        # CUDA call at exit aborted the process: "terminate called without an active
+        # exception"); at exit it stops after the capture in flight
+        self._background = threading.Thread(target=self._capture_rest, name="landmark-graphs")
+        register_atexit = getattr(threading, "_register_atexit", None)   # what concurrent.futures uses
+        if register_atexit is not None:
+            register_atexit(self._stop.set)
         self._background.start()
 
     def _capture_rest(self) -> None:
@@ -113,9 +119,14 @@ class GraphedLandmarks:
                             "chunks of %d", bucket, type(exc).__name__, exc, max(self._graphs))
                 return
 
+    def wait_captured(self, timeout: float | None = None) -> bool:
+        """Whether every bucket's graph is there (or failed), after waiting up to `timeout` s."""
+        self._background.join(timeout)
+        return not self._background.is_alive()
+
     def close(self) -> None:
-        """Waits for a capture in flight: a CUDA call on a thread the interpreter is tearing down
-        can crash the exit."""
+        """Stops the captures after the one in flight and waits for it: a CUDA call on a thread
+        the interpreter is tearing down can abort the process."""
         self._stop.set()
         if self._background.is_alive():
             self._background.join(timeout=30.0)
