@@ -94,7 +94,7 @@ class Detection(Worker):
                      "follow": p.follow,
                      "device": p.device, "threads": worker_threads()}
             options.update({k: v for k, v in blaze.items() if v is not None})
-        if p.kind == "mediapipe" or (p.kind == "auto" and not p.model):
+        if p.kind in ("mediapipe", "blazepose") or (p.kind == "auto" and not p.model):
             # image folders are unrelated stills: a video-mode tracker would carry a false skeleton
             options["static_image_mode"] = self._source_is_stills()
         self._make = lambda: make_detector(p.kind, data_dir=self.ctx.data_dir, **options)

@@ -161,7 +161,12 @@ def test_finds_the_man_on_the_left_of_bus(blaze, bus_rgb):
 def test_finds_more_than_one_person_on_zidane(blaze, zidane_rgb):
     d = blaze.detect(zidane_rgb)
     assert len(d) >= 2, d.boxes
-    assert blaze.passes == 3       # the whole frame and two squares along the 16:9 frame
+    # the whole frame and two squares along the 16:9 frame, each again in a masked round: a
+    # new frame size is a new scene, so this is a refit frame (the CPU's rounds run on those)
+    assert blaze.passes == 6
+    assert blaze.info()["rounds_on"] == "refit frames"
+    blaze.detect(zidane_rgb)
+    assert blaze.passes == 3       # a frame between refits: no masked round on the CPU
 
 
 def test_blank_frame_has_nobody(blaze):
@@ -454,3 +459,19 @@ def test_score_thresholds_follow_how_often_the_landmark_model_checks():
             assert (t["min_score"], t["round_min_score"]) == (first, rounds), (kw, t)
         finally:
             det.close()
+
+
+@needs_model
+def test_stills_carry_nothing_from_one_image_to_the_next(bus_rgb):
+    """An image folder (static_image_mode, set by the detection worker for folders and globs):
+    a followed person or a refitted shape of one image never shows up on the next."""
+    det = make_detector("blazepose", static_image_mode=True)
+    det.setup()
+    try:
+        assert len(det.detect(bus_rgb)) >= 1
+        blank = np.full_like(bus_rgb, 127)
+        for _ in range(3):   # frames between CPU refits included
+            assert len(det.detect(blank)) == 0
+        assert det.info()["static_image_mode"] is True
+    finally:
+        det.close()
