@@ -127,12 +127,11 @@ class BlazePoseDetector(Detector):
         self.device_request = device
         self.threads = threads
         self._score_requests = (min_score, round_min_score)
-        self.min_score = float(min_score if min_score is not None else 0.5)   # final in setup()
         self.nms_iou = float(nms_iou)
         self.merge_iou = float(merge_iou)
         self.views = views
         self.rounds = rounds
-        self.round_min_score = max(self.min_score, float(round_min_score if round_min_score is not None else 0.7))
+        self._resolve_scores(checked=False)   # final in setup(), once the refit cadence is known
         self.width_ratio = float(width_ratio)
         self.height_ratio = float(height_ratio)
         self.refine = refine
@@ -202,7 +201,7 @@ class BlazePoseDetector(Detector):
             # A masked round doubles the passes: cheap in one GPU batch, every frame. On the CPU
             # it runs on refit frames only (every 5th), and what it finds is followed in
             # between: the shipped photos 50 % -> 66.7 % found, the clip unchanged, false persons
-            # per 100 frames 8.8 -> 9.6, ~6 ms more per frame on average (2-core box).
+            # per 100 frames 8.8 -> 9.6, median detection time unchanged (2-core box).
             on_gpu = self.device.startswith("cuda")
             self.rounds = 1 if on_gpu or self.refine != "none" else 0
             self._rounds_on_refit_only = not on_gpu and self.refine != "none"
@@ -210,11 +209,7 @@ class BlazePoseDetector(Detector):
         # go to it: it drops the ones without a pose (measured on the sample clip, GPU default:
         # 65.8 % -> 70.3 % of the people found, false persons per 100 frames 5.8 -> 5.4). A CPU
         # refit every 5th frame cannot check them in between (there it doubled the false ones).
-        checked = self.refine != "none" and self.refine_every == 1
-        min_request, round_request = self._score_requests
-        self.min_score = float(min_request if min_request is not None else (0.3 if checked else 0.5))
-        self.round_min_score = max(self.min_score, float(round_request if round_request is not None
-                                                         else (0.5 if checked else 0.7)))
+        self._resolve_scores(checked=self.refine != "none" and self.refine_every == 1)
         self.model_path = str(path)
         self._ready = True
         t0 = time.perf_counter()
@@ -222,6 +217,14 @@ class BlazePoseDetector(Detector):
         self.reset()
         log.info("blazepose detector ready: %s on %s/%s (warm-up %.0f ms)", path, self.runtime, self.device,
                  (time.perf_counter() - t0) * 1e3)
+
+    def _resolve_scores(self, checked: bool) -> None:
+        """min_score and round_min_score: as asked, else 0.3/0.5 where the landmark model checks
+        every person every frame (`checked`), 0.5/0.7 where it does not."""
+        min_request, round_request = self._score_requests
+        self.min_score = float(min_request if min_request is not None else (0.3 if checked else 0.5))
+        self.round_min_score = max(self.min_score, float(round_request if round_request is not None
+                                                         else (0.5 if checked else 0.7)))
 
     # -- detection --------------------------------------------------------------------------
     def _detect(self, rgb: np.ndarray, height: int, width: int) -> Detections:

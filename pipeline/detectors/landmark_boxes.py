@@ -78,8 +78,7 @@ def keypoints_from_anchors(anchors) -> np.ndarray:
     are the mid-hip centre and the end of the body radius, the detector's keypoints 0 and 1."""
     a = np.asarray(anchors, np.float64).reshape(-1, 2, 2)
     kp = np.zeros((len(a), 4, 2))
-    kp[:, HIP], kp[:, BODY_SCALE] = a[:, 0], a[:, 1]
-    kp[:, 2:] = a        # unused by the region; keeps the array finite
+    kp[:, HIP], kp[:, BODY_SCALE] = a[:, 0], a[:, 1]   # the region uses only these two
     return kp
 
 

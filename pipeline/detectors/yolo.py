@@ -239,8 +239,8 @@ class YoloDetector(Detector):
             # host, tools/device/results/h200_session8_yolo_breakdown.log); only max_persons are
             # ever published, so it gets the best few (boxes come best first), with room for
             # its second, low-score association round
-            keep = TRACKED_PER_PERSON * self.post.max_persons
-            boxes, scores, ids = self._track(boxes[:keep], scores[:keep], height, width)
+            tracked = TRACKED_PER_PERSON * self.post.max_persons
+            boxes, scores, ids = self._track(boxes[:tracked], scores[:tracked], height, width)
         keep = scores > self.min_score
         boxes, scores = boxes[keep], scores[keep]
         ids = ids[keep] if ids is not None else None
