@@ -66,8 +66,8 @@ import time
 import numpy as np
 
 from pipeline.detectors.base import Detections, Detector, DetectorError
-from pipeline.detectors.landmark_boxes import (distinct_bodies, keypoints_from_anchors, match_one_to_one,
-                                               transfer_shapes)
+from pipeline.detectors.landmark_boxes import (Refined, distinct_bodies, keypoints_from_anchors, match_one_to_one,
+                                               region_squares, transfer_shapes)
 from pipeline.detectors.postprocess import PostConfig, postprocess
 from pipeline.detectors.ssd_decode import (INPUT_SIZE, NUM_ANCHORS, NUM_COORDS, anchor_centres, decode,
                                            person_boxes, weighted_nms)
@@ -80,6 +80,7 @@ VIEWS = ("full", "tiles", "both")
 REFINES = ("none", "landmarks", "mask")
 FOLLOW_COVERED = 0.75  # a followed region this much inside the boxes of found people holds nobody new
 SHAPE_MATCH_IOU = 0.5   # keypoint boxes of one body on consecutive frames overlap at least this much
+SAME_REGION_IOU = 0.5   # a detection's landmark region overlapping a followed body's this much is that body
 TILE_OVERLAP = 0.1      # least overlap of neighbouring squares (of their side): 0.25 found no more people
 MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
 
@@ -155,6 +156,7 @@ class BlazePoseDetector(Detector):
         self.half = False
         self._net = None
         self.passes = 0          # model passes of the last frame (views x rounds actually run)
+        self.reused_regions = 0  # detections that took a followed body's landmarks (no pass of their own)
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -242,11 +244,18 @@ class BlazePoseDetector(Detector):
         for x0, y0, side_w, side_h in views:
             scale, px, py, _, _ = letterbox_geometry(side_h, side_w)
             maps.append((x0 - px / scale, y0 - py / scale, scale))  # frame px = offset + input px / scale
+        refit = self._refiner is not None and self._refit_due()
+        followed = None
+        if refit and self.follow and len(self._followed[2]):
+            # the landmark model starts on the followed regions before the detector's passes:
+            # on a GPU it runs on its own stream meanwhile
+            anchors, held, _ = self._followed
+            followed = self._refiner.start(rgb, keypoints_from_anchors(anchors), held)
         inputs, outs = self._net.first_pass(rgb, views)
         all_boxes, all_scores, all_kps = [], [], []
         active = list(range(len(views)))
         self.passes = 0
-        rounds = self.rounds if not self._rounds_on_refit_only or self._refit_due() else 0
+        rounds = self.rounds if not self._rounds_on_refit_only or refit else 0
         for round_ in range(rounds + 1):
             if not active:
                 break
@@ -281,19 +290,19 @@ class BlazePoseDetector(Detector):
             boxes, scores, kps = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 4, 2), np.float32)
         if self._refiner is None:
             return boxes, scores
-        return self._refine(rgb, kps, boxes, scores, height, width)
+        return self._refine(rgb, kps, boxes, scores, height, width, refit, followed)
 
     def _refit_due(self) -> bool:
         """Whether the next `_refine` refits every person (rather than moving known shapes)."""
         return (self._since_refined + 1 >= self.refine_every
                 or not (len(self._shapes[0]) or len(self._followed[2])))
 
-    def _refine(self, rgb, kps, boxes, scores, height: int, width: int):
-        refit = self._refit_due()
+    def _refine(self, rgb, kps, boxes, scores, height: int, width: int, refit: bool, started=None):
+        """`started`: the landmark pass of the followed regions, launched by `find`."""
         self._since_refined += 1
         if refit:
             self._since_refined = 0
-            return self._refine_all(rgb, kps, boxes, scores, height, width)
+            return self._refine_all(rgb, kps, boxes, scores, started)
         # a body refined earlier keeps its box shape on its new keypoint box; new ones are refined
         then_kp, then_fit = self._shapes
         match = match_one_to_one(iou_matrix(boxes, then_kp), SHAPE_MATCH_IOU)
@@ -324,7 +333,7 @@ class BlazePoseDetector(Detector):
                 np.concatenate([held_scores, new_scores[fresh]]))
         return out_fit, out_scores
 
-    def _refine_all(self, rgb, kps, boxes, scores, height: int, width: int):
+    def _refine_all(self, rgb, kps, boxes, scores, started=None):
         n = len(boxes)
         anchors, held, held_scores = self._followed if self.follow else _nobody_followed()
         if len(held_scores):
@@ -333,11 +342,17 @@ class BlazePoseDetector(Detector):
             # the detector misses now (face turned away, masked round not run) is kept while
             # the model still sees a pose there; one body found both ways is kept once, as the
             # detection (it outranks)
-            kps = np.concatenate([kps.reshape(-1, 4, 2), keypoints_from_anchors(anchors).astype(np.float32)])
+            follow_kps = keypoints_from_anchors(anchors)
+            r_followed = (self._refiner.finish(started) if started is not None
+                          else self._refiner(rgb, follow_kps, held))
+            r = Refined.join([self._detections_refined(rgb, kps, boxes, r_followed), r_followed])
+            kps = np.concatenate([kps.reshape(-1, 4, 2), follow_kps.astype(np.float32)])
             boxes = np.concatenate([boxes, held]).astype(np.float32)
             scores = np.concatenate([scores, held_scores]).astype(np.float32)
+        else:
+            r = self._refiner(rgb, kps, boxes)
         priority = scores + (np.arange(len(scores)) < n)
-        keep, r = self._refined(rgb, kps, boxes, scores, priority)
+        keep = self._select(r, scores, priority)
         detected = keep[keep < n]
         followed = keep[keep >= n]
         if len(followed) and len(detected):
@@ -359,15 +374,35 @@ class BlazePoseDetector(Detector):
         return (np.asarray(anchors, np.float64).reshape(-1, 2, 2)[top], np.asarray(boxes, np.float32).reshape(-1, 4)[top],
                 np.asarray(scores, np.float32)[top])
 
+    def _detections_refined(self, rgb, kps, boxes, r_followed):
+        """The Refined of each detection. One whose region is where a followed body's landmarks
+        put it now (regions overlapping >= SAME_REGION_IOU) is that body: it takes those
+        landmarks instead of a landmark pass of its own (MediaPipe tracks a pose the same way),
+        so a steady scene costs one pass per person, not two."""
+        n = len(boxes)
+        match = np.full(n, -1, np.int64)
+        seen = np.flatnonzero(r_followed.person >= self._refiner.min_presence)
+        if n and len(seen):
+            there = region_squares(keypoints_from_anchors(r_followed.anchors[seen]))
+            m = match_one_to_one(iou_matrix(region_squares(kps), there), SAME_REGION_IOU)
+            match[m >= 0] = seen[m[m >= 0]]
+        fresh, known = np.flatnonzero(match < 0), np.flatnonzero(match >= 0)
+        self.reused_regions += len(known)
+        rows = Refined.join([self._refiner(rgb, kps[fresh], boxes[fresh]), r_followed.take(match[known])])
+        return rows.take(np.argsort(np.concatenate([fresh, known]), kind="stable"))
+
     def _refined(self, rgb, kps, boxes, scores, priority=None):
         """(indices of the detections the landmark model sees a pose in, one per body; its Refined)."""
         r = self._refiner(rgb, kps, boxes)
+        return self._select(r, scores, priority), r
+
+    def _select(self, r, scores, priority=None):
+        """Indices of the rows of `r` the landmark model sees a pose in, one per body."""
         present = np.flatnonzero(r.person >= self._refiner.min_presence)
         rank = scores if priority is None else priority
         # the same body seen whole and in a tile now has one set of landmarks; people whose
         # fitted boxes overlap (an arm across another person) do not
-        keep = present[distinct_bodies(rank[present], r.centres[present], r.torso[present])]
-        return keep, r
+        return present[distinct_bodies(rank[present], r.centres[present], r.torso[present])]
 
     def _decode(self, raw: np.ndarray, logits: np.ndarray):
         boxes, kps, scores = decode(raw, logits, self.anchors, self.min_score)

@@ -72,6 +72,13 @@ def regions_of_interest(keypoints_px: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return kp[:, HIP].copy(), 2.0 * radius * ROI_SCALE
 
 
+def region_squares(keypoints_px: np.ndarray) -> np.ndarray:
+    """(K,4) the landmark regions of `regions_of_interest` as boxes x1, y1, x2, y2."""
+    centres, sides = regions_of_interest(keypoints_px)
+    half = (sides / 2.0)[:, None]
+    return np.concatenate([centres - half, centres + half], axis=1)
+
+
 def keypoints_from_anchors(anchors) -> np.ndarray:
     """Detector-style keypoints (K,4,2) from the landmark model's two region points (K,2,2),
     so a person found earlier gets the region MediaPipe itself would track them in: the points
@@ -206,6 +213,16 @@ class Refined:
     torso: np.ndarray        # (K,) torso length, pixels
     anchors: np.ndarray      # (K,2,2) the landmark model's region points for the next frame
 
+    def take(self, idx) -> "Refined":
+        """The rows `idx` (indices, in that order)."""
+        idx = np.asarray(idx, np.int64)
+        return Refined(self.boxes[idx], self.person[idx], self.centres[idx], self.torso[idx], self.anchors[idx])
+
+    @staticmethod
+    def join(parts) -> "Refined":
+        return Refined(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("boxes", "person", "centres", "torso", "anchors")))
+
 
 class LandmarkRefiner:
     """Runs the landmark model on each detection's region and returns the fitted boxes."""
@@ -226,12 +243,25 @@ class LandmarkRefiner:
 
     def __call__(self, rgb: np.ndarray, keypoints_px: np.ndarray, boxes: np.ndarray) -> Refined:
         """A fitted box where the model outlines a person, the given box where it sees too little."""
+        return self.finish(self.start(rgb, keypoints_px, boxes))
+
+    def start(self, rgb: np.ndarray, keypoints_px: np.ndarray, boxes: np.ndarray):
+        """Crop the regions and start the landmark model on them (on a GPU it runs while the
+        caller goes on; on the CPU it runs here); `finish` gives the Refined."""
         height, width = rgb.shape[:2]
         if not len(boxes):
+            return None, height, width, boxes
+        centres, sides = regions_of_interest(keypoints_px)
+        launched = self.network.launch(self.network.crops(rgb, centres, sides), centres, sides)
+        return launched, height, width, boxes
+
+    def finish(self, started) -> Refined:
+        launched, height, width, boxes = started
+        if launched is None:
             return Refined(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 2, 2)), np.zeros(0),
                            np.zeros((0, 2, 2)))
-        centres, sides = regions_of_interest(keypoints_px)
-        lm = self.network(self.network.crops(rgb, centres, sides), centres, sides)
+        _, _, centres, sides = launched
+        lm = self.network.finish(launched)
         torso = torso_lengths(lm.image, floor=MIN_TORSO_OF_RADIUS * sides / (2.0 * ROI_SCALE))
         if self.outline == "mask":
             fitted, ok = boxes_from_masks(lm.mask, centres, sides)

@@ -97,6 +97,9 @@ class GraphedLandmarks:
         self.host_in = torch.empty((top, CROP_RES, CROP_RES, 3), dtype=torch.float32, pin_memory=True)
         self.host_in_np = self.host_in.numpy()
         self._graphs: dict = {}
+        # the network's own stream: a launch overlaps whatever the caller's stream runs
+        self.stream = torch.cuda.Stream(self.device)
+        self._pending = None
         self._capture(self.BUCKETS[0])
         self._stop = threading.Event()
         # not a daemon: the interpreter joins it before it finalises (a daemon thread inside a
@@ -152,23 +155,66 @@ class GraphedLandmarks:
 
     def __call__(self, crops: np.ndarray):
         """(raw (B,195), presence (B,1), segmentation (B,256,256,1), world (B,117)) float32."""
+        return self.collect(self.launch(crops))
+
+    def launch(self, crops: np.ndarray):
+        """Start the network on `crops` on this model's own CUDA stream and return at once: the
+        caller's stream (a detector pass) runs meanwhile. `collect` gives the outputs. One batch
+        is in flight at a time: a launch first collects the one before (it shares the buffers)."""
+        if self._pending is not None:
+            self._pending.wait()
         b = len(crops)
         ready = sorted(self._graphs)          # a snapshot: the background thread adds to it
         bucket = next((k for k in ready if k >= b), None)
         if bucket is None:
             step = ready[-1]
             parts = [self(crops[i:i + step]) for i in range(0, b, step)]
-            return tuple(np.concatenate(p) for p in zip(*parts))
+            return _Done(tuple(np.concatenate(p) for p in zip(*parts)))
         cap = self._graphs[bucket]
         np.copyto(self.host_in_np[:b], crops)
-        with self.torch.inference_mode():
+        torch = self.torch
+        with torch.inference_mode(), torch.cuda.stream(self.stream):
             cap.input[:b].copy_(self.host_in[:b], non_blocking=True)
             cap.graph.replay()
             for dev, host in zip(cap.outputs, cap.host):
                 host[:b].copy_(dev[:b], non_blocking=True)
-            self.torch.cuda.current_stream(self.device).synchronize()
-        # copies: the pinned buffers are reused by the next call
-        return tuple(h[:b].numpy().copy() for h in cap.host)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        self._pending = _InFlight(cap, b, done)
+        return self._pending
+
+    def collect(self, launched):
+        out = launched.result()
+        if launched is self._pending:
+            self._pending = None
+        return out
+
+
+class _InFlight:
+    """A launched batch: its bucket, size and the event its read-back records."""
+
+    def __init__(self, cap, b: int, event):
+        self.cap, self.b, self.event, self._out = cap, b, event, None
+
+    def wait(self) -> None:
+        if self._out is None:
+            self.event.synchronize()
+            # copies: the pinned buffers are reused by the next launch
+            self._out = tuple(h[:self.b].numpy().copy() for h in self.cap.host)
+
+    def result(self):
+        self.wait()
+        return self._out
+
+
+class _Done:
+    """Outputs computed at once (CPU, or a batch run in chunks)."""
+
+    def __init__(self, out):
+        self._out = out
+
+    def result(self):
+        return self._out
 
 
 class _LandmarkGraph:
@@ -215,22 +261,37 @@ class LandmarkNetwork:
     def __call__(self, crops: np.ndarray, centres, sides) -> Landmarks:
         """Run every crop and map image landmarks back to the frame. LiteRT takes one crop at a
         time (batching it measured no faster per crop on CPU); the GPU takes them all at once."""
-        b = len(crops)
+        return self.finish(self.launch(crops, centres, sides))
+
+    def launch(self, crops: np.ndarray, centres, sides):
+        """Start the crops on the GPU and return at once (`finish` waits for them); on the CPU
+        they run here and now."""
         if self._gpu is not None:
-            raw, person, mask, world = self._gpu(crops)
+            return (self._gpu.launch(crops), len(crops), centres, sides)
+        return (_Done(self._run_cpu(crops)), len(crops), centres, sides)
+
+    def _run_cpu(self, crops):
+        b = len(crops)
+        raw = np.empty((b, NUM_RAW, 5), np.float32)
+        world = np.empty((b, NUM_RAW, 3), np.float32)
+        person = np.empty(b, np.float32)
+        mask = np.empty((b, CROP_RES, CROP_RES), np.float32)
+        for i in range(b):
+            out = self.model(crops[i:i + 1])
+            raw[i] = out[0].reshape(NUM_RAW, 5)
+            person[i] = out[1].reshape(())
+            mask[i] = out[2].reshape(CROP_RES, CROP_RES)
+            world[i] = out[4].reshape(NUM_RAW, 3)
+        return raw, person, mask, world
+
+    def finish(self, launched) -> Landmarks:
+        pending, b, centres, sides = launched
+        if self._gpu is not None:
+            raw, person, mask, world = self._gpu.collect(pending)
             raw, world = raw.reshape(b, NUM_RAW, 5), world.reshape(b, NUM_RAW, 3)
             person, mask = person.reshape(b), mask.reshape(b, CROP_RES, CROP_RES)
         else:
-            raw = np.empty((b, NUM_RAW, 5), np.float32)
-            world = np.empty((b, NUM_RAW, 3), np.float32)
-            person = np.empty(b, np.float32)
-            mask = np.empty((b, CROP_RES, CROP_RES), np.float32)
-            for i in range(b):
-                out = self.model(crops[i:i + 1])
-                raw[i] = out[0].reshape(NUM_RAW, 5)
-                person[i] = out[1].reshape(())
-                mask[i] = out[2].reshape(CROP_RES, CROP_RES)
-                world[i] = out[4].reshape(NUM_RAW, 3)
+            raw, person, mask, world = pending.result()
         c = np.asarray(centres, np.float64).reshape(b, 1, 2)
         scale = (np.asarray(sides, np.float64) / CROP_RES).reshape(b, 1, 1)
         image = c + (raw[:, :ik.NUM_LANDMARKS, :2] - CROP_RES / 2.0) * scale

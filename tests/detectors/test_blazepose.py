@@ -475,3 +475,44 @@ def test_stills_carry_nothing_from_one_image_to_the_next(bus_rgb):
         assert det.info()["static_image_mode"] is True
     finally:
         det.close()
+
+
+@needs_model
+def test_a_detection_on_a_followed_body_takes_its_landmarks(bus_rgb):
+    """A steady scene costs one landmark pass per person, not two: from the second frame the
+    detections land in the regions where the followed bodies' landmarks put them and reuse
+    those landmarks; the people and their tracks stay as they were."""
+    det = make_detector("blazepose", refine_every=1)
+    det.setup()
+    try:
+        net = det._refiner.network
+        launch, crops = net.launch, []
+
+        def counting(batch, centres, sides):
+            crops.append(len(batch))
+            return launch(batch, centres, sides)
+
+        net.launch = counting
+        first = det.detect(bus_rgb)
+        assert len(first.boxes) >= 2 and det.reused_regions == 0
+        for _ in range(3):
+            crops.clear()
+            now = det.detect(bus_rgb)
+            assert sum(crops) == len(first.boxes), crops        # the followed regions only
+            assert now.track_ids.tolist() == first.track_ids.tolist()
+            assert (np.diag(iou_matrix(now.boxes, first.boxes)) >= 0.85).all(), (now.boxes, first.boxes)
+        assert det.reused_regions == 3 * len(first.boxes)
+    finally:
+        det.close()
+
+
+def test_refined_rows_are_taken_and_joined_in_order():
+    from pipeline.detectors.landmark_boxes import Refined, region_squares
+    r = Refined(np.arange(12, dtype=np.float32).reshape(3, 4), np.array([0.1, 0.2, 0.3], np.float32),
+                np.zeros((3, 2, 2)), np.array([1.0, 2.0, 3.0]), np.zeros((3, 2, 2)))
+    both = Refined.join([r.take([2, 0]), r.take(np.zeros(0, np.int64))])
+    np.testing.assert_array_equal(both.torso, [3.0, 1.0])
+    np.testing.assert_array_equal(both.boxes, r.boxes[[2, 0]])
+    kps = np.zeros((1, 4, 2))
+    kps[0, 0], kps[0, 1] = (100, 200), (100, 120)                  # mid-hip, body radius 80
+    np.testing.assert_allclose(region_squares(kps)[0], [0, 100, 200, 300])

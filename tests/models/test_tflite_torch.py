@@ -122,3 +122,31 @@ def test_landmark_model_in_cuda_graphs_matches_litert(bus_crops):
                     assert ((seg[row] > 0) == (ref[i][2][0] > 0)).mean() > 0.995
     finally:
         gpu.close()
+
+
+@pytest.mark.gpu
+def test_landmark_launches_run_beside_the_callers_stream_and_keep_their_outputs(bus_crops):
+    """`launch` returns before the network ran (it runs on the model's own stream, while the
+    caller's stream is busy); a second launch before the first was collected must not let the
+    shared buffers overwrite the first batch's outputs."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from pipeline.models.landmarks_ik import GraphedLandmarks
+    from pipeline.models.tflite import mediapipe_model_path
+    gpu = GraphedLandmarks(mediapipe_model_path("pose_landmark_full"), "cuda")
+    try:
+        assert gpu.wait_captured(timeout=120.0)
+        want_a, want_b = gpu(bus_crops[[0, 1]]), gpu(bus_crops[[2]])
+        busy = torch.randn(4096, 4096, device="cuda")
+        for _ in range(20):      # the caller's stream keeps working meanwhile
+            busy = busy @ busy / 64.0
+        first = gpu.launch(bus_crops[[0, 1]])
+        second = gpu.launch(bus_crops[[2]])
+        got_b, got_a = gpu.collect(second), gpu.collect(first)
+        torch.cuda.synchronize()
+        for got, want in ((got_a, want_a), (got_b, want_b)):
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+    finally:
+        gpu.close()

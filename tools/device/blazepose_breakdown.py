@@ -33,24 +33,6 @@ def timed(obj, name, table, label=None):
     setattr(obj, name, wrapper)
 
 
-class TimedCall:
-    """Times calls of a callable object (dunder __call__ is looked up on the type, so an
-    instance attribute cannot wrap it) and passes every other attribute through."""
-
-    def __init__(self, inner, table, label):
-        self._inner, self._table, self._label = inner, table, label
-
-    def __call__(self, *a, **kw):
-        t0 = time.perf_counter()
-        try:
-            return self._inner(*a, **kw)
-        finally:
-            self._table[self._label].append(time.perf_counter() - t0)
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -75,20 +57,23 @@ def main() -> int:
         timed(net, "first_pass", table, "first pass (upload, views, read-back)")
         if args.device != "cpu":
             timed(net, "run", table, "masked round")
-        timed(ref.network, "crops", table, "refit: crops on the CPU")
-        ref.network = TimedCall(ref.network, table, "refit: landmark network + frame mapping")
+        timed(ref.network, "crops", table, "landmarks: crops on the CPU")
+        timed(ref, "start", table, "landmarks: start (crops, launch)")
+        timed(ref, "finish", table, "landmarks: finish (wait, boxes)")
         if getattr(ref.network, "_gpu", None) is not None:
-            ref.network._inner._gpu = TimedCall(ref.network._gpu, table, "refit: network (upload, replay, read-back)")
-        det._refiner = TimedCall(ref, table, "refit: refiner (crops, network, boxes)")
+            timed(ref.network._gpu, "collect", table, "landmarks: wait for the GPU, read-back")
         timed(det, "_refine", table, "refit: all (with matching, follow)")
         timed(det, "detect", table, "detect() total")
         found = []
         for rgb in frames[:5]:
             det.detect(rgb)
         table.clear()
+        reused = det.reused_regions
         for rgb in frames:
             found.append(len(det.detect(rgb)))
-        print(f"{n} person(s) on {args.device}: {np.mean(found):.2f} found per frame; ms per frame "
+        reused = (det.reused_regions - reused) / len(frames)
+        print(f"{n} person(s) on {args.device}: {np.mean(found):.2f} found per frame, {reused:.2f} detections per "
+              f"frame took a followed body's landmarks; ms per frame "
               f"(total / frames), median ms per call, calls per frame:")
         for label, v in table.items():
             print(f"  {label:<44} {1e3 * np.sum(v) / len(frames):7.2f} {1e3 * np.median(v):7.2f} "

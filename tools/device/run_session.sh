@@ -45,6 +45,11 @@ if has detect; then
   timeout ${DETECT_TIMEOUT:-90} python3 tools/bench_detect.py --devices cuda --threads 1 --frames 40 \
       2>&1 | tee "$OUT/bench_detect.log"
 fi
+if has breakdown; then
+  step breakdown
+  timeout ${BREAKDOWN_TIMEOUT:-150} python3 tools/device/blazepose_breakdown.py --device cuda --persons ${BREAKDOWN_PERSONS:-1,5} \
+      2>&1 | tee "$OUT/blazepose_breakdown.log"
+fi
 if has e2e; then
   step e2e
   timeout ${E2E_TIMEOUT:-330} python3 tools/bench_e2e.py --out /tmp/e2e --data-dir /tmp/posepipe-bench-data \
