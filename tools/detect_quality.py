@@ -138,16 +138,19 @@ def reference_boxes(det, frames) -> dict:
 def detectors(args):
     from pipeline.detectors import make_detector
     blaze = lambda **kw: lambda: make_detector("blazepose", threads=args.threads, **kw)  # noqa: E731
+
+    def gpu(**kw):   # the GPU's defaults, run here on LiteRT
+        return blaze(**{"rounds": 1, "refine": "mask", "refine_every": 1, "round_every": 5, **kw})
     rows = [("blazepose CPU default (mask every 5th, follow)", blaze()),
             ("blazepose CPU default without follow", blaze(follow=False)),
             ("blazepose views, no refine (old CPU default)", blaze(refine="none")),
             ("blazepose 1 pass (whole frame only)", blaze(views="full", rounds=0, refine="none")),
             ("blazepose views, refine=landmarks", blaze(refine="landmarks", refine_every=1)),
             ("blazepose views + 1 round, no refine (old GPU)", blaze(rounds=1, refine="none")),
-            ("blazepose GPU default (+1 round, mask, follow)", blaze(rounds=1, refine="mask", refine_every=1)),
-            ("blazepose GPU default, scores 0.5/0.7", blaze(rounds=1, refine="mask", refine_every=1,
-                                                           min_score=0.5, round_min_score=0.7)),
-            ("blazepose GPU default without follow", blaze(rounds=1, refine="mask", refine_every=1, follow=False))]
+            ("blazepose GPU default (round every 5th, mask, follow)", gpu()),
+            ("blazepose GPU default, round every frame", gpu(round_every=1)),
+            ("blazepose GPU default, scores 0.5/0.7", gpu(min_score=0.5, round_min_score=0.7)),
+            ("blazepose GPU default without follow", gpu(follow=False, round_every=1))]
     if args.torch:
         rows.append((f"blazepose torch {args.device or 'cpu'}",
                      lambda: make_detector("blazepose", runtime="torch", device=args.device or "cpu")))

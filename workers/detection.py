@@ -51,6 +51,7 @@ class Params:
     engine: str = "auto"                   # yolo: auto | trt | cudagraph | eager | ultralytics
     views: Union[str, None] = None         # blazepose: full | tiles | both
     rounds: Union[int, None] = None        # blazepose: extra masked passes per view
+    round_every: Union[int, None] = None   # blazepose: masked rounds every Nth frame (default 5; on the CPU its refit frames)
     refine: Union[str, None] = None        # blazepose: mask | landmarks | none (box refit by the landmark model)
     refine_every: Union[int, None] = None  # blazepose: refit every Nth frame (default 1 on a GPU, 5 on the CPU)
     follow: Union[bool, None] = None       # blazepose: keep a person the detector misses while the landmark model sees them (default on)
@@ -90,8 +91,8 @@ class Detection(Worker):
             from pipeline.runtime.cpu import worker_threads
 
             # LiteRT threads: this worker's CPU budget (pipeline/runtime/cpu.py)
-            blaze = {"views": p.views, "rounds": p.rounds, "refine": p.refine, "refine_every": p.refine_every,
-                     "follow": p.follow,
+            blaze = {"views": p.views, "rounds": p.rounds, "round_every": p.round_every, "refine": p.refine,
+                     "refine_every": p.refine_every, "follow": p.follow,
                      "device": p.device, "threads": worker_threads()}
             options.update({k: v for k, v in blaze.items() if v is not None})
         if p.kind in ("mediapipe", "blazepose") or (p.kind == "auto" and not p.model):

@@ -10,9 +10,9 @@ them and adds two things the model needs to find more than the most prominent pe
 - **rounds**: after a pass, the people it found are blacked out in the model input and the
   model runs again on the same view; the detector is trained to answer with its one most
   prominent person, so masking lets the next one through. Rounds stop as soon as a pass finds
-  nobody new; what they find must score `round_min_score`. Default: 1 round, on every frame on
-  a GPU, on refit frames only on the CPU (what it finds is followed in between); none without
-  a refit on the CPU.
+  nobody new; what they find must score `round_min_score`. Default: 1 round every
+  `round_every` 5 frames (on the CPU on its refit frames), what it finds being followed in
+  between; every frame without follow on a GPU; none without a refit on the CPU.
 - **scores**: without a refit every frame, detections must score `min_score` 0.5 and masked
   rounds 0.7 (at 0.5 a masked round adds as many false boxes as people on the sample clip).
   With the landmark model checking every person on every frame (the GPU default) they are
@@ -45,7 +45,12 @@ the model's own box is not the body.
   detection; a followed region that lies mostly (>= 75 %) inside the boxes of detected people
   has drifted onto them and is dropped. Between CPU refits a followed person the detector
   does not see keeps its last box. A reset (scene cut, new frame size) forgets everyone;
-  with `static_image_mode` (an image folder) every frame is a new scene.
+  with `static_image_mode` (an image folder) every frame is a new scene. The followed regions
+  go to the landmark model first, before the detector's passes (on a GPU on the model's own
+  CUDA stream, so both run at once), and a detection whose landmark region is where a followed
+  body's landmarks now put it (regions overlapping >= SAME_REGION_IOU) takes those landmarks
+  rather than a pass of its own: a steady scene costs one landmark pass per person, not two
+  (sample clip: GPU default 70.3 % -> 69.9 % found, false 5.4 -> 5.0 per 100 frames).
   Measured on the sample clip: CPU default 51.2 % -> 66.5 % of the people found, false
   persons per 100 frames 7.5 -> 8.8; GPU default 64.9 % -> 65.8 %, 5.4 -> 5.8.
 
@@ -80,6 +85,8 @@ VIEWS = ("full", "tiles", "both")
 REFINES = ("none", "landmarks", "mask")
 FOLLOW_COVERED = 0.75  # a followed region this much inside the boxes of found people holds nobody new
 SHAPE_MATCH_IOU = 0.5   # keypoint boxes of one body on consecutive frames overlap at least this much
+ROUND_EVERY_FOLLOWED = 5   # masked rounds every this many frames where what they find is followed
+ROUND_DUE = 10 ** 6       # frames since the last masked round after a reset: the next frame runs one
 SAME_REGION_IOU = 0.5   # a detection's landmark region overlapping a followed body's this much is that body
 TILE_OVERLAP = 0.1      # least overlap of neighbouring squares (of their side): 0.25 found no more people
 MODEL_INPUTS = {"input_1": (1, INPUT_SIZE, INPUT_SIZE, 3)}
@@ -95,7 +102,8 @@ class BlazePoseDetector(Detector):
                  width_ratio: float = 0.3, height_ratio: float = 0.9,
                  iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
                  min_box_size: float = 16.0, order: str = "area", clip: bool = True, refine: str = "mask",
-                 refine_every: int | None = None, follow: bool = True, static_image_mode: bool = False):
+                 refine_every: int | None = None, follow: bool = True, static_image_mode: bool = False,
+                 round_every: int | None = None):
         super().__init__()
         for name, v in (("min_score", min_score), ("nms_iou", nms_iou), ("merge_iou", merge_iou),
                         ("round_min_score", round_min_score)):
@@ -112,6 +120,9 @@ class BlazePoseDetector(Detector):
         if refine_every is not None and (isinstance(refine_every, bool) or not isinstance(refine_every, int)
                                          or not 1 <= refine_every <= 300):
             raise DetectorError(f"blazepose refine_every (frames) must be in 1..300, got {refine_every!r}")
+        if round_every is not None and (isinstance(round_every, bool) or not isinstance(round_every, int)
+                                        or not 1 <= round_every <= 300):
+            raise DetectorError(f"blazepose round_every (frames) must be in 1..300, got {round_every!r}")
         if not isinstance(static_image_mode, bool):
             raise DetectorError(f"blazepose static_image_mode must be true or false, got {static_image_mode!r}")
         if not isinstance(follow, bool):
@@ -140,13 +151,14 @@ class BlazePoseDetector(Detector):
         self.follow = follow and refine != "none"
         # unrelated stills (an image folder): nothing carries from one frame to the next
         self.static_image_mode = static_image_mode
-        self._rounds_on_refit_only = False
+        self.round_every = round_every
         self._refiner = None
         # persons to look for again in the next refit where the detector last saw them or not:
         # the landmark model's region points (F,2,2), fitted boxes (F,4), scores (F,)
         self._followed = _nobody_followed()
         self._shapes = (np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))   # keypoint, fitted
         self._since_refined = 0
+        self._since_round = ROUND_DUE
         self._frame_size = None
         self.post = PostConfig(max_persons=max_persons, min_box_size=min_box_size, order=order, clip=clip)
         self.tracker = IouTracker(iou_threshold=iou_threshold, max_age=max_age)
@@ -199,14 +211,20 @@ class BlazePoseDetector(Detector):
             # 5th frame and move the fitted shapes with the keypoints between, so the refit does
             # not decide the frame rate. On a GPU all persons are one graph replay: every frame.
             self.refine_every = 1 if self.device.startswith("cuda") else 5
+        on_gpu = self.device.startswith("cuda")
         if self.rounds is None:
-            # A masked round doubles the passes: cheap in one GPU batch, every frame. On the CPU
-            # it runs on refit frames only (every 5th), and what it finds is followed in
-            # between: the shipped photos 50 % -> 66.7 % found, the clip unchanged, false persons
-            # per 100 frames 8.8 -> 9.6, median detection time unchanged (2-core box).
-            on_gpu = self.device.startswith("cuda")
             self.rounds = 1 if on_gpu or self.refine != "none" else 0
-            self._rounds_on_refit_only = not on_gpu and self.refine != "none"
+        if self.round_every is None:
+            # What a masked round finds is followed from then on, so it need not run on every
+            # frame. On the CPU it runs on refit frames (every 5th): the shipped photos 50 % ->
+            # 66.7 % found, median detection time unchanged (2-core box). On a GPU every 5th
+            # frame too: there a round on every frame cost the pipeline 117 -> 208 FPS and
+            # capture->publish p50 16.5 -> 12.2 ms (one H100, h100_session9_e2e_variants.md).
+            # Without follow (or a refit) nothing holds what it found: every frame.
+            if not self.follow:
+                self.round_every = self.refine_every if self.refine != "none" and not on_gpu else 1
+            else:
+                self.round_every = self.refine_every if not on_gpu else ROUND_EVERY_FOLLOWED
         # Where the landmark model checks every person on every frame, weaker detections may
         # go to it: it drops the ones without a pose (measured on the sample clip, GPU default:
         # 65.8 % -> 70.3 % of the people found, false persons per 100 frames 5.8 -> 5.4). A CPU
@@ -245,17 +263,21 @@ class BlazePoseDetector(Detector):
             scale, px, py, _, _ = letterbox_geometry(side_h, side_w)
             maps.append((x0 - px / scale, y0 - py / scale, scale))  # frame px = offset + input px / scale
         refit = self._refiner is not None and self._refit_due()
-        followed = None
-        if refit and self.follow and len(self._followed[2]):
-            # the landmark model starts on the followed regions before the detector's passes:
-            # on a GPU it runs on its own stream meanwhile
+        started = []
+
+        def start_followed():
+            # the landmark model on the followed regions: on a GPU it runs on its own stream
+            # while the detector's passes run on theirs
             anchors, held, _ = self._followed
-            followed = self._refiner.start(rgb, keypoints_from_anchors(anchors), held)
-        inputs, outs = self._net.first_pass(rgb, views)
+            started.append(self._refiner.start(rgb, keypoints_from_anchors(anchors), held))
+
+        follow_now = refit and self.follow and len(self._followed[2])
+        inputs, outs = self._net.first_pass(rgb, views, meanwhile=start_followed if follow_now else None)
         all_boxes, all_scores, all_kps = [], [], []
         active = list(range(len(views)))
         self.passes = 0
-        rounds = self.rounds if not self._rounds_on_refit_only or refit else 0
+        rounds = self.rounds if self._round_due(refit) else 0
+        self._since_round = 0 if rounds else self._since_round + 1
         for round_ in range(rounds + 1):
             if not active:
                 break
@@ -290,7 +312,14 @@ class BlazePoseDetector(Detector):
             boxes, scores, kps = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 4, 2), np.float32)
         if self._refiner is None:
             return boxes, scores
-        return self._refine(rgb, kps, boxes, scores, height, width, refit, followed)
+        return self._refine(rgb, kps, boxes, scores, height, width, refit, started[0] if started else None)
+
+    def _round_due(self, refit: bool) -> bool:
+        """Whether this frame runs the masked rounds: every `round_every`th frame, and with
+        refits every few frames (the CPU) only on a refit frame."""
+        if self._since_round + 1 < self.round_every:
+            return False
+        return refit or self._refiner is None or self.refine_every == 1
 
     def _refit_due(self) -> bool:
         """Whether the next `_refine` refits every person (rather than moving known shapes)."""
@@ -416,13 +445,14 @@ class BlazePoseDetector(Detector):
         self._shapes = (np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
         self._followed = _nobody_followed()
         self._since_refined = 0
+        self._since_round = ROUND_DUE
         self._frame_size = None
 
     def info(self) -> dict:
         return {"kind": self.kind, "model": self.model_path, "runtime": self.runtime, "device": self.device,
                 "half": self.half, "precision": "fp16" if self.half else "fp32", "single_person": False,
                 "tracker": "iou", "views": self.views, "rounds": self.rounds,
-                "rounds_on": "refit frames" if self._rounds_on_refit_only else "every frame", "refine": self.refine,
+                "round_every": self.round_every, "refine": self.refine,
                 "refine_every": self.refine_every, "follow": self.follow, "static_image_mode": self.static_image_mode,
                 "thresholds": {"min_score": self.min_score, "round_min_score": self.round_min_score,
                                "nms_iou": self.nms_iou, "merge_iou": self.merge_iou},
@@ -506,7 +536,9 @@ class _LiteRtNet:
                               f"not BlazePose's person detector")
         self.regressor_first = self.model.output_shapes[0][-1] == NUM_COORDS
 
-    def first_pass(self, rgb, views):
+    def first_pass(self, rgb, views, meanwhile=None):
+        if meanwhile is not None:
+            meanwhile()
         inputs = [self._letterbox(rgb[y0:y0 + h, x0:x0 + w]) for x0, y0, w, h in views]
         return inputs, self.run(inputs, range(len(inputs)))
 
@@ -562,12 +594,16 @@ class _TorchNet:
         self.locked = PageLocked(self.device)   # frames rings the detection worker registered
         self._graphs: dict = {}
 
-    def first_pass(self, rgb, views):
+    def first_pass(self, rgb, views, meanwhile=None):
+        """(inputs, [(raw, logits)] per view). `meanwhile` is called once the pass is launched
+        and before its outputs are read back: on a GPU, CPU work done there overlaps the pass."""
         torch = self.torch
         h, w = rgb.shape[:2]
         key = (h, w, tuple(views))
         with torch.inference_mode():
             if not self.cuda:
+                if meanwhile is not None:
+                    meanwhile()
                 frame = torch.from_numpy(np.ascontiguousarray(rgb))
                 batch = self._letterbox(frame, views)
                 raw, logits = self.net(batch)
@@ -582,6 +618,8 @@ class _TorchNet:
             cap.graph.replay()
             cap.mask_np[:] = 0.0     # an all-zero box covers no pixel
             cap.masked[:] = 0
+            if meanwhile is not None:
+                meanwhile()
             return cap, self._to_host(cap.raw, cap.logits, range(len(views)))
 
     def _capture(self, key, h, w, views):

@@ -164,7 +164,7 @@ def test_finds_more_than_one_person_on_zidane(blaze, zidane_rgb):
     # the whole frame and two squares along the 16:9 frame, each again in a masked round: a
     # new frame size is a new scene, so this is a refit frame (the CPU's rounds run on those)
     assert blaze.passes == 6
-    assert blaze.info()["rounds_on"] == "refit frames"
+    assert blaze.info()["round_every"] == 5
     blaze.detect(zidane_rgb)
     assert blaze.passes == 3       # a frame between refits: no masked round on the CPU
 
@@ -240,7 +240,8 @@ def test_cuda_rounds_and_direct_upload_match_the_cpu(bus_rgb, zidane_rgb):
     try:
         cpu.setup()
         gpu.setup()
-        assert gpu.info()["rounds"] == 1 and gpu.info()["refine_every"] == 1
+        assert gpu.info()["rounds"] == 1 and gpu.info()["refine_every"] == 1 and gpu.info()["round_every"] == 5
+        # each image below has another size than the one before: a new scene, which runs the round
         whole = np.frombuffer(shm.buf, np.uint8)
         assert gpu.register_host(whole.ctypes.data, whole.nbytes)
         for img in (bus_rgb, zidane_rgb, bus_rgb):
@@ -516,3 +517,31 @@ def test_refined_rows_are_taken_and_joined_in_order():
     kps = np.zeros((1, 4, 2))
     kps[0, 0], kps[0, 1] = (100, 200), (100, 120)                  # mid-hip, body radius 80
     np.testing.assert_allclose(region_squares(kps)[0], [0, 100, 200, 300])
+
+
+@needs_model
+def test_masked_rounds_run_every_round_every_frames(zidane_rgb):
+    """What a round finds is followed, so the round runs every Nth frame; a new scene runs it at
+    once. Where the CPU refits every 5th frame its rounds run on those frames."""
+    for bad in (0, 301, 1.5, True):
+        with pytest.raises(DetectorError, match="blazepose round_every"):
+            make_detector("blazepose", round_every=bad)
+    det = make_detector("blazepose", refine_every=1, round_every=3)
+    det.setup()
+    try:
+        passes = []
+        for _ in range(7):
+            det.detect(zidane_rgb)
+            passes.append(det.passes)
+        assert passes == [6, 3, 3, 6, 3, 3, 6], passes      # 3 views, + 3 masked on round frames
+        det.reset()
+        det.detect(zidane_rgb)
+        assert det.passes == 6
+    finally:
+        det.close()
+    cpu = make_detector("blazepose")
+    cpu.setup()
+    try:
+        assert cpu.info()["round_every"] == cpu.info()["refine_every"] == 5
+    finally:
+        cpu.close()
