@@ -218,8 +218,10 @@ class BlazePoseDetector(Detector):
             # What a masked round finds is followed from then on, so it need not run on every
             # frame. On the CPU it runs on refit frames (every 5th): the shipped photos 50 % ->
             # 66.7 % found, median detection time unchanged (2-core box). On a GPU every 5th
-            # frame too: there a round on every frame cost the pipeline 117 -> 208 FPS and
-            # capture->publish p50 16.5 -> 12.2 ms (one H100, h100_session9_e2e_variants.md).
+            # frame too: with a round on every frame the pipeline gave 117 FPS (capture->publish
+            # p50 16.5 ms), with none 208 FPS (12.2 ms), on one H100 in one run
+            # (h100_session9_e2e_variants.md); the sample clip lost 2 points of the people found
+            # and 1.7 false persons per 100 frames (tools/detect_quality.py).
             # Without follow (or a refit) nothing holds what it found: every frame.
             if not self.follow:
                 self.round_every = self.refine_every if self.refine != "none" and not on_gpu else 1
