@@ -318,10 +318,11 @@ class BlazePoseDetector(Detector):
 
     def _round_due(self, refit: bool) -> bool:
         """Whether this frame runs the masked rounds: every `round_every`th frame, and with
-        refits every few frames (the CPU) only on a refit frame."""
+        refits every few frames (the CPU) only on a refit frame (with refits every frame, every
+        frame is one)."""
         if self._since_round + 1 < self.round_every:
             return False
-        return refit or self._refiner is None or self.refine_every == 1
+        return refit or self._refiner is None
 
     def _refit_due(self) -> bool:
         """Whether the next `_refine` refits every person (rather than moving known shapes)."""
