@@ -11,7 +11,7 @@ the chosen backend, the publisher and the metrics worker. Detectors (`--detector
   blazepose  the offline multi-person default (BlazePose's detector: torch on the GPU when there is
              one, else LiteRT on the CPU); blazepose-cpu forces LiteRT on the CPU;
              blazepose-every5 refits boxes every 5th frame only, blazepose-norefine never,
-             blazepose-norounds runs no masked round,
+             blazepose-norounds runs no masked round, blazepose-nosegment no person segmentation,
   mediapipe  the legacy one-person MediaPipe solution (CPU),
   yolo       ultralytics YOLO on --device: --yolo FILE, else yolo11n built from its yaml with
              random weights and the person logit raised so it reports boxes: its person count
@@ -112,13 +112,15 @@ def detection_params(detector: str, persons: int, device: str, yolo: Path | None
         return {"kind": "blazepose", "refine_every": 5}
     if detector == "blazepose-norefine":    # keypoint boxes only
         return {"kind": "blazepose", "refine": "none"}
-    if detector == "blazepose-norounds":    # no masked round (the GPU default runs one per frame)
+    if detector == "blazepose-norounds":    # no masked round (the GPU default runs one every 5th frame)
         return {"kind": "blazepose", "rounds": 0}
+    if detector == "blazepose-nosegment":   # no person segmentation proposals
+        return {"kind": "blazepose", "segment": False}
     if detector == "yolo":
         return {"kind": "yolo", "model": str(yolo), "device": device, "tracker": "bytetrack",
                 "min_box_size": 0.0}
     raise SystemExit(f"--detectors takes fixed, blazepose, blazepose-cpu, blazepose-every5, blazepose-norefine, "
-                     f"blazepose-norounds, "
+                     f"blazepose-norounds, blazepose-nosegment, "
                      f"mediapipe, yolo; got {detector!r}")
 
 

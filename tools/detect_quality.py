@@ -179,6 +179,7 @@ def main() -> int:
     ap.add_argument("--yolo-random", action="store_true", help="also yolo11n from its yaml (random weights)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-mediapipe", action="store_true")
+    ap.add_argument("--only", default=None, help="comma-separated substrings: just the rows whose name holds one")
     args = ap.parse_args()
     import tempfile
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -201,7 +202,8 @@ def main() -> int:
     # MediaPipe's single-person boxes are the agreement reference of the rows after its own.
     mediapipe = [] if args.no_mediapipe else [("mediapipe (legacy, one person)", lambda: make_detector("mediapipe"))]
     refs = {}
-    for label, det, _ in started_detectors(mediapipe + detectors(args)):
+    for label, det, _ in started_detectors(mediapipe + detectors(args),
+                                                   only=args.only.split(",") if args.only else None):
         is_reference = label.startswith("mediapipe")
         if is_reference:
             refs = {src: reference_boxes(det, frames) for src, frames in sources.items()}

@@ -55,6 +55,7 @@ class Params:
     refine: Union[str, None] = None        # blazepose: mask | landmarks | none (box refit by the landmark model)
     refine_every: Union[int, None] = None  # blazepose: refit every Nth frame (default 1 on a GPU, 5 on the CPU)
     follow: Union[bool, None] = None       # blazepose: keep a person the detector misses while the landmark model sees them (default on)
+    segment: Union[bool, None] = None      # blazepose: person segmentation's blobs as extra landmark regions (default: with follow)
     min_box_size: float = 16.0             # px; smaller boxes are dropped
     order: Literal["area", "score"] = "area"
     size: float = 1.0                      # center: side as a fraction of min(height, width)
@@ -92,7 +93,7 @@ class Detection(Worker):
 
             # LiteRT threads: this worker's CPU budget (pipeline/runtime/cpu.py)
             blaze = {"views": p.views, "rounds": p.rounds, "round_every": p.round_every, "refine": p.refine,
-                     "refine_every": p.refine_every, "follow": p.follow,
+                     "refine_every": p.refine_every, "follow": p.follow, "segment": p.segment,
                      "device": p.device, "threads": worker_threads()}
             options.update({k: v for k, v in blaze.items() if v is not None})
         if p.kind in ("mediapipe", "blazepose") or (p.kind == "auto" and not p.model):

@@ -103,7 +103,7 @@ class BlazePoseDetector(Detector):
                  iou_threshold: float = 0.3, max_age: int = 5, max_persons: int = 8,
                  min_box_size: float = 16.0, order: str = "area", clip: bool = True, refine: str = "mask",
                  refine_every: int | None = None, follow: bool = True, static_image_mode: bool = False,
-                 round_every: int | None = None):
+                 round_every: int | None = None, segment: bool | None = None):
         super().__init__()
         for name, v in (("min_score", min_score), ("nms_iou", nms_iou), ("merge_iou", merge_iou),
                         ("round_min_score", round_min_score)):
@@ -127,6 +127,11 @@ class BlazePoseDetector(Detector):
             raise DetectorError(f"blazepose static_image_mode must be true or false, got {static_image_mode!r}")
         if not isinstance(follow, bool):
             raise DetectorError(f"blazepose follow must be true or false, got {follow!r}")
+        if segment is not None and not isinstance(segment, bool):
+            raise DetectorError(f"blazepose segment must be true or false, got {segment!r}")
+        if segment and (not follow or refine == "none"):
+            raise DetectorError("blazepose segment=true hands its proposals to the landmark model as followed "
+                                "regions: it needs follow=true and refine 'mask' or 'landmarks'")
         if rounds is not None and (not isinstance(rounds, int) or not 0 <= rounds <= 16):
             raise DetectorError(f"blazepose rounds (extra masked passes per view) must be in 0..16, got {rounds!r}")
         if not isinstance(threads, int) or not 1 <= threads <= 64:
@@ -153,6 +158,11 @@ class BlazePoseDetector(Detector):
         self.static_image_mode = static_image_mode
         self.round_every = round_every
         self._refiner = None
+        # person segmentation's blobs as extra landmark regions, on the masked rounds' frames
+        self.segment = self.follow if segment is None else segment
+        self._proposals = None
+        self._segment_later = False   # on a GPU: the blobs of a round frame join on the next refit
+        self.proposed = 0        # proposals handed to the landmark model on the last frame
         # persons to look for again in the next refit where the detector last saw them or not:
         # the landmark model's region points (F,2,2), fitted boxes (F,4), scores (F,)
         self._followed = _nobody_followed()
@@ -206,6 +216,12 @@ class BlazePoseDetector(Detector):
         self.runtime = runtime
         if self.refine != "none":
             self._refiner = _landmark_refiner(self.threads, self.refine, self.device)
+        if self.segment:
+            self._proposals = _segment_proposals(self.threads)
+            # On a GPU the detector's frame is a few ms: the segmentation (LiteRT, ~2 ms on the
+            # CPU) runs on a thread beside the next frame and its blobs join that frame's
+            # landmark pass. Stills carry nothing from one image to the next: there it waits.
+            self._segment_later = self.device.startswith("cuda") and not self.static_image_mode
         if self.refine_every is None:
             # one landmark pass per person is ~15 ms on one CPU core (LiteRT): there, refit every
             # 5th frame and move the fitted shapes with the keypoints between, so the refit does
@@ -265,6 +281,10 @@ class BlazePoseDetector(Detector):
             scale, px, py, _, _ = letterbox_geometry(side_h, side_w)
             maps.append((x0 - px / scale, y0 - py / scale, scale))  # frame px = offset + input px / scale
         refit = self._refiner is not None and self._refit_due()
+        round_due = self._round_due(refit)
+        self.proposed = 0
+        if self._proposals is not None and refit:
+            self._propose(rgb, round_due)
         started = []
 
         def start_followed():
@@ -278,7 +298,7 @@ class BlazePoseDetector(Detector):
         all_boxes, all_scores, all_kps = [], [], []
         active = list(range(len(views)))
         self.passes = 0
-        rounds = self.rounds if self._round_due(refit) else 0
+        rounds = self.rounds if round_due else 0
         self._since_round = 0 if rounds else self._since_round + 1
         for round_ in range(rounds + 1):
             if not active:
@@ -315,6 +335,26 @@ class BlazePoseDetector(Detector):
         if self._refiner is None:
             return boxes, scores
         return self._refine(rgb, kps, boxes, scores, height, width, refit, started[0] if started else None)
+
+    def _propose(self, rgb, round_due: bool) -> None:
+        """Blobs of the person segmentation (of a round frame: this one, or on a GPU the last
+        one) that nobody followed covers join the followed regions with score 0: the landmark
+        pass keeps those it sees a pose in, and follows them."""
+        anchors, held, scores = self._followed
+        room = self.post.max_persons - len(scores)
+        if self._segment_later:
+            blobs = self._proposals.collect()
+            if round_due:
+                self._proposals.start(rgb)
+        else:
+            blobs = self._proposals.blobs(rgb) if round_due and room > 0 else None
+        if blobs is None or room <= 0:
+            return
+        regions, boxes = self._proposals.select(blobs, held, room)
+        self.proposed = len(boxes)
+        if len(boxes):
+            self._followed = (np.concatenate([anchors, regions]), np.concatenate([held, boxes]).astype(np.float32),
+                              np.concatenate([scores, np.zeros(len(boxes), np.float32)]))
 
     def _round_due(self, refit: bool) -> bool:
         """Whether this frame runs the masked rounds: every `round_every`th frame, and with
@@ -377,7 +417,10 @@ class BlazePoseDetector(Detector):
             follow_kps = keypoints_from_anchors(anchors)
             r_followed = (self._refiner.finish(started) if started is not None
                           else self._refiner(rgb, follow_kps, held))
-            r = Refined.join([self._detections_refined(rgb, kps, boxes, r_followed), r_followed])
+            # a proposal's landmarks come from a region guessed around a blob, not one the model
+            # drew around a body: no detection takes them
+            reusable = np.arange(len(held_scores)) < len(held_scores) - self.proposed
+            r = Refined.join([self._detections_refined(rgb, kps, boxes, r_followed, reusable), r_followed])
             kps = np.concatenate([kps.reshape(-1, 4, 2), follow_kps.astype(np.float32)])
             boxes = np.concatenate([boxes, held]).astype(np.float32)
             scores = np.concatenate([scores, held_scores]).astype(np.float32)
@@ -406,14 +449,14 @@ class BlazePoseDetector(Detector):
         return (np.asarray(anchors, np.float64).reshape(-1, 2, 2)[top], np.asarray(boxes, np.float32).reshape(-1, 4)[top],
                 np.asarray(scores, np.float32)[top])
 
-    def _detections_refined(self, rgb, kps, boxes, r_followed):
+    def _detections_refined(self, rgb, kps, boxes, r_followed, reusable):
         """The Refined of each detection. One whose region is where a followed body's landmarks
         put it now (regions overlapping >= SAME_REGION_IOU) is that body: it takes those
         landmarks instead of a landmark pass of its own (MediaPipe tracks a pose the same way),
         so a steady scene costs one pass per person, not two."""
         n = len(boxes)
         match = np.full(n, -1, np.int64)
-        seen = np.flatnonzero(r_followed.person >= self._refiner.min_presence)
+        seen = np.flatnonzero((r_followed.person >= self._refiner.min_presence) & reusable)
         if n and len(seen):
             there = region_squares(keypoints_from_anchors(r_followed.anchors[seen]))
             m = match_one_to_one(iou_matrix(region_squares(kps), there), SAME_REGION_IOU)
@@ -447,6 +490,8 @@ class BlazePoseDetector(Detector):
         self.tracker.reset()
         self._shapes = (np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
         self._followed = _nobody_followed()
+        if self._proposals is not None:
+            self._proposals.drop()
         self._since_refined = 0
         self._since_round = ROUND_DUE
         self._frame_size = None
@@ -456,7 +501,8 @@ class BlazePoseDetector(Detector):
                 "half": self.half, "precision": "fp16" if self.half else "fp32", "single_person": False,
                 "tracker": "iou", "views": self.views, "rounds": self.rounds,
                 "round_every": self.round_every, "refine": self.refine,
-                "refine_every": self.refine_every, "follow": self.follow, "static_image_mode": self.static_image_mode,
+                "refine_every": self.refine_every, "follow": self.follow, "segment": self.segment,
+                "static_image_mode": self.static_image_mode,
                 "thresholds": {"min_score": self.min_score, "round_min_score": self.round_min_score,
                                "nms_iou": self.nms_iou, "merge_iou": self.merge_iou},
                 **self.post.as_dict()}
@@ -476,6 +522,9 @@ class BlazePoseDetector(Detector):
         if self._refiner is not None:
             self._refiner.close()
         self._refiner = None
+        if self._proposals is not None:
+            self._proposals.close()
+        self._proposals = None
         super().close()
 
 
@@ -506,6 +555,16 @@ def _landmark_refiner(threads: int, outline: str, device: str = "cpu"):
         return LandmarkRefiner(threads=threads, outline=outline, device=device)
     except TfliteError as exc:
         raise DetectorError(f"blazepose refine={outline!r} needs MediaPipe's pose landmark model: {exc}") from exc
+
+
+def _segment_proposals(threads: int):
+    from pipeline.detectors.segment_proposals import SegmentProposals
+    from pipeline.models.tflite import TfliteError
+    try:
+        return SegmentProposals(threads=threads)
+    except TfliteError as exc:
+        raise DetectorError(f"blazepose segment=true needs MediaPipe's selfie segmentation model: {exc}; "
+                            f"or set detection.segment=false") from exc
 
 
 def _cuda_available() -> bool:

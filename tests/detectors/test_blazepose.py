@@ -234,8 +234,9 @@ def test_cuda_rounds_and_direct_upload_match_the_cpu(bus_rgb, zidane_rgb):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     # the GPU refits every frame by default (its landmark model runs in a CUDA graph); so does this CPU
-    cpu = make_detector("blazepose", runtime="torch", device="cpu", rounds=1, refine_every=1)
-    gpu = make_detector("blazepose", device="cuda", rounds=1)
+    # segment=False: on the GPU the segmentation's blobs join one frame later (its own test)
+    cpu = make_detector("blazepose", runtime="torch", device="cpu", rounds=1, refine_every=1, segment=False)
+    gpu = make_detector("blazepose", device="cuda", rounds=1, segment=False)
     shm = shared_memory.SharedMemory(create=True, size=bus_rgb.nbytes + zidane_rgb.nbytes)
     try:
         cpu.setup()
@@ -422,8 +423,9 @@ def test_a_person_whose_face_turns_away_is_followed(bus_rgb, refine_every, devic
     runs = {}
     for follow in (True, False):
         # at min_score 0.5 the detector misses both faceless men (at 0.3 it finds them)
+        # segment=False: person segmentation would find the faceless men on its own
         det = make_detector("blazepose", refine_every=refine_every, follow=follow, rounds=0, min_score=0.5,
-                            device=device)
+                            device=device, segment=False if follow else None)
         det.setup()
         try:
             counts, ids, last = [], [], None
@@ -482,8 +484,9 @@ def test_stills_carry_nothing_from_one_image_to_the_next(bus_rgb):
 def test_a_detection_on_a_followed_body_takes_its_landmarks(bus_rgb):
     """A steady scene costs one landmark pass per person, not two: from the second frame the
     detections land in the regions where the followed bodies' landmarks put them and reuse
-    those landmarks; the people and their tracks stay as they were."""
-    det = make_detector("blazepose", refine_every=1)
+    those landmarks; the people and their tracks stay as they were. (segment=False: the
+    segmentation's blob at the left edge would add a landmark pass on every round frame.)"""
+    det = make_detector("blazepose", refine_every=1, segment=False)
     det.setup()
     try:
         net = det._refiner.network
@@ -545,3 +548,119 @@ def test_masked_rounds_run_every_round_every_frames(zidane_rgb):
         assert cpu.info()["round_every"] == cpu.info()["refine_every"] == 5
     finally:
         cpu.close()
+
+
+BUS_WALKER = (669, 392, 809, 877)     # walks away on the right of bus.jpg: the detector scores him < 0.47
+
+
+@needs_model
+def test_person_segmentation_finds_the_walker_the_detector_misses(bus_rgb):
+    """bus.jpg's walker is a blob of MediaPipe's person segmentation; in the region around it
+    the landmark model sees his pose and outlines him. Without segment he is not found, and
+    the men the detector finds keep their own boxes either way (a proposal's landmarks are
+    never taken by a detection)."""
+    found = {}
+    for segment in (True, False):
+        det = make_detector("blazepose", segment=segment)
+        det.setup()
+        try:
+            d = det.detect(bus_rgb)
+            found[segment] = d.boxes
+            assert det.info()["segment"] is segment
+            if segment:
+                assert det.proposed >= 1
+        finally:
+            det.close()
+    walker = np.array([BUS_WALKER], np.float32)
+    assert iou_matrix(found[True], walker).max() >= 0.8, found[True]
+    assert iou_matrix(found[False], walker).max(initial=0.0) < 0.5, found[False]
+    left = np.array([BUS_LEFT_MAN], np.float32)
+    assert iou_matrix(found[True], left).max() >= 0.9 and iou_matrix(found[False], left).max() >= 0.9
+
+
+@needs_model
+def test_a_followed_person_is_not_proposed_again(bus_rgb):
+    """Once the walker is followed, his blob is covered: the next round frame proposes only
+    blobs nobody covers, and the walker stays (followed in the region his landmarks drew)."""
+    det = make_detector("blazepose", refine_every=1, round_every=1)
+    det.setup()
+    try:
+        first = det.detect(bus_rgb)
+        proposed_first = det.proposed
+        walker = np.array([BUS_WALKER], np.float32)
+        assert proposed_first >= 1 and iou_matrix(first.boxes, walker).max() >= 0.8
+        now = det.detect(bus_rgb)
+        assert det.proposed < proposed_first
+        assert iou_matrix(now.boxes, walker).max() >= 0.8
+        assert now.track_ids.tolist() == first.track_ids.tolist()
+    finally:
+        det.close()
+
+
+def test_segment_option_is_checked():
+    for bad in ("yes", 1):
+        with pytest.raises(DetectorError, match="blazepose segment must be"):
+            make_detector("blazepose", segment=bad)
+    for kw in (dict(follow=False), dict(refine="none")):
+        with pytest.raises(DetectorError, match="needs follow=true"):
+            make_detector("blazepose", segment=True, **kw)
+    assert make_detector("blazepose").segment is True
+    assert make_detector("blazepose", follow=False).segment is False
+
+
+def test_blob_regions_are_squares_around_the_blobs():
+    from pipeline.detectors.landmark_boxes import keypoints_from_anchors, region_squares
+    from pipeline.detectors.segment_proposals import REGION_OF_BLOB, blob_regions
+    boxes = np.array([[100, 200, 160, 400]], np.float32)       # 60 x 200, centre (130, 300)
+    square = region_squares(keypoints_from_anchors(blob_regions(boxes)))[0]
+    half = REGION_OF_BLOB * 200 / 2
+    np.testing.assert_allclose(square, [130 - half, 300 - half, 130 + half, 300 + half], atol=1e-4)
+
+
+@needs_model
+def test_blobs_nobody_covers_become_proposals(bus_rgb):
+    from pipeline.detectors.segment_proposals import SegmentProposals
+    seg = SegmentProposals()
+    blobs = seg.blobs(bus_rgb)
+    assert len(blobs) >= 2
+    walker = np.array([BUS_WALKER], np.float32)
+    assert iou_matrix(blobs, walker).max() >= 0.5, blobs
+    _, all_boxes = seg(bus_rgb, np.zeros((0, 4), np.float32), limit=8)
+    assert len(all_boxes) == len(blobs)
+    _, rest = seg(bus_rgb, walker, limit=8)
+    assert len(rest) == len(blobs) - 1 and iou_matrix(rest, walker).max() < 0.5
+    assert len(seg(bus_rgb, np.zeros((0, 4), np.float32), limit=1)[1]) == 1
+    assert len(seg(np.full((360, 640, 3), 127, np.uint8), np.zeros((0, 4), np.float32), limit=8)[1]) == 0
+
+
+@needs_model
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_blobs_of_a_round_frame_join_the_next_frame_beside_a_gpu(bus_rgb, device):
+    """On a GPU the segmentation runs on a thread beside the next frame: the walker's blob of the
+    first frame is proposed on the second, and he is found from there. (On the CPU the same
+    mode is switched on by hand; there it is off, the frame waits for its blobs.)"""
+    import time
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU")
+    det = make_detector("blazepose", device=device, refine_every=1, round_every=5)
+    det.setup()
+    try:
+        assert det._segment_later is (device == "cuda")
+        det._segment_later = True
+        walker = np.array([BUS_WALKER], np.float32)
+        first = det.detect(bus_rgb)
+        assert det.proposed == 0 and iou_matrix(first.boxes, walker).max(initial=0.0) < 0.5
+        deadline = time.monotonic() + 10
+        while det._proposals._pending is not None and not det._proposals._pending.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        second = det.detect(bus_rgb)
+        assert det.proposed >= 1 and iou_matrix(second.boxes, walker).max() >= 0.8, second.boxes
+        det._proposals.start(bus_rgb)
+        det.reset()                 # a scene cut forgets a started frame
+        det._proposals._pool.shutdown(wait=True)
+        assert det._proposals.collect() is None
+    finally:
+        det.close()

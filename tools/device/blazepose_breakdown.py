@@ -63,17 +63,22 @@ def main() -> int:
         if getattr(ref.network, "_gpu", None) is not None:
             timed(ref.network._gpu, "collect", table, "landmarks: wait for the GPU, read-back")
         timed(det, "_refine", table, "refit: all (with matching, follow)")
+        if det._proposals is not None:
+            timed(det._proposals, "start", table, "segmentation: resize, start (GPU)")
+            timed(det._proposals, "_blobs", table, "segmentation: model, blobs (GPU: own thread)")
         timed(det, "detect", table, "detect() total")
         found = []
         for rgb in frames[:5]:
             det.detect(rgb)
         table.clear()
-        reused = det.reused_regions
+        reused, proposed = det.reused_regions, 0
         for rgb in frames:
             found.append(len(det.detect(rgb)))
+            proposed += det.proposed
         reused = (det.reused_regions - reused) / len(frames)
         print(f"{n} person(s) on {args.device}: {np.mean(found):.2f} found per frame, {reused:.2f} detections per "
-              f"frame took a followed body's landmarks; ms per frame "
+              f"frame took a followed body's landmarks, {proposed / len(frames):.2f} segmentation proposals per "
+              f"frame; ms per frame "
               f"(total / frames), median ms per call, calls per frame:")
         for label, v in table.items():
             print(f"  {label:<44} {1e3 * np.sum(v) / len(frames):7.2f} {1e3 * np.median(v):7.2f} "
