@@ -3,17 +3,22 @@
 BlazePose's detector answers from a face (or the head's position): a person walking away,
 turned aside or with the face in shadow scores low or not at all. MediaPipe's selfie
 segmentation model (also in the mediapipe wheel; 256x256 input, or 256x144 for wide frames)
-outlines people whatever way they face. Each blob of its mask (probability >= `threshold`,
-low on purpose: a person seen from behind scores weakly) that the people already known do
-not cover becomes a *proposal*: a square region around it, in the landmark model's own
-region format (`keypoints_from_anchors`), which the blazepose detector hands to the pose
-landmark model like a followed person. The landmark model decides: no pose there (presence
-< 0.5), no person. Measured on ultralytics' `bus.jpg`: the walker on the right, whom the
-detector scores below 0.47 even alone, is a blob of the mask; the landmark model sees him
-in its region with presence 0.87 and outlines him at IoU 0.91 with the hand-drawn box.
+outlines people whatever way they face. Each blob of its mask (probability >= `THRESHOLD`,
+low on purpose: a person seen from behind scores weakly; closed vertically so a body split at
+the waist is one blob) that the people already known do not cover becomes a *proposal*: a
+square region around it in the landmark model's own region format (`keypoints_from_anchors`),
+which the blazepose detector hands to the pose landmark model like a followed person. The
+landmark model decides: no pose there (presence < 0.5), no person.
 
-The model runs on LiteRT on the CPU (2.4 ms for the wide model, 4.6 ms square, one thread on
-the 2-core box), only on the frames the detector runs its masked rounds.
+Measured on ultralytics' `bus.jpg`: the walker on the right, whom the detector scores below
+0.47 even alone, is a blob of the mask; in the region around it the landmark model sees his
+pose (presence 0.55-0.98 with the region sizes tried) and outlines him at IoU 0.91 with the
+hand-drawn box. On the sample clip (tools/detect_quality.py) the same walker, at 2/3 of the
+photo's scale, is no blob at 256x144 and is still missed: nothing changed there.
+
+The model runs on LiteRT on the CPU (wide model 2.4 ms, square 4.6 ms, one thread on the
+2-core box, plus ~0.5 ms to shrink a 1080p frame), only on the frames the detector runs its
+masked rounds; beside a GPU detector on a thread of its own (`start`/`collect`).
 """
 from __future__ import annotations
 
@@ -60,15 +65,11 @@ class SegmentProposals:
 
     def _input(self, rgb: np.ndarray):
         """The model for the frame's shape and the frame resized to its input, [0, 1]."""
-        cv2 = self._cv2
+        from pipeline.detectors.shrink import shrink
         h, w = rgb.shape[:2]
         model = self._models["wide" if w > WIDE * h else "square"]
         _, mh, mw, _ = model.input_shapes[0]
-        if w > 2 * mw and h > 2 * mh:
-            # an area average straight from 1080p costs ~9 ms on the 2-core box; a bilinear step
-            # to twice the size first makes it ~0.5 ms and averages the same 2x2 blocks
-            rgb = cv2.resize(rgb, (2 * mw, 2 * mh), interpolation=cv2.INTER_LINEAR)
-        x = cv2.resize(rgb, (mw, mh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        x = shrink(rgb, mw, mh).astype(np.float32)
         x *= 1.0 / 255.0
         return model, x[None], (h, w)
 
