@@ -80,8 +80,8 @@ import time
 import numpy as np
 
 from pipeline.detectors.base import Detections, Detector, DetectorError
-from pipeline.detectors.landmark_boxes import (Refined, distinct_bodies, keypoints_from_anchors, match_one_to_one,
-                                               region_squares, transfer_shapes)
+from pipeline.detectors.landmark_boxes import (Refined, covered, distinct_bodies, keypoints_from_anchors,
+                                               match_one_to_one, region_squares, transfer_shapes)
 from pipeline.detectors.postprocess import PostConfig, postprocess
 from pipeline.detectors.ssd_decode import (INPUT_SIZE, NUM_ANCHORS, NUM_COORDS, anchor_centres, decode,
                                            person_boxes, weighted_nms)
@@ -535,22 +535,6 @@ class BlazePoseDetector(Detector):
             self._proposals.close()
         self._proposals = None
         super().close()
-
-
-def covered(boxes, others, grid: int = 16) -> np.ndarray:
-    """(N,) the fraction of each box (N,4) that lies inside the union of `others` (M,4),
-    sampled on a grid x grid lattice of points in the box."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    others = np.asarray(others, np.float64).reshape(-1, 4)
-    if not len(boxes) or not len(others):
-        return np.zeros(len(boxes))
-    t = (np.arange(grid) + 0.5) / grid
-    xs = boxes[:, 0:1] + t * (boxes[:, 2:3] - boxes[:, 0:1])             # (N, G)
-    ys = boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2])
-    in_x = (xs[:, None, :] >= others[None, :, 0:1]) & (xs[:, None, :] < others[None, :, 2:3])   # (N, M, G)
-    in_y = (ys[:, None, :] >= others[None, :, 1:2]) & (ys[:, None, :] < others[None, :, 3:4])
-    inside = (in_x[:, :, None, :] & in_y[:, :, :, None]).any(axis=1)     # (N, G, G)
-    return inside.reshape(len(boxes), -1).mean(axis=1)
 
 
 def _nobody_followed():

@@ -190,6 +190,22 @@ def transfer_shapes(keypoint_then, fitted_then, keypoint_now) -> np.ndarray:
     return (np.tile(now[:, :2], 2) + rel * np.tile(size_now, 2)).astype(np.float32)
 
 
+def covered(boxes, others, grid: int = 16) -> np.ndarray:
+    """(N,) the fraction of each box (N,4) that lies inside the union of `others` (M,4),
+    sampled on a grid x grid lattice of points in the box."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    others = np.asarray(others, np.float64).reshape(-1, 4)
+    if not len(boxes) or not len(others):
+        return np.zeros(len(boxes))
+    t = (np.arange(grid) + 0.5) / grid
+    xs = boxes[:, 0:1] + t * (boxes[:, 2:3] - boxes[:, 0:1])             # (N, G)
+    ys = boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2])
+    in_x = (xs[:, None, :] >= others[None, :, 0:1]) & (xs[:, None, :] < others[None, :, 2:3])   # (N, M, G)
+    in_y = (ys[:, None, :] >= others[None, :, 1:2]) & (ys[:, None, :] < others[None, :, 3:4])
+    inside = (in_x[:, :, None, :] & in_y[:, :, :, None]).any(axis=1)     # (N, G, G)
+    return inside.reshape(len(boxes), -1).mean(axis=1)
+
+
 def match_one_to_one(iou: np.ndarray, threshold: float) -> np.ndarray:
     """(N,) index of the column each row matches (greedy by IoU, each column once), -1 if none."""
     out = np.full(iou.shape[0], -1, np.int64)

@@ -22,11 +22,9 @@ masked rounds; beside a GPU detector on a thread of its own (`start`/`collect`).
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-log = logging.getLogger(__name__)
+from pipeline.detectors.landmark_boxes import covered
 
 THRESHOLD = 0.1         # mask probability from which a pixel may belong to a person
 REGION_OF_BLOB = 1.5    # landmark region side / the blob's longer side (MediaPipe's regions are
@@ -104,7 +102,6 @@ class SegmentProposals:
         landmark region points (centre, end of the body radius) and (P,4) their boxes."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) and len(known):
-            from pipeline.detectors.blazepose import covered
             boxes = boxes[covered(boxes, known) < KNOWN_COVERED]
         boxes = boxes[:max(0, limit)]
         return blob_regions(boxes), boxes

@@ -392,7 +392,7 @@ def test_keypoints_from_anchors_give_mediapipes_tracking_region():
 
 
 def test_covered_is_the_share_of_a_box_inside_the_others():
-    from pipeline.detectors.blazepose import covered
+    from pipeline.detectors.landmark_boxes import covered
     box = np.array([[0, 0, 100, 100]], float)
     assert covered(box, np.array([[0, 0, 50, 100]], float))[0] == pytest.approx(0.5)
     assert covered(box, np.array([[0, 0, 50, 100], [50, 0, 100, 100]], float))[0] == pytest.approx(1.0)
