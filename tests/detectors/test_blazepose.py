@@ -664,3 +664,55 @@ def test_blobs_of_a_round_frame_join_the_next_frame_beside_a_gpu(bus_rgb, device
         assert det._proposals.collect() is None
     finally:
         det.close()
+
+
+@needs_model
+def test_a_followed_body_outlasts_a_short_dip_of_its_pose_presence(bus_rgb, monkeypatch):
+    """The landmark model's presence for bus.jpg's walker, the same image repeated, flickers
+    (0.96, then 0.14 at the same box): a followed body is kept from presence 0.1 for up to
+    FOLLOW_UNSURE_FRAMES refits in a row; without that hysteresis the dip loses him."""
+    import pipeline.detectors.blazepose as bp
+    walker = np.array([BUS_WALKER], np.float32)
+    found = {}
+    for keep in (bp.FOLLOW_KEEP_PRESENCE, 0.5):
+        monkeypatch.setattr(bp, "FOLLOW_KEEP_PRESENCE", keep)
+        det = make_detector("blazepose", refine_every=1, round_every=5)
+        det.setup()
+        try:
+            rows = []
+            for _ in range(10):
+                d = det.detect(bus_rgb)
+                iou = iou_matrix(walker, d.boxes)[0]
+                rows.append((iou.max(initial=0.0) >= 0.8, float(d.scores[iou.argmax()]) if len(iou) else 0.0))
+            found[keep] = rows
+        finally:
+            det.close()
+    held, plain = found[0.1], found[0.5]
+    assert sum(f for f, _ in held) > sum(f for f, _ in plain), (held, plain)
+    assert any(f and score < 0.5 for f, score in held), held       # kept through a dip
+    assert not any(f and score < 0.5 for f, score in plain), plain
+    assert bp.FOLLOW_UNSURE_FRAMES == 2
+
+
+@needs_model
+def test_an_unsure_followed_body_goes_after_a_few_refits(bus_rgb, monkeypatch):
+    """The hysteresis is short: on bus.jpg blurred beyond recognition the landmark model keeps
+    seeing a weak pose (presence 0.1-0.5) where a man stood; he goes after FOLLOW_UNSURE_FRAMES
+    refits below 0.5, where an unbounded hysteresis would keep him for ever."""
+    import cv2
+
+    import pipeline.detectors.blazepose as bp
+    blurred = cv2.GaussianBlur(bus_rgb, (0, 0), 25)
+    counts = {}
+    for frames in (bp.FOLLOW_UNSURE_FRAMES, 10 ** 6):
+        monkeypatch.setattr(bp, "FOLLOW_UNSURE_FRAMES", frames)
+        det = make_detector("blazepose", refine_every=1, round_every=5)
+        det.setup()
+        try:
+            for _ in range(3):
+                det.detect(bus_rgb)
+            counts[frames] = [len(det.detect(blurred)) for _ in range(12)]
+        finally:
+            det.close()
+    assert counts[2][-1] == 0 and max(counts[2][-6:]) == 0, counts
+    assert min(counts[10 ** 6]) >= 1, counts
