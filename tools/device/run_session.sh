@@ -6,6 +6,7 @@
 #   STEPS="e2e swap" bash tools/device/run_session.sh                           (~8 min)
 #   STEPS="probe tests default" bash tools/device/run_session.sh                (~5 min)
 #   STEPS="streams" bash tools/device/run_session.sh                            (~9 min)
+#   STEPS="quality breakdown" bash tools/device/run_session.sh                  (~4 min)
 #   env: TESTS_TIMEOUT TESTS_PATHS PROGRESS_SECONDS E2E_DETECTORS E2E_PERSONS SECONDS_PER_ROW
 set -o pipefail
 cd "$(dirname "$0")/../.."
@@ -44,6 +45,12 @@ if has detect; then
   step detect
   timeout ${DETECT_TIMEOUT:-90} python3 tools/bench_detect.py --devices cuda --threads 1 --frames 40 \
       2>&1 | tee "$OUT/bench_detect.log"
+fi
+if has quality; then
+  # people found by the GPU path itself (torch on the device; its segmentation joins one frame late)
+  step quality
+  timeout ${QUALITY_TIMEOUT:-150} python3 tools/detect_quality.py --no-mediapipe --torch --device cuda --only torch \
+      2>&1 | grep -v -E "^W0000|^INFO" | tee "$OUT/detect_quality_cuda.log"
 fi
 if has breakdown; then
   step breakdown
