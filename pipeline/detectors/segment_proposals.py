@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.detectors.landmark_boxes import covered
+from pipeline.detectors.landmark_boxes import ROI_SCALE, covered
 
 THRESHOLD = 0.1         # mask probability from which a pixel may belong to a person
 REGION_OF_BLOB = 1.5    # landmark region side / the blob's longer side (MediaPipe's regions are
@@ -35,7 +35,6 @@ CLOSE_ROWS, CLOSE_COLS = 9, 3   # closing of the mask (model pixels) before the 
                                 # waist (bus.jpg's walker: torso and legs apart at THRESHOLD) is one blob
 KNOWN_COVERED = 0.6     # a blob this much inside the boxes of known people adds nobody
 WIDE = 1.3              # width / height from which the wide (256x144) model fits the frame better
-ROI_SCALE = 1.25        # the landmark region's side / its body circle's diameter (landmark_boxes)
 MODELS = {"square": "selfie_segmentation", "wide": "selfie_segmentation_landscape"}
 
 
