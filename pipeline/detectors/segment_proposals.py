@@ -105,10 +105,6 @@ class SegmentProposals:
         boxes = boxes[:max(0, limit)]
         return blob_regions(boxes), boxes
 
-    def __call__(self, rgb: np.ndarray, known: np.ndarray, limit: int):
-        """`select` over this frame's blobs."""
-        return self.select(self.blobs(rgb) if limit > 0 else np.zeros((0, 4), np.float32), known, limit)
-
     def close(self) -> None:
         self._pending = None
         if self._pool is not None:

@@ -625,12 +625,13 @@ def test_blobs_nobody_covers_become_proposals(bus_rgb):
     assert len(blobs) >= 2
     walker = np.array([BUS_WALKER], np.float32)
     assert iou_matrix(blobs, walker).max() >= 0.5, blobs
-    _, all_boxes = seg(bus_rgb, np.zeros((0, 4), np.float32), limit=8)
+    nobody = np.zeros((0, 4), np.float32)
+    _, all_boxes = seg.select(blobs, nobody, limit=8)
     assert len(all_boxes) == len(blobs)
-    _, rest = seg(bus_rgb, walker, limit=8)
+    _, rest = seg.select(blobs, walker, limit=8)
     assert len(rest) == len(blobs) - 1 and iou_matrix(rest, walker).max() < 0.5
-    assert len(seg(bus_rgb, np.zeros((0, 4), np.float32), limit=1)[1]) == 1
-    assert len(seg(np.full((360, 640, 3), 127, np.uint8), np.zeros((0, 4), np.float32), limit=8)[1]) == 0
+    assert len(seg.select(blobs, nobody, limit=1)[1]) == 1
+    assert len(seg.select(seg.blobs(np.full((360, 640, 3), 127, np.uint8)), nobody, limit=8)[1]) == 0
 
 
 @needs_model
