@@ -177,10 +177,9 @@ class BlazePoseDetector(Detector):
         self._segment_later = False   # on a GPU: the blobs of a round frame join on the next refit
         self.proposed = 0        # proposals handed to the landmark model on the last frame
         # persons to look for again in the next refit where the detector last saw them or not:
-        # the landmark model's region points (F,2,2), fitted boxes (F,4), scores (F,)
+        # the landmark model's region points (F,2,2), fitted boxes (F,4), scores (F,), and the
+        # refits in a row each one's pose presence was below min_presence (F,)
         self._followed = _nobody_followed()
-        # per followed body: refits in a row its pose presence was below min_presence (F,)
-        self._unsure = np.zeros(0, np.int64)
         self._shapes = (np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))   # keypoint, fitted
         self._since_refined = 0
         self._since_round = ROUND_DUE
@@ -305,7 +304,7 @@ class BlazePoseDetector(Detector):
         def start_followed():
             # the landmark model on the followed regions: on a GPU it runs on its own stream
             # while the detector's passes run on theirs
-            anchors, held, _ = self._followed
+            anchors, held, *_ = self._followed
             started.append(self._refiner.start(rgb, keypoints_from_anchors(anchors), held))
 
         follow_now = refit and self.follow and len(self._followed[2])
@@ -355,7 +354,7 @@ class BlazePoseDetector(Detector):
         """Blobs of the person segmentation (of a round frame: this one, or on a GPU the last
         one) that nobody followed covers join the followed regions with score 0: the landmark
         pass keeps those it sees a pose in, and follows them."""
-        anchors, held, scores = self._followed
+        anchors, held, scores, unsure = self._followed
         room = self.post.max_persons - len(scores)
         if self._segment_later:
             blobs = self._proposals.collect()
@@ -369,8 +368,8 @@ class BlazePoseDetector(Detector):
         self.proposed = len(boxes)
         if len(boxes):
             self._followed = (np.concatenate([anchors, regions]), np.concatenate([held, boxes]).astype(np.float32),
-                              np.concatenate([scores, np.zeros(len(boxes), np.float32)]))
-            self._unsure = np.concatenate([self._unsure, np.zeros(len(boxes), np.int64)])
+                              np.concatenate([scores, np.zeros(len(boxes), np.float32)]),
+                              np.concatenate([unsure, np.zeros(len(boxes), np.int64)]))
 
     def _round_due(self, refit: bool) -> bool:
         """Whether this frame runs the masked rounds: every `round_every`th frame, and with
@@ -411,7 +410,7 @@ class BlazePoseDetector(Detector):
         if self.follow:
             # between refits a followed person the detector does not see now keeps its last
             # fitted box; newly refitted ones are followed from the next refit on
-            anchors, held, held_scores = self._followed
+            anchors, held, held_scores, unsure = self._followed
             lost = ((iou_matrix(held, out_fit).max(axis=1, initial=0.0) <= self.merge_iou)
                     & (covered(held, out_fit) < FOLLOW_COVERED) if len(held) else np.zeros(0, bool))
             out_fit = np.concatenate([out_fit, held[lost]]).astype(np.float32)
@@ -419,13 +418,12 @@ class BlazePoseDetector(Detector):
             self._limit_followed(
                 np.concatenate([anchors, r.anchors[keep][fresh]]), np.concatenate([held, new_fit[fresh]]),
                 np.concatenate([held_scores, new_scores[fresh]]),
-                np.concatenate([self._unsure, np.zeros(int(fresh.sum()), np.int64)]))
+                np.concatenate([unsure, np.zeros(int(fresh.sum()), np.int64)]))
         return out_fit, out_scores
 
     def _refine_all(self, rgb, kps, boxes, scores, started=None):
         n = len(boxes)
-        anchors, held, held_scores = self._followed if self.follow else _nobody_followed()
-        unsure = self._unsure if self.follow else np.zeros(0, np.int64)
+        anchors, held, held_scores, unsure = self._followed if self.follow else _nobody_followed()
         if len(held_scores):
             # the persons of the last refit go through the landmark model with this frame's
             # detections, in the regions it drew around them (MediaPipe's own tracking): a body
@@ -449,7 +447,7 @@ class BlazePoseDetector(Detector):
         # landmark model's presence for one person flickers from frame to frame (bus.jpg's
         # walker, the same image repeated: 0.96, 0.14, 0.97 at IoU 0.91 with his box throughout).
         # Proposals (the rows after the followed ones) must pass min_presence.
-        unsure_rows = np.concatenate([np.zeros(n, np.int64), unsure, np.zeros(len(scores) - n - len(unsure), np.int64)])
+        unsure_rows = np.concatenate([np.zeros(n, np.int64), unsure])
         rows = np.arange(len(scores))
         held_row = (rows >= n) & (rows < len(scores) - self.proposed) & (unsure_rows < FOLLOW_UNSURE_FRAMES)
         floor = np.where(held_row, FOLLOW_KEEP_PRESENCE, self._refiner.min_presence)
@@ -475,8 +473,8 @@ class BlazePoseDetector(Detector):
         # more followed bodies than the record holds would cost landmark passes for nothing
         top = np.argsort(-np.asarray(scores), kind="stable")[:self.post.max_persons]
         self._followed = (np.asarray(anchors, np.float64).reshape(-1, 2, 2)[top],
-                          np.asarray(boxes, np.float32).reshape(-1, 4)[top], np.asarray(scores, np.float32)[top])
-        self._unsure = np.asarray(unsure, np.int64)[top]
+                          np.asarray(boxes, np.float32).reshape(-1, 4)[top], np.asarray(scores, np.float32)[top],
+                          np.asarray(unsure, np.int64)[top])
 
     def _detections_refined(self, rgb, kps, boxes, r_followed, reusable):
         """The Refined of each detection. One whose region is where a followed body's landmarks
@@ -519,7 +517,6 @@ class BlazePoseDetector(Detector):
         self.tracker.reset()
         self._shapes = (np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
         self._followed = _nobody_followed()
-        self._unsure = np.zeros(0, np.int64)
         if self._proposals is not None:
             self._proposals.drop()
         self._since_refined = 0
@@ -559,7 +556,7 @@ class BlazePoseDetector(Detector):
 
 
 def _nobody_followed():
-    return np.zeros((0, 2, 2)), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return np.zeros((0, 2, 2)), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
 
 
 def _landmark_refiner(threads: int, outline: str, device: str = "cpu"):
