@@ -411,6 +411,12 @@ class BlazePoseDetector(Detector):
             # between refits a followed person the detector does not see now keeps its last
             # fitted box; newly refitted ones are followed from the next refit on
             anchors, held, held_scores, unsure = self._followed
+            if len(held) and fresh.any():
+                # a body refitted now as a new detection is followed from its new landmarks; its
+                # old record would come back as a second box once the detector misses it again
+                # (sample clip, CPU default: 4 such duplicates in 240 frames)
+                again = iou_matrix(held, new_fit[fresh]).max(axis=1) > self.merge_iou
+                anchors, held, held_scores, unsure = (a[~again] for a in self._followed)
             lost = ((iou_matrix(held, out_fit).max(axis=1, initial=0.0) <= self.merge_iou)
                     & (covered(held, out_fit) < FOLLOW_COVERED) if len(held) else np.zeros(0, bool))
             out_fit = np.concatenate([out_fit, held[lost]]).astype(np.float32)
