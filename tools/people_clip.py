@@ -14,10 +14,16 @@ import numpy as np
 
 GROUND_TRUTH = {
     "bus.jpg": [(48, 398, 245, 902), (221, 405, 344, 857), (669, 392, 809, 877), (0, 550, 63, 873)],
-    "zidane.jpg": [(123, 197, 711, 712), (747, 41, 1141, 712)],
+    # Zidane's pointing arm runs from his shoulder across the front of the man on the right to
+    # the fingertip at x = 1151: it is his visible extent (sessions 8-10 ended his box at 711,
+    # before the arm, and counted the boxes that held it as misfits)
+    "zidane.jpg": [(123, 197, 1152, 712), (747, 41, 1141, 712)],
 }
-# the people pasted into the clip, in order: whole bodies first
-CUTOUTS = [("bus.jpg", 0), ("bus.jpg", 1), ("bus.jpg", 2), ("zidane.jpg", 1), ("zidane.jpg", 0)]
+# the people pasted into the clip, in order: whole bodies first; Zidane without the arm that
+# crosses the other man (a cut-out of it would paste half of him too)
+CUTOUTS = [("bus.jpg", GROUND_TRUTH["bus.jpg"][0]), ("bus.jpg", GROUND_TRUTH["bus.jpg"][1]),
+           ("bus.jpg", GROUND_TRUTH["bus.jpg"][2]), ("zidane.jpg", GROUND_TRUTH["zidane.jpg"][1]),
+           ("zidane.jpg", (123, 197, 711, 712))]
 
 
 def people_boxes(persons: int, width: int = 1920, height: int = 1080, t: float = 0.0):
@@ -32,8 +38,7 @@ def _placed(photos, persons, width, height, t):
         raise SystemExit(f"the people clip has 1..{len(CUTOUTS)} persons, not {persons}")
     slot = width / persons
     out = []
-    for i, (name, k) in enumerate(CUTOUTS[:persons]):
-        x1, y1, x2, y2 = GROUND_TRUTH[name][k]
+    for i, (name, (x1, y1, x2, y2)) in enumerate(CUTOUTS[:persons]):
         crop = photos[name][y1:y2, x1:x2]
         s = min(0.85 * height / crop.shape[0], 0.9 * slot / crop.shape[1])
         w, h = int(crop.shape[1] * s), int(crop.shape[0] * s)

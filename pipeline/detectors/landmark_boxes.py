@@ -13,8 +13,7 @@ to its landmark model; so does this stage:
   is grown by a radius of the body part it sits on (`PART_RADII`), in units of the person's
   own torso length in the image, and the box is the extent of these disks;
 - or, with outline "mask", the box is the extent of the model's person segmentation of the
-  region (probability >= 0.5): it holds hair, clothes and hands as they are; cut to the
-  landmark box grown by `MASK_REACH`, since the mask holds everybody in the region;
+  region (probability >= 0.5): it holds hair, clothes and hands as they are;
 - a region whose pose presence is below `min_presence` (MediaPipe: 0.5) holds no person.
 
 Radii come from average adult proportions (segment lengths as fractions of stature H,
@@ -40,9 +39,6 @@ MIN_PRESENCE = 0.5          # MediaPipe counts a pose as present from here
 MIN_PROBABILITY = 0.5       # a landmark counts as seen from here (visibility and presence)
 MIN_LANDMARKS = 3           # fewer seen landmarks than this: no outline, keep the keypoint box
 MIN_TORSO_OF_RADIUS = 0.25  # a torso seen end-on still counts this much of the body radius
-MASK_REACH = 0.25           # torso lengths a mask box may reach past the landmark box (hair, loose
-                            # clothes); the sample clip's false persons (2-core box, CPU default)
-                            # at 0 / 0.15 / 0.25 / 0.35 / 0.5 / no limit: 45 / 18 / 15 / 15 / 16 / 23
 SAME_BODY = 0.35            # torso centres closer than this many torso lengths: one body (people
                             # side by side stand at least about a shoulder width, ~0.8 torso, apart)
 
@@ -158,21 +154,6 @@ def boxes_from_masks(mask_logits, centres, sides) -> tuple[np.ndarray, np.ndarra
         origin = np.asarray(centres[i], np.float64) - float(sides[i]) / 2.0
         boxes[i] = np.concatenate([origin + lo * scale, origin + hi * scale])
     return boxes.astype(np.float32), ok
-
-
-def within_reach(mask_boxes, landmark_boxes, torso, reach: float = MASK_REACH) -> np.ndarray:
-    """Mask boxes (B,4) cut to their landmark boxes grown by `reach` x torso (B,) on every side.
-
-    The landmark model segments every person in its region, not only the one whose pose it
-    gives: where two people stand close, one's mask box runs over the other (zidane.jpg on the
-    sample clip: the left man's box reached 1086 px across the right man, ground truth 644)."""
-    grow = (reach * np.asarray(torso, np.float64))[:, None]
-    limit = np.asarray(landmark_boxes, np.float64) + np.concatenate([-grow, -grow, grow, grow], axis=1)
-    m = np.asarray(mask_boxes, np.float64)
-    cut = np.concatenate([np.maximum(m[:, :2], limit[:, :2]), np.minimum(m[:, 2:], limit[:, 2:])], axis=1)
-    # a mask wholly out of reach is nobody's outline here: the landmarks' box stands
-    empty = (cut[:, 2] <= cut[:, 0]) | (cut[:, 3] <= cut[:, 1])
-    return np.where(empty[:, None], landmark_boxes, cut).astype(np.float32)
 
 
 def torso_centres(image_xy) -> np.ndarray:
@@ -298,11 +279,11 @@ class LandmarkRefiner:
         _, _, centres, sides = launched
         lm = self.network.finish(launched)
         torso = torso_lengths(lm.image, floor=MIN_TORSO_OF_RADIUS * sides / (2.0 * ROI_SCALE))
-        seen = seen_landmarks(lm.image, lm.visibility, lm.presence, height, width, self.min_probability)
-        fitted, ok = boxes_from_landmarks(onto_frame(lm.image, height, width), seen, torso)
         if self.outline == "mask":
-            masked, mask_ok = boxes_from_masks(lm.mask, centres, sides)
-            fitted, ok = np.where(ok[:, None], within_reach(masked, fitted, torso), masked), mask_ok
+            fitted, ok = boxes_from_masks(lm.mask, centres, sides)
+        else:
+            seen = seen_landmarks(lm.image, lm.visibility, lm.presence, height, width, self.min_probability)
+            fitted, ok = boxes_from_landmarks(onto_frame(lm.image, height, width), seen, torso)
         out = np.where(ok[:, None], fitted, boxes).astype(np.float32)
         np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
         np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])

@@ -348,23 +348,6 @@ def test_box_from_mask_maps_the_crop_to_the_frame():
     np.testing.assert_allclose(boxes[0], [244 + 200, 144 + 128, 244 + 240, 144 + 384])
 
 
-def test_a_mask_box_is_cut_to_the_reach_of_its_own_landmarks():
-    """The landmark model segments everybody in its region: the box of one person's mask is
-    cut to that person's landmark box grown by MASK_REACH torso lengths."""
-    from pipeline.detectors.landmark_boxes import MASK_REACH, within_reach
-    mask = np.array([[100, 50, 900, 700], [100, 50, 300, 400], [600, 600, 700, 700]], np.float32)
-    landmarks = np.array([[120, 80, 400, 690], [90, 40, 310, 420], [100, 50, 300, 400]], np.float32)
-    torso = np.array([200.0, 200.0, 200.0])
-    out = within_reach(mask, landmarks, torso)
-    r = MASK_REACH * 200
-    # a mask running across a second person stops within reach of the first one's landmarks
-    np.testing.assert_allclose(out[0], [100, 50, 400 + r, 700])
-    # a mask inside the reach is the box as it is: hair and clothes stay in
-    np.testing.assert_allclose(out[1], mask[1])
-    # a mask wholly out of reach outlines somebody else: the landmark box stands
-    np.testing.assert_allclose(out[2], landmarks[2])
-
-
 def test_regions_of_interest_are_mediapipes():
     from pipeline.detectors.landmark_boxes import regions_of_interest
     kps = np.array([[[100, 200], [100, 120], [0, 0], [0, 0]]], np.float32)   # body radius 80
