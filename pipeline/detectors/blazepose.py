@@ -68,8 +68,7 @@ the model's own box is not the body.
 Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a time, with
 OpenCV's area resize; `torch` runs the same weights as a torch module
 (`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
-frame is uploaded once and every view is letterboxed on the device (OpenCV's area resize as
-two matrix products: LiteRT's input to a grey level) and
+frame is uploaded once and every view is letterboxed on the device (antialiased bilinear) and
 run as one batch, captured in a CUDA graph per frame size (a second graph runs the masked
 rounds, the mask drawn on the device); the frame goes up by DMA straight from the frames ring
 when the detection worker page-locked it (`register_host`). Default (`runtime="auto"`, `device`
@@ -673,7 +672,6 @@ class _TorchNet:
         self.cuda = self.device.type == "cuda"
         self.locked = PageLocked(self.device)   # frames rings the detection worker registered
         self._graphs: dict = {}
-        self._weights: dict = {}
 
     def first_pass(self, rgb, views, meanwhile=None):
         """(inputs, [(raw, logits)] per view). `meanwhile` is called once the pass is launched
@@ -734,32 +732,17 @@ class _TorchNet:
         return cap
 
     def _letterbox(self, frame, views):
-        """uint8 HxWx3 (device) -> (V, 3, 224, 224) float in [-1, 1], black borders.
-
-        The resize is LiteRT's input: OpenCV's INTER_AREA rounded to uint8, as two products
-        with `area_weights` (equal but for rare ties). The antialiased bilinear shrink used
-        before is ~1.4 grey levels from it on average; with it, the GPU settings on the sample
-        clip (torch on the 2-core box) found 70.4 % with 8.3 false persons per 100 frames, with
-        this input 70.0 % and 3.8, on LiteRT 72.8 % and 0.8. What is left between torch and
-        LiteRT is the converted network's ~1e-3: the landmark regions follow the detections
-        from frame to frame, and the clip's close-ups are sensitive to where they lie."""
+        """uint8 HxWx3 (device) -> (V, 3, 224, 224) float in [-1, 1], black borders."""
+        import torch.nn.functional as F
         torch = self.torch
         batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=frame.device)
         for v, (x0, y0, w, h) in enumerate(views):
             _, px, py, nw, nh = letterbox_geometry(h, w)
-            rows, cols = self._area(nh, h), self._area(nw, w)
-            crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).float()           # (3, h, w)
-            small = torch.round(rows @ crop @ cols.T)                              # (3, nh, nw)
-            batch[v, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
+            crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).unsqueeze(0).float()
+            # antialiased like OpenCV's area resize: a plain bilinear 1080p -> 224 shrink aliases
+            small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
         return batch
-
-    def _area(self, n_out: int, n_in: int):
-        """The `area_weights` matrix on the device, kept per size (a CUDA graph reads it)."""
-        key = (n_out, n_in)
-        if key not in self._weights:
-            from pipeline.detectors.shrink import area_weights
-            self._weights[key] = self.torch.from_numpy(area_weights(n_out, n_in)).to(self.device)
-        return self._weights[key]
 
     def run(self, inputs, which):
         torch = self.torch

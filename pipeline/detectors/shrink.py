@@ -1,5 +1,4 @@
-"""Shrinking a big frame to a small model input by area averaging: fast on the CPU, and the
-same average as a matrix product for a device.
+"""Shrinking a big frame to a small model input by area averaging, fast.
 
 OpenCV's INTER_AREA at a non-integer factor is slow: 1080p to 256x144 takes ~9 ms on the 2-core
 box, more than the selfie segmentation model it feeds (2.4 ms). A bilinear step to twice the
@@ -22,17 +21,3 @@ def shrink(img: np.ndarray, width: int, height: int) -> np.ndarray:
     if w > 2 * width and h > 2 * height:
         img = cv2.resize(img, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def area_weights(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) float32 resampling weights along one axis, as OpenCV's INTER_AREA: output
-    pixel i is the input over [i*s, (i+1)*s), s = n_in / n_out, each input pixel weighted by how
-    much of it lies inside (shrinking or enlarging). `W_rows @ channel @ W_cols.T` resizes a
-    channel on any device."""
-    if n_out <= 0 or n_in <= 0:
-        raise ValueError(f"area_weights: sizes must be positive, got {n_in} -> {n_out}")
-    scale = n_in / n_out
-    lo = (np.arange(n_out, dtype=np.float64) * scale)[:, None]
-    j = np.arange(n_in, dtype=np.float64)[None, :]
-    overlap = np.clip(np.minimum(lo + scale, j + 1.0) - np.maximum(lo, j), 0.0, None)
-    return (overlap / scale).astype(np.float32)

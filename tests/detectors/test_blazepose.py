@@ -106,36 +106,13 @@ def test_litert_on_a_gpu_is_refused_clearly():
 
 @needs_model
 def test_torch_runtime_matches_litert_on_the_cpu(zidane_rgb, bus_rgb):
-    """Same weights, same input, same decoding: the boxes agree closely, not bit for bit (the
-    converted network is within 1e-3 of LiteRT's outputs)."""
+    """Same weights, same decoding; only the resize differs (OpenCV area vs torch antialiased
+    bilinear), so the boxes agree closely (IoU 0.89..0.98 measured), not bit for bit."""
     tor = make_detector("blazepose", runtime="torch", device="cpu")
-    _same_people_as_litert(tor, (bus_rgb, zidane_rgb), device="cpu", min_iou=0.98)   # 1.00 measured
+    _same_people_as_litert(tor, (bus_rgb, zidane_rgb), device="cpu")
 
 
-@needs_model
-def test_torch_letterbox_is_litert_input(zidane_rgb, bus_rgb):
-    """The torch runtime resizes each view by OpenCV's INTER_AREA as a matrix product: the
-    model sees what LiteRT sees, to a grey level where OpenCV rounds differently (a tie when
-    shrinking; its fixed-point weights when enlarging: ~3 % of the pixels)."""
-    import cv2
-    lite = make_detector("blazepose", runtime="litert")
-    tor = make_detector("blazepose", runtime="torch", device="cpu")
-    lite.setup()
-    tor.setup()
-    try:
-        small = cv2.resize(bus_rgb, (60, 100), interpolation=cv2.INTER_AREA)   # enlarged to the input
-        for rgb, share in ((bus_rgb, 1e-3), (zidane_rgb, 1e-3), (small, 0.05)):
-            views = view_squares(*rgb.shape[:2], "both")
-            want = np.stack(lite._net.first_pass(rgb, views)[0])                   # (V, 224, 224, 3)
-            got = tor._net.first_pass(rgb, views)[0].permute(0, 2, 3, 1).numpy()
-            diff = np.abs(got - want) * 127.5
-            assert diff.max() <= 1.0 + 1e-3 and (diff > 0.5).mean() < share, (rgb.shape, diff.max(), (diff > 0.5).mean())
-    finally:
-        lite.close()
-        tor.close()
-
-
-def _same_people_as_litert(other, frames, device: str, min_iou: float = 0.8) -> None:
+def _same_people_as_litert(other, frames, device: str) -> None:
     lite = make_detector("blazepose")
     lite.setup()
     other.setup()
@@ -144,7 +121,7 @@ def _same_people_as_litert(other, frames, device: str, min_iou: float = 0.8) -> 
         for rgb in frames:
             a, b = lite.detect(rgb), other.detect(rgb)
             assert len(a) == len(b) >= 1
-            assert iou_matrix(a.boxes, b.boxes).max(axis=1).min() >= min_iou
+            assert iou_matrix(a.boxes, b.boxes).max(axis=1).min() >= 0.8
     finally:
         lite.close()
         other.close()
