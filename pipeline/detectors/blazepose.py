@@ -65,6 +65,10 @@ the model's own box is not the body.
   bus.jpg's walker, whom the detector never finds, is found; photos 66.7 % -> 83.3 % found,
   the sample clip unchanged (its walker is too small for the 256x144 mask).
 
+The people-found figures above compare variants within one run; they were measured against a
+ground truth that ended zidane.jpg's left man at his shoulder, not at his pointing hand (corrected
+in session 11, tools/people_clip.py), so their absolute values are not today's (README).
+
 Runtimes: `litert` runs the .tflite file on LiteRT (XNNPACK, CPU), one view at a time, with
 OpenCV's area resize; `torch` runs the same weights as a torch module
 (`pipeline.models.tflite_torch`, outputs within 1e-3 of LiteRT's) on `device`: on a GPU the
