@@ -735,3 +735,19 @@ def test_an_unsure_followed_body_goes_after_a_few_refits(bus_rgb, monkeypatch):
             det.close()
     assert counts[2][-1] == 0 and max(counts[2][-6:]) == 0, counts
     assert min(counts[10 ** 6]) >= 1, counts
+
+
+def test_quality_scenes_are_the_installed_photos(monkeypatch):
+    """tools/detect_quality.py's third source: a portrait (matplotlib) and eight empty scenes
+    (viser), both dependencies of the project; every hand-drawn box lies inside its photo."""
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "tools"))
+    from detect_quality import SCENES, scene_frames
+    frames = list(scene_frames(1))
+    if len(frames) < len(SCENES):
+        pytest.skip("matplotlib or viser is not installed")
+    assert [len(gt) for _, _, gt, _ in frames] == [1] + [0] * 8
+    for name, rgb, gt, _ in frames:
+        h, w = rgb.shape[:2]
+        assert rgb.ndim == 3 and h >= 500 and w >= 500, name
+        assert ((gt[:, 0::2] >= 0) & (gt[:, 0::2] <= w)).all() and ((gt[:, 1::2] >= 0) & (gt[:, 1::2] <= h)).all(), name
