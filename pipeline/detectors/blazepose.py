@@ -688,7 +688,7 @@ class _TorchNet:
                 if meanwhile is not None:
                     meanwhile()
                 frame = torch.from_numpy(np.ascontiguousarray(rgb))
-                batch = self._letterbox(frame, views)
+                batch = letterbox_views(frame, views)
                 raw, logits = self.net(batch)
                 return batch, self._to_host(raw, logits, range(len(views)))
             cap = self._graphs.get(key) or self._capture(key, h, w, views)
@@ -721,7 +721,7 @@ class _TorchNet:
         from pipeline.backends.graphs import capture_graph
 
         def first():
-            batch = self._letterbox(cap.frame, views)
+            batch = letterbox_views(cap.frame, views)
             return (batch, *self.net(batch))
 
         def both():   # the warm-up covers the masked round's kernels too
@@ -734,19 +734,6 @@ class _TorchNet:
         self._graphs[key] = cap
         log.info("blazepose: captured CUDA graphs for %dx%d frames, %d views", w, h, len(views))
         return cap
-
-    def _letterbox(self, frame, views):
-        """uint8 HxWx3 (device) -> (V, 3, 224, 224) float in [-1, 1], black borders."""
-        import torch.nn.functional as F
-        torch = self.torch
-        batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=frame.device)
-        for v, (x0, y0, w, h) in enumerate(views):
-            _, px, py, nw, nh = letterbox_geometry(h, w)
-            crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).unsqueeze(0).float()
-            # antialiased like OpenCV's area resize: a plain bilinear 1080p -> 224 shrink aliases
-            small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-            batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
-        return batch
 
     def run(self, inputs, which):
         torch = self.torch
@@ -776,6 +763,21 @@ class _TorchNet:
         with self.torch.inference_mode():
             for x1, y1, x2, y2 in boxes.astype(int):
                 inputs[i, :, y1:y2, x1:x2] = -1.0
+
+
+def letterbox_views(frame, views):
+    """uint8 HxWx3 torch frame (any device) -> (V, 3, 224, 224) float in [-1, 1] of each view
+    (x0, y0, w, h), letterboxed with black borders: the torch runtime's model input."""
+    import torch
+    import torch.nn.functional as F
+    batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=frame.device)
+    for v, (x0, y0, w, h) in enumerate(views):
+        _, px, py, nw, nh = letterbox_geometry(h, w)
+        crop = frame[y0:y0 + h, x0:x0 + w].permute(2, 0, 1).unsqueeze(0).float()
+        # antialiased like OpenCV's area resize: a plain bilinear 1080p -> 224 shrink aliases
+        small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1.0 / 127.5) - 1.0
+    return batch
 
 
 def _mask_on_device(batch, boxes, pixels):

@@ -15,9 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 def main() -> int:
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from pipeline.detectors.blazepose import INPUT_SIZE, letterbox_geometry, view_squares
+    from pipeline.detectors.blazepose import INPUT_SIZE, letterbox_geometry, letterbox_views, view_squares
 
     def area_weights(n_out: int, n_in: int) -> np.ndarray:
         """(n_out, n_in): output pixel i averages the input over [i*s, (i+1)*s), s = n_in / n_out,
@@ -51,14 +50,8 @@ def main() -> int:
             batch[v, :, py:py + nh, px:px + nw] = torch.round(rows @ crop @ cols.T) * (1 / 127.5) - 1
         return batch
 
-    def bilinear():
-        batch = torch.full((len(views), 3, INPUT_SIZE, INPUT_SIZE), -1.0, device=dev)
-        for v, (x0, y0, vw, vh) in enumerate(views):
-            _, px, py, nw, nh = letterbox_geometry(vh, vw)
-            crop = frame[y0:y0 + vh, x0:x0 + vw].permute(2, 0, 1).unsqueeze(0).float()
-            small = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-            batch[v:v + 1, :, py:py + nh, px:px + nw] = small * (1 / 127.5) - 1
-        return batch
+    def bilinear():     # what the torch runtime runs
+        return letterbox_views(frame, views)
 
     print(f"{torch.cuda.get_device_name(0)}, {w}x{h}, {len(views)} views, median of {args.runs}")
     for name, fn in (("exact area (matrix products)", area), ("antialiased bilinear (runs)", bilinear)) * 2:
