@@ -155,6 +155,32 @@ def test_demand_and_holds_through_an_output(run_id):
             r.unlink()
 
 
+def test_a_paced_source_answers_each_planned_read_with_one_frame(ring):
+    """Capture of a paced source (`after_take` False) renders for detection's plan only: a take
+    or a finished item of an on-demand reader wants nothing, and a want that has passed while
+    detection is still busy is answered once, not at the source's rate."""
+    capture = Output(ring, 1)
+    member = _member(ring)
+    member.planned = True
+    detection = ring.reader("latest", member=member)
+    assert capture.demand_in(after_take=False) > 1e6         # nothing planned yet: nothing wanted
+    member.plan(time.monotonic_ns())
+    assert capture.demand_in(after_take=False) == 0.0        # wanted now: one frame
+    _put(capture._writer, 0)
+    assert capture.demand_in(after_take=False) is None       # the same want again: already answered
+    detection.expect_ns = int(5e6)
+    item = detection.read(timeout=0)
+    assert capture.demand_in(after_take=False) > 1e6         # a take plans nothing by itself
+    detection.done(item, 0)
+    assert capture.demand_in(after_take=False) > 1e6         # nor does a finished item
+    member.plan(time.monotonic_ns() + int(0.2e9))
+    wait = capture.demand_in(lead_ns=int(0.05e9), after_take=False)
+    assert 0.1 < wait <= 0.15                                 # the next plan, minus the render's lead
+    plain = _member(ring)                                     # a consumer that is not on demand
+    ring.reader("latest", member=plain)                       # its take: wants the next one now
+    assert capture.demand_in(after_take=False) == 0.0
+
+
 def test_an_idle_consumer_faster_than_the_producer_gets_records_back_to_back(run_id):
     dets = Ring.create("dets", DTYPE, 8, run_id)
     try:

@@ -15,7 +15,8 @@ worker's input reader and the rings it reads by slot). An entry says:
 ``taken``/``done`` the newest item read / fully processed (consumers only): what a producer
                    working on demand waits for, and when a hand-over can let go.
 ``want_ns``        when the consumer expects to want its next item (0: now); the producer
-                   starts its next item just in time instead of as early as possible.
+                   starts its next item just in time instead of as early as possible. An
+                   on-demand consumer's runner sets it from its plan alone (`planned`).
 ``busy_ns``        how long the consumer takes per item: a producer slower than an idle
                    consumer makes items back to back instead of waiting for each take.
 ``need_fid``       lossless mode: the oldest frame id the member still needs.
@@ -199,6 +200,10 @@ class RingMember:
         self._need = t["need_fid"][index:index + 1]
         self._want = t["want_ns"][index:index + 1]
         self._busy = t["busy_ns"][index:index + 1]
+        # An on-demand worker's reader: its runner plans when it reads next (`plan`), so a take or
+        # a finished item says nothing about when the next one is wanted (a want there would make
+        # a paced source render frames that the plan then replaces).
+        self.planned = False
         self._pid = t["pid"][index:index + 1]
         self.closed = False
 
@@ -261,7 +266,10 @@ class RingMember:
         """Item `seq` is taken and will take about `busy_ns` to process (0: unknown): the next one
         is wanted then. The want is stored first, so a producer that sees the take sees it too."""
         self._busy[0] = busy_ns
-        self._want[0] = time.monotonic_ns() + busy_ns if busy_ns else 0
+        if self.planned:
+            self._want[0] = FAR_NS
+        else:
+            self._want[0] = time.monotonic_ns() + busy_ns if busy_ns else 0
         self._taken[0] = seq
         self.table.bump()
 
@@ -282,7 +290,7 @@ class RingMember:
         self._done[0] = seq
         if frame_id is not None:
             self._need[0] = frame_id + 1
-        self._want[0] = 0
+        self._want[0] = FAR_NS if self.planned else 0
         self._claim[0] = 0
         self.table.bump()
 

@@ -222,6 +222,8 @@ class Runner:
             first = ring.last_frame_id + 1
             member = ring.members.register(consumer=True, backpressure=lossless, generation=self.generation,
                                            taken=ring.newest_seq(), need_fid=first)
+            # An on-demand worker says when it reads next through `plan` (wait_for_demand).
+            member.planned = bool(worker.on_demand and worker.out is not None)
             readers.append(ring.reader(policy="next" if lossless else spec["policy"], member=member))
         if len(readers) == 1:
             self.reader = readers[0]
@@ -255,7 +257,8 @@ class Runner:
             round_start = getattr(reader, "round_start", None)
             if on_demand and (round_start is None or round_start()) and not worker.out.wait_for_demand(
                     self._lead_ns(), int(self.expected_ms * 1e6), after_take=worker.demand_after_take,
-                    upstream=reader.member if reader is not None else None):
+                    upstream=reader.member if reader is not None else None,
+                    has_input=self._has_unread if reader is not None and round_start is None else None):
                 continue  # no consumer wants a record yet: do not make one it would skip
             item = None
             if reader is not None:
@@ -269,6 +272,8 @@ class Runner:
                         worker.out.release_holds()
                     continue
                 self.frames_in += 1
+                if on_demand and round_start is None:
+                    self._plan_next_read()
                 if reader.policy == "latest":
                     self.skipped += item.overwritten_before
                 else:
@@ -295,6 +300,19 @@ class Runner:
             for member in self.read_members.values():
                 if member.backpressure:
                     member.need(fid + 1)
+
+    def _has_unread(self) -> bool:
+        """An item newer than the one we last took is in the input ring."""
+        return self.reader.ring.newest_seq() > self.reader.cursor
+
+    def _plan_next_read(self) -> None:
+        """On demand, just after a take: we are busy for about `expected_ms`. When our consumer
+        will want our next record by then, the producer upstream (a paced source) makes our next
+        input meanwhile, so it is there when we are done; otherwise the plan waits for the
+        consumer (`wait_for_demand`), and no frame is made that a later plan would replace."""
+        busy_ns = int(self.expected_ms * 1e6)
+        wait = self.worker.out.demand_in(self._lead_ns(), busy_ns, after_take=self.worker.demand_after_take)
+        self.reader.member.plan(None if wait is None else time.monotonic_ns() + max(int(wait * 1e9), busy_ns))
 
     def _lead_ns(self) -> int:
         """How long before a consumer wants a record this worker starts making it."""

@@ -136,6 +136,7 @@ class Output:
         self.waiting = lambda: False
         self._holds: collections.deque = collections.deque()   # (output seq, member, input seq)
         self.forced_releases = 0          # holds let go before every consumer had passed them
+        self._answered = np.zeros(0, np.int64)  # wants already answered by a record (paced sources)
 
     def may_write(self) -> bool:
         return self._writer.may_write()
@@ -228,27 +229,42 @@ class Output:
         `make_ns`: our time per record; an idle consumer that is faster than that takes the newest
         record at once, so the next one is started without waiting for its take. `after_take`
         False (a paced source: a consumer reading `latest` wants the freshest item, whatever it
-        took last): only the time counts."""
+        took last): only the time counts, and each want is answered once."""
         self.release_holds()
         taken, done, want, busy = self.ring.members.consumer_state()
         if not len(taken):
             return 0.0
-        ready = taken >= self.ring.newest_seq() if after_take else np.ones(len(taken), bool)
+        if after_take:
+            ready = taken >= self.ring.newest_seq()
+        else:
+            # Each want is answered with one record: a want that has passed while its consumer
+            # was still busy asks for nothing more (rendering on would make frames nobody reads).
+            ready = ~np.isin(want, self._answered)
         if not ready.any():
+            if not after_take:
+                return None
             # busy 0: the consumer's time per item is not known yet (first items): not fast
             fast_idle = (done >= taken) & (busy > 0) & (busy < make_ns)
             return 0.0 if make_ns and bool(fast_idle.any()) else None
-        return max(0.0, (int(want[ready].min()) - lead_ns - time.monotonic_ns()) / 1e9)
+        now = time.monotonic_ns()
+        wait = max(0.0, (int(want[ready].min()) - lead_ns - now) / 1e9)
+        if wait == 0.0 and not after_take:
+            self._answered = want[ready & (want - lead_ns <= now)]
+        return wait
 
     def wait_for_demand(self, lead_ns: int = 0, make_ns: int = 0, timeout: float = WAIT_SLICE_S,
-                        after_take: bool = True, upstream=None) -> bool:
+                        after_take: bool = True, upstream=None, has_input=None) -> bool:
         """Sleep until a consumer wants the next record (True) or `timeout` passes (False).
         `upstream`: our member in our input ring, told when we will want our next input, so an
-        on-demand producer upstream (capture of a paced source) makes it just in time."""
+        on-demand producer upstream (capture of a paced source) makes it just in time.
+        `has_input()` True: the input made for our last plan is there; wanted now, it is read
+        as it is (a new plan would have a frame made that nobody reads)."""
         deadline = time.monotonic() + timeout
         while True:
             word = self.ring.space_word()
             wait = self.demand_in(lead_ns, make_ns, after_take)
+            if wait == 0.0 and has_input is not None and has_input():
+                return True
             if upstream is not None:
                 upstream.plan(None if wait is None else time.monotonic_ns() + int(wait * 1e9))
             if wait == 0.0:
