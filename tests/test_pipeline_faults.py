@@ -97,14 +97,14 @@ def test_slow_stage_keeps_latency_bounded_and_counts_drops(run_cli, small_config
         # slack covers a 2-core CI host that also runs the other workers.
         assert lat[len(lat) // 2] < 2 * max(infer) + 250, (lat, infer)
         assert lat[-1] < 4 * max(infer) + 500, (lat, infer)
-        gaps = [b.frame_id - a.frame_id for a, b in zip(frames, frames[1:])]
-        assert max(gaps) > 1, "a slow stage must skip frames, not queue them"
-        # Detection runs on demand (architecture.md §2): the frames nobody needs are passed over
-        # there, counted as skipped by design, not as lost.
-        status = wait_for(lambda: (s := request("status")) and workers(s)["detection"]["skipped"] > 0 and s,
+        # A slow stage skips frames, it does not queue them. Detection runs on demand (architecture.md
+        # §2) and the sample is a paced source: it renders only the frames detection will read and
+        # skips ahead to the frame due then, so the frames nobody needs are passed over at the
+        # source, counted as capture's `skipped` (by design), not as lost.
+        status = wait_for(lambda: (s := request("status")) and workers(s)["capture"]["skipped"] > 0 and s,
                           what="skipped frames counted")
         w = workers(status)
-        assert w["detection"]["skipped"] > 0 and w["inference"]["drops"] == 0
+        assert w["inference"]["drops"] == 0 and w["detection"]["drops"] == 0
         assert w["publisher"]["extras"]["latency_p99_ms"] < 4 * w["inference"]["p99_ms"] + 500
 
 

@@ -77,6 +77,9 @@ class Capture(Worker):
         self._min_interval_ns = int(1e9 / self.params.max_fps) if self.params.max_fps > 0 else 0
         self._last_ns = 0
         self.no_free_slot = 0
+        # Frames the source passed over by design (a paced source renders only what detection reads):
+        # reported as `skipped`, like a `latest` reader's, not as lost.
+        self._skipped_before = 0
         # Cameras and streams must be drained; a paced file or the sample can skip ahead instead.
         self.on_demand = (not self.source.is_live and bool(getattr(self.source, "realtime", False))
                           and not self.lossless)
@@ -103,6 +106,7 @@ class Capture(Worker):
             raise
         finally:
             self.source.into = None
+        self.skipped = self._skipped_before + int(getattr(self.source, "dropped", 0))
         if frame is None:
             self._abort(rec)
             return self._at_end()
@@ -164,6 +168,7 @@ class Capture(Worker):
 
     def _at_end(self):
         if self.at_end == "loop" and not self.source.is_live:
+            self._skipped_before = self.skipped  # a reopened source counts from 0 again
             self.source.close()
             try:
                 self.source = self._open_source(self.spec, **self.options)

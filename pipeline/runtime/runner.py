@@ -272,8 +272,6 @@ class Runner:
                         worker.out.release_holds()
                     continue
                 self.frames_in += 1
-                if on_demand and round_start is None:
-                    self._plan_next_read()
                 if reader.policy == "latest":
                     self.skipped += item.overwritten_before
                 else:
@@ -304,15 +302,6 @@ class Runner:
     def _has_unread(self) -> bool:
         """An item newer than the one we last took is in the input ring."""
         return self.reader.ring.newest_seq() > self.reader.cursor
-
-    def _plan_next_read(self) -> None:
-        """On demand, just after a take: we are busy for about `expected_ms`. When our consumer
-        will want our next record by then, the producer upstream (a paced source) makes our next
-        input meanwhile, so it is there when we are done; otherwise the plan waits for the
-        consumer (`wait_for_demand`), and no frame is made that a later plan would replace."""
-        busy_ns = int(self.expected_ms * 1e6)
-        wait = self.worker.out.demand_in(self._lead_ns(), busy_ns, after_take=self.worker.demand_after_take)
-        self.reader.member.plan(None if wait is None else time.monotonic_ns() + max(int(wait * 1e9), busy_ns))
 
     def _lead_ns(self) -> int:
         """How long before a consumer wants a record this worker starts making it."""
@@ -447,7 +436,7 @@ class Runner:
         reader = self.reader
         extras = {"fps": round(fps, 2), "state": self.state, "loop_age_s": round(now - self.last_loop, 3),
                   "busy_s": round(self.busy_s, 3), "out_span_s": round(self.out_span[1] - self.out_span[0], 3)}
-        drops = self.drops
+        drops, skipped = self.drops, self.skipped
         overruns = 0
         if worker is not None:
             extras.update(worker.extras)
@@ -455,6 +444,7 @@ class Runner:
             if device_stats is not None:
                 extras.update(device_stats.sample())
             drops += worker.drops
+            skipped += worker.skipped
             if worker.out is not None:
                 extras["suppressed"] = worker.out.suppressed
                 if worker.out.forced_releases:
@@ -469,7 +459,7 @@ class Runner:
             except Exception:
                 pass
         return Stats(frames_in=self.frames_in, frames_out=self.frames_out, drops=int(drops),
-                     overruns=int(overruns), skipped=int(self.skipped), p50_ms=round(p50, 3), p99_ms=round(p99, 3),
+                     overruns=int(overruns), skipped=int(skipped), p50_ms=round(p50, 3), p99_ms=round(p99, 3),
                      cpu_percent=float(cpu), rss_bytes=int(rss), extras=_plain(extras))
 
 

@@ -313,6 +313,7 @@ class Worker:
         # every heartbeat, so GPU numbers stay current while the worker waits for input.
         self.device_stats = None
         self.drops = 0                  # items this worker chose to drop (e.g. stale frame ref)
+        self.skipped = 0                # items passed over by design (a paced source's frames nobody read)
 
     def setup(self) -> None:
         pass
