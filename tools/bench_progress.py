@@ -8,9 +8,10 @@ Three scenarios, each a real pipeline (`pipeline start`, viewer off, Prometheus 
 default      `pipeline start` on the bundled sample (its detector, `--model` POCO-CLIFF, `--backend`/
              `--device` as given). Published fps over --seconds, read from the `published` ring, against the
              bare inference rate of the same backend measured afterwards in this process on the
-             person counts the pipeline saw (tools/bench_model.py's `bench`): goal >= 0.9x. CPU time
-             of the detection and inference processes over the window, per published frame:
-             goal detection <= 25 % of inference.
+             person counts the pipeline saw (tools/bench_model.py's `bench`), or the sample's own rate
+             where that is lower (a GPU): goal >= 0.9x the lower of the two. CPU time of the detection
+             and inference processes over the window, per published frame: goal (CPU path) detection
+             <= 25 % of inference.
 fast-source  a generated 1280x720 clip of one person (tools/people_clip.py) decoded as fast as
              possible (looping, live mode) in front of a detector of ~22 ms: the real MediaPipe
              detector on a GPU host (--device cuda), else `center` slowed to 22 ms by its
@@ -184,7 +185,12 @@ def scenario_default(args, env) -> dict:
     bare = bare_rate(w["inference"]["info"], got["counts"], args.device, args.iters)
     det = got["cpu_s"].get("detection", 0.0) / got["published"]
     inf = got["cpu_s"].get("inference", 0.0) / got["published"]
-    return {"published_fps": got["fps"], "bare_fps": bare["fps"], "ratio": got["fps"] / bare["fps"],
+    source_fps = w.get("capture", {}).get("info", {}).get("fps") or 0.0
+    # The pipeline can publish no faster than the model or the paced source, whichever is slower.
+    bound = min(bare["fps"], source_fps) if source_fps else bare["fps"]
+    return {"published_fps": got["fps"], "bare_fps": bare["fps"], "source_fps": source_fps, "bound_fps": bound,
+            "ratio": got["fps"] / bound, "bound_by": "source" if bound < bare["fps"] else "model",
+            "device": args.device,
             "detection_cpu_s_per_frame": det, "inference_cpu_s_per_frame": inf,
             "detection_share": det / inf if inf else float("inf"), "bare": bare,
             "detector": w["detection"]["info"].get("detector"), "inference": w["inference"]["info"],
@@ -258,14 +264,20 @@ def report(results: dict, meta: dict) -> str:
              f"after {meta['load_after']}", ""]
     d = results.get("default")
     if isinstance(d, dict):
+        bound_by = d.get("bound_by", "model")
+        bound = (f"the source's own {d['source_fps']:g} fps (bare inference {d['bare_fps']:.2f} fps)" if bound_by == "source"
+                 else f"bare inference {d['bare_fps']:.2f} fps on the same person counts")
         lines.append(f"default pipeline on the sample ({d['detector']} detector, {d['inference'].get('model')} "
                      f"{d['inference'].get('backend')}/{d['inference'].get('device')}): published {d['published_fps']:.2f} fps, "
-                     f"bare inference {d['bare_fps']:.2f} fps on the same person counts -> {d['ratio']:.2f}x "
-                     + verdict(d["ratio"] >= 0.9, ">= 0.9"))
-        lines.append(f"  detection CPU {d['detection_cpu_s_per_frame'] * 1e3:.0f} ms per published frame = "
-                     f"{100 * d['detection_share']:.1f} % of inference's {d['inference_cpu_s_per_frame'] * 1e3:.0f} ms "
-                     + verdict(d["detection_share"] <= 0.25, "<= 25 %")
-                     + f"; {d['detection_frames_per_published']:.2f} detections per published frame")
+                     f"bound by {bound} -> {d['ratio']:.2f}x " + verdict(d["ratio"] >= 0.9, ">= 0.9"))
+        share = (f"  detection CPU {d['detection_cpu_s_per_frame'] * 1e3:.0f} ms per published frame = "
+                 f"{100 * d['detection_share']:.1f} % of inference's {d['inference_cpu_s_per_frame'] * 1e3:.0f} ms ")
+        if str(d.get("device", "cpu")).startswith("cuda"):
+            # On a GPU inference's CPU time is not its cost, so the share says nothing about who limits.
+            share += "(the <= 25 % goal is for the CPU path)"
+        else:
+            share += verdict(d["detection_share"] <= 0.25, "<= 25 %")
+        lines.append(share + f"; {d['detection_frames_per_published']:.2f} detections per published frame")
         lines.append(f"  inference waited {100 * d['inference_idle_share']:.1f} % of the time between frames; CPU ms per "
                      f"published frame: " + ", ".join(f"{n} {ms:.0f}" for n, ms in d["cpu_ms_per_published"].items()))
     f = results.get("fast-source")
