@@ -190,7 +190,6 @@ def scenario_default(args, env) -> dict:
     bound = min(bare["fps"], source_fps) if source_fps else bare["fps"]
     return {"published_fps": got["fps"], "bare_fps": bare["fps"], "source_fps": source_fps, "bound_fps": bound,
             "ratio": got["fps"] / bound, "bound_by": "source" if bound < bare["fps"] else "model",
-            "device": args.device,
             "detection_cpu_s_per_frame": det, "inference_cpu_s_per_frame": inf,
             "detection_share": det / inf if inf else float("inf"), "bare": bare,
             "detector": w["detection"]["info"].get("detector"), "inference": w["inference"]["info"],
@@ -272,7 +271,7 @@ def report(results: dict, meta: dict) -> str:
                      f"bound by {bound} -> {d['ratio']:.2f}x " + verdict(d["ratio"] >= 0.9, ">= 0.9"))
         share = (f"  detection CPU {d['detection_cpu_s_per_frame'] * 1e3:.0f} ms per published frame = "
                  f"{100 * d['detection_share']:.1f} % of inference's {d['inference_cpu_s_per_frame'] * 1e3:.0f} ms ")
-        if str(d.get("device", "cpu")).startswith("cuda"):
+        if str(d["inference"].get("device", "cpu")).startswith("cuda"):
             # On a GPU inference's CPU time is not its cost, so the share says nothing about who limits.
             share += "(the <= 25 % goal is for the CPU path)"
         else:
