@@ -102,12 +102,14 @@ def test_status_table_shows_threads_and_what_a_starting_worker_does():
 
     status = {"workers": [row("inference", "starting", threads=2, starting_s=3.2,
                               progress="warming up batch sizes [1, 3]"), row("capture", "running"),
-                          row("detection", "running", extras={"warming_batches": "2,4"})]}
+                          row("detection", "running", extras={"warming_batches": "2,4"}),
+                          row("detection", "running", extras={"detector_warming": "compiling 1920x1080"})]}
     lines = status_table(status).splitlines()
     assert lines[0].split()[-2:] == ["thr", "info"]
     assert "[warming up batch sizes [1, 3], 3 s]" in lines[1] and " 2 " in lines[1]
     assert "[" not in lines[2]
     assert lines[3].rstrip().endswith("preparing batch sizes 2,4")
+    assert lines[4].rstrip().endswith("compiling 1920x1080 (frames run the slower engine until then)")
 
 
 def test_video_decoder_threads_follow_the_budget(monkeypatch, tmp_path):

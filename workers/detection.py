@@ -48,7 +48,7 @@ class Params:
     device: Union[str, None] = None        # yolo: cpu / cuda / 0 (default: cuda when present)
     half: Union[bool, None] = None         # yolo: fp16 on GPU (default: on when on GPU)
     tracker: str = "auto"                  # yolo: auto | iou | bytetrack | botsort | none
-    engine: str = "auto"                   # yolo: auto | trt | cudagraph | eager | ultralytics
+    engine: str = "auto"                   # yolo: auto | trt | compile | cudagraph | eager | ultralytics
     views: Union[str, None] = None         # blazepose: full | tiles | both
     rounds: Union[int, None] = None        # blazepose: extra masked passes per view
     round_every: Union[int, None] = None   # blazepose: masked rounds every Nth frame (default 5; on the CPU its refit frames)
@@ -183,6 +183,9 @@ class Detection(Worker):
                 return self._drop_torn()  # the pixels changed under the detector: not its fault
             raise
         stretch_to(t0, self.params.min_process_ms)
+        warming = detector.warming()
+        if warming or "detector_warming" in self.extras:
+            self.extras["detector_warming"] = warming   # e.g. a faster engine still compiling
         if not self.input_valid(item):
             return self._drop_torn()
         return self._write(item, frame, found, height, width, t0)

@@ -117,6 +117,9 @@ def status_table(status: dict) -> str:
         warming = (w.get("extras") or {}).get("warming_batches")
         if warming:
             note = f"{note}; preparing batch sizes {warming}"
+        detector_warming = (w.get("extras") or {}).get("detector_warming")
+        if detector_warming:
+            note = f"{note}; {detector_warming} (frames run the slower engine until then)"
         starting = _starting_note(w)
         if w.get("role"):
             note = f"[{w['role']}{': ' + starting if starting else ''}] {note}"

@@ -121,6 +121,11 @@ class Detector(ABC):
     def info(self) -> dict:
         """kind, model file, device, half, single_person, thresholds, tracker."""
 
+    def warming(self) -> str:
+        """What the detector still prepares while it serves frames ('' when nothing), e.g. a
+        faster engine being compiled; its frames until then run a slower way."""
+        return ""
+
     def register_host(self, address: int, size: int) -> bool:
         """Page-lock caller memory the frames will live in (a frames ring), so a GPU detector
         uploads them by DMA straight from it. False: not used (a CPU detector, or CUDA refused)."""

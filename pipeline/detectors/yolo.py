@@ -277,7 +277,16 @@ class YoloDetector(Detector):
                 "tracker": {"bytetrack": "ultralytics:bytetrack", "botsort": "ultralytics:botsort"}.get(
                     self.tracker, self.tracker),
                 "thresholds": {"conf": self.conf, "iou": self.iou, "min_score": self.min_score},
-                **self.post.as_dict()}
+                **self.post.as_dict(), **self._compile_state()}
+
+    def _compile_state(self) -> dict:
+        if self._runner is None:
+            return {}
+        info = self._runner.info()
+        return {k: info[k] for k in ("compiled", "compiling", "compile_error") if k in info}
+
+    def warming(self) -> str:
+        return self._runner.warming() if self._runner is not None else ""
 
     def register_host(self, address: int, size: int) -> bool:
         return self._runner is not None and self._runner.locked.register(address, size)
@@ -288,6 +297,8 @@ class YoloDetector(Detector):
 
     def close(self) -> None:
         self.unregister_host()
+        if self._runner is not None:
+            self._runner.close()
         self._model = None
         self._runner = None
         self._ul_tracker = None

@@ -193,6 +193,43 @@ def test_cudagraph_matches_eager_on_cuda(confident_weights, bus_rgb):
 
 
 @pytest.mark.gpu
+def test_compile_engine_serves_at_once_then_its_compiled_graph_matches(confident_weights, bus_rgb, tmp_path):
+    """engine="compile": the first frames of a size run the cudagraph engine's graph while Inductor
+    compiles on a thread; the compiled graph then takes over and gives the same boxes (fp32, every
+    anchor of a 32 px input kept, within 2 px)."""
+    _cuda_or_skip()
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("no Triton: torch.compile cannot build GPU kernels here")
+    square = np.ascontiguousarray(bus_rgb[:810, :810])
+    kw = dict(model=confident_weights, imgsz=32, iou=1.0, max_persons=64, min_box_size=0, tracker="none",
+              order="score", device="cuda", half=False)
+    compiled = make_detector("yolo", engine="compile", cache_dir=tmp_path / "cache", **kw)
+    eager = make_detector("yolo", engine="eager", **kw)
+    compiled.setup()
+    eager.setup()
+    assert compiled.info()["engine"] == "compile"
+    first = [compiled.detect(square) for _ in range(2)]     # the second frame of a size asks for the compile
+    assert compiled.warming() == "compiling 810x810" or compiled.info()["compiled"] == ["810x810"]
+    assert compiled._runner._compiled.wait(300)
+    info = compiled.info()
+    assert info["compiled"] == ["810x810"] and info["compiling"] == [] and "compile_error" not in info
+    assert compiled.warming() == ""
+    after = compiled.detect(square)
+    assert compiled._runner._graphs[(810, 810)].compiled     # the compiled graph took over
+    ref = eager.detect(square)
+    assert len(first[0]) == len(after) == len(ref) == 21
+
+    def rows(d):
+        r = np.concatenate([d.boxes, d.scores[:, None] * 100], axis=1)
+        return r[np.lexsort(r.T[::-1])]
+    np.testing.assert_allclose(rows(after), rows(ref), atol=2.0)
+    np.testing.assert_allclose(rows(first[0]), rows(ref), atol=2.0)
+    assert list((tmp_path / "cache" / "inductor").iterdir())   # Inductor's cache went where we said
+    compiled.close()
+    eager.close()
+
+
+@pytest.mark.gpu
 def test_tensorrt_engine_through_ultralytics_export(random_weights, bus_rgb, tmp_path):
     _cuda_or_skip()
     if importlib.util.find_spec("tensorrt") is None:
