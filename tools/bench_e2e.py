@@ -15,7 +15,10 @@ the chosen backend, the publisher and the metrics worker. Detectors (`--detector
   mediapipe  the legacy one-person MediaPipe solution (CPU),
   yolo       ultralytics YOLO on --device: --yolo FILE, else yolo11n built from its yaml with
              random weights and the person logit raised so it reports boxes: its person count
-             is cut to N by max_persons and its boxes are MEANINGLESS (speed only; flagged). Once inference is ready and frames flow it reads the
+             is cut to N by max_persons and its boxes are MEANINGLESS (speed only; flagged);
+             yolo-cudagraph, yolo-compile, yolo-trt: that engine instead of the auto pick.
+Once inference is ready, frames flow and the detector prepares nothing more (YOLO's compile
+engine serves a new frame size with its cudagraph graph until Inductor is done) it reads the
 `published` ring with policy `next` (every published frame, header fields only) for
 --seconds and reports:
 
@@ -116,12 +119,14 @@ def detection_params(detector: str, persons: int, device: str, yolo: Path | None
         return {"kind": "blazepose", "rounds": 0}
     if detector == "blazepose-nosegment":   # no person segmentation proposals
         return {"kind": "blazepose", "segment": False}
-    if detector == "yolo":
-        return {"kind": "yolo", "model": str(yolo), "device": device, "tracker": "bytetrack",
-                "min_box_size": 0.0}
+    if detector == "yolo" or detector.startswith("yolo-"):
+        params = {"kind": "yolo", "model": str(yolo), "device": device, "tracker": "bytetrack", "min_box_size": 0.0}
+        if detector != "yolo":      # yolo-cudagraph, yolo-compile, yolo-trt: that engine, not auto's pick
+            params["engine"] = detector.split("-", 1)[1]
+        return params
     raise SystemExit(f"--detectors takes fixed, blazepose, blazepose-cpu, blazepose-every5, blazepose-norefine, "
                      f"blazepose-norounds, blazepose-nosegment, "
-                     f"mediapipe, yolo; got {detector!r}")
+                     f"mediapipe, yolo, yolo-ENGINE (cudagraph, compile, trt); got {detector!r}")
 
 
 def untrained_yolo(folder: Path) -> Path:
@@ -191,7 +196,10 @@ def wait_ready(env, timeout: float) -> dict:
             continue
         workers = {w["name"]: w for w in st.get("workers", [])}
         inf = workers.get("inference", {})
-        if inf.get("state") in ("ready", "running") and inf.get("frames_out", 0) > 0:
+        # a detector that still prepares a faster engine (YOLO's compile) serves its frames the
+        # slower way until then: measure what it runs once it is done
+        warming = (workers.get("detection", {}).get("extras") or {}).get("detector_warming")
+        if inf.get("state") in ("ready", "running") and inf.get("frames_out", 0) > 0 and not warming:
             return st
         time.sleep(1.0)
     raise RuntimeError(f"pipeline not serving after {timeout:.0f} s")
@@ -343,7 +351,7 @@ def main() -> int:
     for d in detectors:
         detection_params(d, persons[0], args.device, None)   # an unknown name fails here, not mid-run
     yolo_note = ""
-    if "yolo" in detectors and args.yolo is None:
+    if any(d == "yolo" or d.startswith("yolo-") for d in detectors) and args.yolo is None:
         args.yolo = untrained_yolo(args.data_dir)
         yolo_note = (f"yolo rows: {args.yolo.name} is UNTRAINED (random weights, person logit raised): its "
                      f"speed is real, its boxes and person counts are meaningless.")
