@@ -198,8 +198,12 @@ def wait_ready(env, timeout: float) -> dict:
         inf = workers.get("inference", {})
         # a detector that still prepares a faster engine (YOLO's compile) serves its frames the
         # slower way until then: measure what it runs once it is done
-        warming = (workers.get("detection", {}).get("extras") or {}).get("detector_warming")
-        if inf.get("state") in ("ready", "running") and inf.get("frames_out", 0) > 0 and not warming:
+        det = workers.get("detection", {})
+        warming = (det.get("extras") or {}).get("detector_warming")
+        # frames_out and extras come from one heartbeat: a detector that has written a frame has
+        # said by then whether it compiles that frame's size
+        if (inf.get("state") in ("ready", "running") and inf.get("frames_out", 0) > 0
+                and det.get("frames_out", 0) > 0 and not warming):
             return st
         time.sleep(1.0)
     raise RuntimeError(f"pipeline not serving after {timeout:.0f} s")

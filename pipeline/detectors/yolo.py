@@ -139,6 +139,8 @@ class YoloDetector(Detector):
                 self._ul_tracker = _ultralytics_tracker(self.tracker)
         self._ready = True
         if self.warmup:
+            if self._runner is not None:
+                self._runner.warming_up = True
             try:
                 self._detect(np.zeros((self.imgsz, self.imgsz, 3), np.uint8), self.imgsz, self.imgsz)
             except Exception as exc:
@@ -147,6 +149,9 @@ class YoloDetector(Detector):
                     raise self._out_of_memory(path) from exc
                 raise DetectorError(f"{str(path)!r} failed its first run on {self.device} (engine {self.engine}): "
                                     f"{type(exc).__name__}: {exc}; try detection.engine=eager") from exc
+            finally:
+                if self._runner is not None:
+                    self._runner.warming_up = False
             self.reset()
         log.info("yolo detector ready: %s on %s (%s, engine %s, tracker %s)", path, self.device,
                  "fp16" if self.half else "fp32", self.engine, self.tracker)

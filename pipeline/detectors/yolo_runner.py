@@ -13,19 +13,20 @@ anchor (the anchor's best class must be class 0, as ultralytics' class filter do
 top `candidates` anchors by score mapped back to frame pixels. The confidence and NMS IoU
 thresholds apply after the graph, so they stay live-settable.
 
-Engines (`engine`; `auto` takes the first of trt, compile, cudagraph the machine can run):
+Engines (`engine`; `auto` is trt where TensorRT is installed, else cudagraph, on a GPU):
   trt        a TensorRT engine exported once by ultralytics' own `export(format="engine")`
              (fp16, fixed imgsz, batch 1), cached beside a copy of the weights under
              `cache_dir`; run through ultralytics' AutoBackend. Needs the `tensorrt` package.
-  compile    the cudagraph engine's steps compiled by Inductor (torch.compile, Triton kernels:
-             the pointwise work around each convolution fused), then captured in a CUDA graph
-             the same way. Half the GPU time of `cudagraph` (yolo11n, 1080p frames, one H100:
-             0.64 against 1.27 ms per frame, tools/device/yolo_engines.py); it is the GPU time
-             that counts, because the detection and inference processes take turns on the GPU.
-             Compiling takes ~20 s per frame size (seconds once Inductor's cache under
-             `cache_dir` has it), so a new size is served by the `cudagraph` graph at once and
-             compiled on a thread of its own; its graph takes over at the start of a later frame.
-             Needs Triton (in the CUDA builds of torch).
+  compile    (opt-in) the cudagraph engine's steps compiled by Inductor (torch.compile, Triton
+             kernels: the pointwise work around each convolution fused), then captured in a CUDA
+             graph the same way. Half the GPU time of `cudagraph` standalone (yolo11n, 1080p
+             frames, one H100: 0.64 against 1.27 ms per frame, tools/device/yolo_engines.py), but
+             in the pipeline, where detection and inference take turns on the GPU, it measured
+             +8 % FPS on one host (1 person) and -8 % on another (5 persons): not the default until
+             more runs say which. Compiling takes ~20 s per frame size (seconds once Inductor's
+             cache under `cache_dir` has it), so a new size is served by the `cudagraph` graph at
+             once and compiled on a thread of its own; its graph takes over at the start of a
+             later frame. Needs Triton (in the CUDA builds of torch).
   cudagraph  the fused PyTorch network captured in a CUDA graph with the pre- and
              post-processing (no TensorRT or Triton needed).
   eager      the same steps without a graph (the CPU path: fp32, letterbox with OpenCV).
@@ -92,8 +93,7 @@ class YoloRunner:
         self.path = Path(path)
         self.allow_unsafe_checkpoint = bool(allow_unsafe_checkpoint)  # the engine export reloads the file
         if engine == "auto":
-            engine = ("eager" if not self.cuda else "trt" if _has_tensorrt()
-                      else "compile" if _has_triton() else "cudagraph")
+            engine = "eager" if not self.cuda else ("trt" if _has_tensorrt() else "cudagraph")
         self.engine = engine
         self.rect_stride = None if engine == "trt" else self.stride
         if engine == "trt":
@@ -109,6 +109,7 @@ class YoloRunner:
             self._forward = self._torch_forward
         self._graphs: dict = {}      # (h, w) -> _Captured
         self._compiled = None        # engine "compile": CompiledGraphs
+        self.warming_up = False      # the detector's warm-up frame: its size is not compiled
         self._compile_net = None     # the network copy Inductor traces
         if engine == "compile":
             from pipeline.backends.compile import configure_compile_cache
@@ -164,10 +165,8 @@ class YoloRunner:
         cap = self._graphs.get((h, w))
         if cap is None:
             cap = self._capture(h, w)
-        cap.uses += 1
-        if cap.uses == 2 and self._compiled is not None:
-            # a size seen twice is a stream's (the detector's one warm-up frame is not)
-            self._compiled.request((h, w))
+            if self._compiled is not None and not self.warming_up:
+                self._compiled.request((h, w))
         # the previous frame's results were read back (a sync), so its upload from here is done
         if self.locked.contains(rgb):
             # straight from the page-locked ring slot: no host copy; the slot stays claimed
@@ -199,7 +198,6 @@ class YoloRunner:
         cap.host_scores = torch.empty(self.candidates, dtype=torch.float32, pin_memory=True)
         cap.done = torch.cuda.Event()
         cap.graph = None
-        cap.uses = 0
         cap.compiled = False
         return cap
 
