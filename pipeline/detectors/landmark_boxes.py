@@ -190,6 +190,17 @@ def transfer_shapes(keypoint_then, fitted_then, keypoint_now) -> np.ndarray:
     return (np.tile(now[:, :2], 2) + rel * np.tile(size_now, 2)).astype(np.float32)
 
 
+def limit_size_change(boxes, previous, step: float) -> np.ndarray:
+    """Boxes (K,4) whose width and height differ from `previous` (K,4) by at most the factor
+    `step` (>= 1) either way, each about its own centre."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    prev = np.asarray(previous, np.float64).reshape(-1, 4)
+    size_prev = np.maximum(prev[:, 2:] - prev[:, :2], 1e-6)
+    size = np.clip(b[:, 2:] - b[:, :2], size_prev / step, size_prev * step)
+    centre = (b[:, 2:] + b[:, :2]) / 2.0
+    return np.concatenate([centre - size / 2.0, centre + size / 2.0], axis=1).astype(np.float32)
+
+
 def covered(boxes, others, grid: int = 16) -> np.ndarray:
     """(N,) the fraction of each box (N,4) that lies inside the union of `others` (M,4),
     sampled on a grid x grid lattice of points in the box."""

@@ -355,6 +355,39 @@ def test_a_fitted_shape_moves_and_scales_with_its_keypoint_box():
     np.testing.assert_allclose(transfer_shapes(then_kp, then_fit, now_kp)[0], [320, 80, 480, 500])
 
 
+def test_between_refits_a_box_changes_size_by_at_most_the_step_about_its_centre():
+    from pipeline.detectors.landmark_boxes import limit_size_change
+    previous = np.array([[100, 100, 200, 300], [0, 0, 100, 100]], np.float32)
+    boxes = np.array([[400, 100, 450, 200],                         # moved, a third of the size: held
+                      [10, 10, 111, 111]], np.float32)              # 1 % bigger: kept as it is
+    out = limit_size_change(boxes, previous, 1.03)
+    np.testing.assert_allclose(out[0], [425 - 100 / 1.03 / 2, 150 - 200 / 1.03 / 2,
+                                        425 + 100 / 1.03 / 2, 150 + 200 / 1.03 / 2], rtol=1e-6)
+    np.testing.assert_allclose(out[1], boxes[1], rtol=1e-6)
+
+
+def test_a_keypoint_box_that_jumps_between_refits_moves_the_box_but_barely_resizes_it(monkeypatch):
+    """CPU cadence (refit every 5th frame): between refits a known body's fitted shape rides on
+    its keypoint box, whose size the detector's keypoints put unsteadily; SHAPE_STEP bounds it."""
+    from pipeline.detectors import blazepose as bp
+    det = make_detector("blazepose", refine_every=5)
+    det._since_refined = 0
+    det._shapes = (np.array([[100, 100, 200, 300]], np.float32), np.array([[90, 80, 210, 320]], np.float32))
+    det.follow = False
+    det._refiner = object()      # no refit of new bodies happens: every detection is a known one
+    from pipeline.detectors.landmark_boxes import Refined
+    nobody = Refined(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 2, 2)), np.zeros(0),
+                     np.zeros((0, 2, 2)))
+    monkeypatch.setattr(det, "_refined", lambda *a, **k: (np.zeros(0, np.int64), nobody))
+    kps = np.zeros((1, 4, 2), np.float32)
+    shrunk = np.array([[105, 130, 195, 297]], np.float32)         # the same body's keypoint box, 5/6 its height
+    boxes, _ = det._refine(np.zeros((480, 640, 3), np.uint8), kps, shrunk, np.array([0.6], np.float32),
+                           480, 640, refit=False)
+    h = boxes[0, 3] - boxes[0, 1]
+    assert h == pytest.approx(240 / bp.SHAPE_STEP, rel=1e-5)      # unbounded it would be 1.2 x 167 = 200
+    assert (boxes[0, 1] + boxes[0, 3]) / 2 == pytest.approx((130 - 0.1 * 167 + 297 + 0.1 * 167) / 2, abs=0.5)
+
+
 def test_each_earlier_body_matches_one_detection_at_most():
     from pipeline.detectors.landmark_boxes import match_one_to_one
     iou = np.array([[0.9, 0.1], [0.8, 0.2], [0.0, 0.6]])
