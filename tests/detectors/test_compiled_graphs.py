@@ -1,6 +1,7 @@
 """CompiledGraphs: the YOLO `compile` engine's builds on a thread of their own, handed over between
 frames. Plain callables stand in for Inductor here; tests/detectors/test_yolo.py runs the real one
 on a GPU."""
+import importlib.util
 import threading
 import time
 
@@ -102,7 +103,7 @@ def test_a_forgotten_size_is_built_again_when_asked_again():
     graphs.close()
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("ultralytics") is None, reason="ultralytics is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics is not installed")
 def test_the_compile_engine_on_a_cpu_is_refused(tmp_path):
     from pipeline.detectors import DetectorError, make_detector
     from pipeline.detectors.yolo_model import build_untrained
