@@ -5,7 +5,7 @@ same steps compiled by Inductor first and then captured the same way. yolo11n fr
 (random weights): speed only. Times are CUDA-event medians of single replays, and the mean of
 a burst of back-to-back replays (the GPU's own time, no host gaps). The last column compares
 scores only, which these random weights saturate: it is no accuracy check (the GPU test
-`test_compile_engine_serves_at_once_then_its_compiled_graph_matches` compares boxes).
+`test_compile_engine_serves_at_once_then_its_compiled_graph_takes_over` compares boxes).
 
     python tools/device/yolo_engines.py --frames 200 --modes eager,default,max-autotune-no-cudagraphs
 """
@@ -50,8 +50,7 @@ def main() -> int:
     frame = torch.randint(0, 255, (h, w, 3), dtype=torch.uint8, device="cuda")
     reference = None
     for mode in args.modes.split(","):
-        canvas = torch.zeros_like(runner._capture(h, w).canvas)
-        canvas.fill_(114.0 / 255.0)
+        canvas = runner._buffers(h, w).canvas     # the letterbox canvas, grey; no graph captured for it
 
         def steps(frame, canvas):
             return runner._device_steps(frame, h, w, canvas)
