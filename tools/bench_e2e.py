@@ -31,7 +31,8 @@ engine serves a new frame size with its cudagraph graph until Inductor is done) 
 then stops the pipeline. Ratios are against the first row with the same persons measured in the
 same run (eager `torch` fp32 where it ran, else the first detector, `fixed` by default). Results: <out>/e2e.json and <out>/e2e.md, both
 rewritten after every configuration so a cut-short run keeps what it measured.
-`--profile-dir DIR` additionally runs `pipeline profile` for the first configuration.
+A detector named twice is measured twice (alternating rows on one host). `--stamps` keeps each
+row's per-frame stage stamps. `--profile-dir DIR` additionally runs `pipeline profile` for the first configuration.
 """
 from __future__ import annotations
 
@@ -209,7 +210,7 @@ def wait_ready(env, timeout: float) -> dict:
     raise RuntimeError(f"pipeline not serving after {timeout:.0f} s")
 
 
-def measure(run_id: str, seconds: float, settle: float = 3.0) -> dict:
+def measure(run_id: str, seconds: float, settle: float = 3.0, stamps_to: Path | None = None) -> dict:
     from pipeline.runtime.records import STAGE_INDEX
     from pipeline.runtime.ring import Ring
 
@@ -236,6 +237,9 @@ def measure(run_id: str, seconds: float, settle: float = 3.0) -> dict:
         raise RuntimeError("no frame was published during the measurement")
     st = np.stack(rows).astype(np.float64) / 1e6
     s = STAGE_INDEX
+    if stamps_to is not None:  # every published frame's stage stamps (ms), columns named as STAGE_INDEX
+        np.savez_compressed(stamps_to, stamps_ms=st, frame_ids=np.array([i for i, _ in ids]),
+                            stages=np.array(sorted(s, key=s.get)))
 
     def span(a, b):
         d = st[:, s[b]] - st[:, s[a]]
@@ -276,7 +280,10 @@ def run_one(args, backend, persons, video, env, port, profile_dir=None, detector
             prof = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "profile", "--seconds",
                                      str(int(args.seconds)), "--out", str(profile_dir)], env=env, cwd=REPO,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        result = measure(st["run_id"], args.seconds)
+        stamps_to = None
+        if args.stamps:
+            stamps_to = args.out / f"stamps_{name}_{persons}p_{len(list(args.out.glob(f'stamps_{name}_{persons}p_*')))}.npz"
+        result = measure(st["run_id"], args.seconds, stamps_to=stamps_to)
         workers = {w["name"]: w for w in status(env).get("workers", [])}
         result["cpu_percent"] = {n: w.get("cpu_percent") for n, w in workers.items()}
         result["worker_p50_ms"] = {n: w.get("p50_ms") for n, w in workers.items()}
@@ -342,6 +349,9 @@ def main() -> int:
     ap.add_argument("--frame-slots", type=int, default=8,
                     help="frames ring slots; on a slow CPU a detector slower than slots/fps seconds only ever "
                          "sees overwritten frames, so give it more (e.g. 64)")
+    ap.add_argument("--stamps", action="store_true",
+                    help="also save each row's per-frame stage stamps to <out>/stamps_<row>_<k>.npz "
+                         "(where a row's latency goes, frame by frame)")
     ap.add_argument("--profile-dir", type=Path, help="also run `pipeline profile` on the first configuration")
     ap.add_argument("--profile-backend", help="profile the first configuration of this backend instead")
     args = ap.parse_args()
