@@ -459,6 +459,22 @@ def test_detection_live_settings(rings, detection_cls):
         worker.on_set("bogus", 1)
 
 
+def test_detection_lead_sets_how_early_a_frame_starts_before_inference_wants_it(rings, detection_cls):
+    cls, Params = detection_cls
+    worker = make_worker(cls, Params(kind="center"), rings, "detection", "detections")
+    worker.setup()
+    assert worker.demand_lead_ns(4.0) == int(11.0e6)        # default: 1.5 x p50 + 5 ms
+    assert worker.on_set("lead", 0.5) == 0.5
+    assert worker.demand_lead_ns(4.0) == int(2.0e6)
+    assert worker.on_set("lead", 0) == 0.0 and worker.demand_lead_ns(4.0) == 0
+    assert worker.on_set("lead", None) is None and worker.demand_lead_ns(4.0) == int(11.0e6)
+    for bad in (-0.5, 11, "soon", True):
+        with pytest.raises(SettingError, match="lead"):
+            worker.on_set("lead", bad)
+    with pytest.raises(WorkerError, match="detection.lead = -1"):
+        make_worker(cls, Params(kind="center", lead=-1), rings, "detection", "detections").setup()
+
+
 @pytest.mark.parametrize("content", [None, b"this is not a model"])
 def test_yolo_weights_that_are_missing_or_not_a_model_are_named(rings, detection_cls, tmp_path, content):
     cls, Params = detection_cls

@@ -139,19 +139,22 @@ def untrained_yolo(folder: Path) -> Path:
 
 def write_config(path: Path, video: Path, backend: str, persons: int, device: str, model: str,
                  data_dir: Path, port: int, realtime: bool = False, detector: str = "fixed",
-                 yolo: Path | None = None, frame_slots: int = 8) -> Path:
+                 yolo: Path | None = None, frame_slots: int = 8, lead: float | None = None) -> Path:
     import yaml
     precision = "fp32" if backend in ("torch", "onnx") or device == "cpu" else "fp16"  # onnx: fp32 only
     backend, options = backend_variant(backend)
     if backend == "torch-fp16":
         backend, precision = "torch", "fp16"
+    detection = detection_params(detector, persons, device, yolo)
+    if lead is not None:
+        detection["lead"] = lead
     cfg = {
         # live mode (newest frame wins) also unpaced: tools/bench_progress.py measures lossless runs
         "source": {"spec": str(video), "options": {"realtime": realtime}, "at_end": "loop", "every_frame": False},
         "rings": {"frames": {"slots": frame_slots, "max_height": 1080, "max_width": 1920}, "max_persons": persons},
         "workers": {
             "detection": {"module": "workers.detection", "start_timeout": 900,
-                          "params": detection_params(detector, persons, device, yolo)},
+                          "params": detection},
             "inference": {"module": "workers.inference", "start_timeout": 900, "health_timeout": 30,
                           "params": {"model": model, "backend": backend, "device": device,
                                      "precision": precision, "smpl": "off",
@@ -269,7 +272,7 @@ def run_one(args, backend, persons, video, env, port, profile_dir=None, detector
     name = backend if detector == "fixed" else f"{detector}_{backend}"
     cfg = write_config(args.out / f"cfg_{name}_{persons}p.yaml", video, backend, persons, args.device,
                        args.model, args.data_dir, port, realtime=args.realtime, detector=detector,
-                       yolo=args.yolo, frame_slots=args.frame_slots)
+                       yolo=args.yolo, frame_slots=args.frame_slots, lead=args.lead)
     t0 = time.monotonic()
     cli("start", "--detach", "--config", cfg, "--no-viewer", env=env)
     try:
@@ -349,6 +352,9 @@ def main() -> int:
     ap.add_argument("--frame-slots", type=int, default=8,
                     help="frames ring slots; on a slow CPU a detector slower than slots/fps seconds only ever "
                          "sees overwritten frames, so give it more (e.g. 64)")
+    ap.add_argument("--lead", type=float, default=None,
+                    help="detection.lead for every row: how early (x detection's p50) a frame starts before "
+                         "inference wants it (default 1.5 x + 5 ms)")
     ap.add_argument("--stamps", action="store_true",
                     help="also save each row's per-frame stage stamps to <out>/stamps_<row>_<k>.npz "
                          "(where a row's latency goes, frame by frame)")

@@ -305,7 +305,7 @@ class Runner:
 
     def _lead_ns(self) -> int:
         """How long before a consumer wants a record this worker starts making it."""
-        return int((1.5 * self.expected_ms + 5.0) * 1e6)
+        return self.worker.demand_lead_ns(self.expected_ms)
 
     def _step(self, fn, *args, extend: bool = False):
         """One process()/flush() call and its bookkeeping; returns its result, or _CRASHED. A

@@ -338,6 +338,13 @@ class Worker:
     def on_set(self, key: str, value) -> Any:
         raise SettingError(f"worker {self.name!r} has no live setting {key!r}")
 
+    def demand_lead_ns(self, expected_ms: float) -> int:
+        """On demand: how long before a consumer wants our next record we start making it, given
+        our p50 time per record. Early by default (1.5 x p50 + 5 ms), so scheduling jitter never
+        leaves the consumer waiting; a worker that shares its device with the consumer may start
+        later (detection's `lead`), because starting early only makes the two take turns."""
+        return int((1.5 * expected_ms + 5.0) * 1e6)
+
     def info(self) -> dict:
         return {"description": self.description} if self.description else {}
 
