@@ -376,10 +376,16 @@ class Worker:
 
 def stretch_to(t0_ns: int, min_ms: float) -> None:
     """Test and benchmark knob (`min_process_ms`): make a process() call that began at `t0_ns`
-    last at least `min_ms`, by sleeping the rest, to play a slower detector or model."""
+    last at least `min_ms`, by sleeping the rest, to play a slower detector or model. With
+    POSEPIPE_STRETCH_SPIN=1 it computes instead of sleeping (tools/bench_lead.py: stages that
+    take turns on one core, as two processes do on one GPU)."""
     if min_ms > 0:
-        left = t0_ns / 1e9 + min_ms / 1000.0 - time.monotonic_ns() / 1e9
-        if left > 0:
+        end = t0_ns / 1e9 + min_ms / 1000.0
+        left = end - time.monotonic_ns() / 1e9
+        if left > 0 and os.environ.get("POSEPIPE_STRETCH_SPIN") == "1":
+            while time.monotonic() < end:
+                pass
+        elif left > 0:
             time.sleep(left)
 
 
