@@ -155,3 +155,16 @@ def test_heartbeat_carries_the_workers_device_stats_only_when_it_has_them():
     worker.device_stats = _Stats()
     extras = runner._stats(None).extras
     assert extras["gpu_util_percent"] == 12.0 and extras["gpu_mem_bytes"] == 5 << 20
+
+
+def test_stretch_sleeps_or_computes_for_the_time_asked(monkeypatch):
+    """`min_process_ms` sleeps by default; with POSEPIPE_STRETCH_SPIN=1 (tools/bench_lead.py) it
+    computes, so two stages on one core take turns as two processes do on one GPU."""
+    from pipeline.runtime.worker import stretch_to
+    for spin, busy in (("0", False), ("1", True)):
+        monkeypatch.setenv("POSEPIPE_STRETCH_SPIN", spin)
+        cpu0, t0 = time.process_time(), time.monotonic_ns()
+        stretch_to(t0, 60.0)
+        wall, cpu = (time.monotonic_ns() - t0) / 1e6, (time.process_time() - cpu0) * 1e3
+        assert wall >= 60.0
+        assert (cpu > 10.0) == busy, (spin, cpu)   # a loaded box may still take the spinner off the core
