@@ -2,7 +2,8 @@
 
 On demand (architecture.md §2): a frame is read only when a consumer of the detections ring
 (inference) has taken the previous record and is about to want the next one, so detection runs
-on the frames inference will take and burns no CPU on frames that would be skipped. It reads
+on the frames inference will take and burns no CPU on frames that would be skipped; `lead` sets how
+early before inference wants the record it starts (architecture.md §2). It reads
 the frames ring with policy ``latest`` as a zero-copy view of the slot, which the runner's
 reader claims, so capture cannot overwrite it meanwhile; after writing the record the slot is
 held (`hold_input`) until every inference generation has passed that record, so inference crops
@@ -66,6 +67,12 @@ class Params:
     allow_unsafe_checkpoint: bool = False  # yolo: full unpickling of the weights (--allow-unsafe-checkpoint)
 
 
+def _valid_lead(value) -> bool:
+    """`lead`: None (the default) or a multiple of detection's p50 in [0, 10]."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and 0.0 <= value <= 10.0)
+
+
 class Detection(Worker):
     input = "frames"
     policy = "latest"
@@ -79,8 +86,7 @@ class Detection(Worker):
         from pipeline.detectors import DetectorError, make_detector
 
         p = self.params
-        if p.lead is not None and (isinstance(p.lead, bool) or not isinstance(p.lead, (int, float))
-                                   or not 0.0 <= p.lead <= 10.0):
+        if not _valid_lead(p.lead):
             raise WorkerError(f"detection.lead = {p.lead!r}: a multiple of detection's time per frame in [0, 10] "
                               f"(or leave it out for the default)")
         max_persons = int(self.ctx.shared.get("max_persons") or self.out.ring.dtype["boxes"].shape[0])
@@ -244,8 +250,7 @@ class Detection(Worker):
 
     def on_set(self, key, value):
         if key == "lead":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0.0 <= value <= 10.0):
+            if not _valid_lead(value):
                 raise SettingError(f"lead = {value!r} — a multiple of detection's time per frame in [0, 10], "
                                    f"or null for the default (1.5 x + 5 ms)")
             self.params.lead = None if value is None else float(value)
