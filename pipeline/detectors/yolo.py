@@ -282,13 +282,7 @@ class YoloDetector(Detector):
                 "tracker": {"bytetrack": "ultralytics:bytetrack", "botsort": "ultralytics:botsort"}.get(
                     self.tracker, self.tracker),
                 "thresholds": {"conf": self.conf, "iou": self.iou, "min_score": self.min_score},
-                **self.post.as_dict(), **self._compile_state()}
-
-    def _compile_state(self) -> dict:
-        if self._runner is None:
-            return {}
-        info = self._runner.info()
-        return {k: info[k] for k in ("compiled", "compiling", "compile_error") if k in info}
+                **self.post.as_dict(), **(self._runner.compile_state() if self._runner is not None else {})}
 
     def warming(self) -> str:
         return self._runner.warming() if self._runner is not None else ""

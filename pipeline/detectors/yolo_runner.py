@@ -311,15 +311,16 @@ class YoloRunner:
         out = {"engine": self.engine, "device": str(self.device), "half": self.half,
                "precision": "fp16" if self.half else "fp32", "imgsz": self.imgsz,
                "end2end": self.end2end, "graphs": len(self._graphs)}
-        if self._compiled is not None:
-            out.update(self._compiled.state())
+        out.update(self.compile_state())
         return out
+
+    def compile_state(self) -> dict:
+        """Engine "compile": the sizes compiled and compiling, and the last error ({} otherwise)."""
+        return self._compiled.state() if self._compiled is not None else {}
 
     def warming(self) -> str:
         """What is still being prepared while frames are served ('' when nothing)."""
-        if self._compiled is None:
-            return ""
-        pending = self._compiled.state()["compiling"]
+        pending = self.compile_state().get("compiling")
         return f"compiling {', '.join(pending)}" if pending else ""
 
     def close(self) -> None:
