@@ -12,7 +12,6 @@ the read-back timed with CUDA events; the host's thresholds + NMS, ByteTrack and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -22,6 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from pipeline.detectors.yolo import prepare_offline_env  # noqa: E402  (imports no ultralytics)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,8 +30,7 @@ def main() -> int:
     ap.add_argument("--imgsz", default="640,512,480")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="yolo-breakdown-"))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "cfg"))
+    prepare_offline_env(tmp / "cfg")
     import torch
 
     from pipeline.detectors import make_detector

@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from pipeline.detectors.yolo import prepare_offline_env  # noqa: E402  (imports no ultralytics)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,8 +32,7 @@ def main() -> int:
     ap.add_argument("--modes", default="eager,default,max-autotune-no-cudagraphs")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="yolo-engines-"))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp / "cfg"))
+    prepare_offline_env(tmp / "cfg")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp / "inductor"))
     import torch
 
