@@ -118,9 +118,8 @@ def main() -> int:
     args.devices = args.devices.split(",")
     args.threads = [int(t) for t in args.threads.split(",")]
     args.tmp = Path(tempfile.mkdtemp(prefix="bench-detect-"))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(args.tmp / "ultralytics"))
+    from pipeline.detectors.yolo import prepare_offline_env
+    prepare_offline_env(args.tmp / "ultralytics")
     os.environ.setdefault("GLOG_minloglevel", "2")
     untrained = args.yolo is None
     if untrained:

@@ -213,10 +213,10 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated substrings: just the rows whose name holds one")
     args = ap.parse_args()
     import tempfile
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from pipeline.detectors.yolo import prepare_offline_env
     os.environ.setdefault("GLOG_minloglevel", "2")
     args.tmp = Path(tempfile.mkdtemp(prefix="detect-quality-"))
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(args.tmp / "ultralytics"))
+    prepare_offline_env(args.tmp / "ultralytics")
 
     from pipeline.detectors import make_detector
     from pipeline.sources.sample import load_photos, PHOTOS
